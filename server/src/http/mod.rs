@@ -1,0 +1,154 @@
+//! The Durable Streams HTTP protocol at `/v1/stream/{path}`.
+//!
+//! Handlers are thin: they parse and validate the request ([`headers`]), call
+//! [`Storage`], and shape the answer. Every response, errors included, carries
+//! CORS and browser-security headers ([`common_headers`]).
+
+mod error;
+pub mod headers;
+mod read;
+mod write;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+pub use error::ApiError;
+
+use crate::config::ServerConfig;
+use crate::storage::Storage;
+
+/// Where streams are mounted.
+pub const STREAM_PREFIX: &str = "/v1/stream/";
+
+/// Longest stream path accepted, in bytes.
+const MAX_PATH_BYTES: usize = 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: Arc<dyn Storage>,
+    pub config: Arc<ServerConfig>,
+}
+
+/// The HTTP application: streams, a health check, and a plain 404 elsewhere.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use durable_session_server::{config::ServerConfig, http, storage::sqlite::SqliteStorage};
+/// let storage = Arc::new(SqliteStorage::open(std::path::Path::new(".data"))?);
+/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()) });
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:4437").await?;
+/// axum::serve(listener, app).await?;
+/// # Ok(()) }
+/// ```
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/stream/{*path}", any(stream))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn(common_headers))
+        .with_state(state)
+}
+
+async fn stream(State(state): State<AppState>, req: Request) -> Response {
+    let result = match stream_path(req.uri().path()) {
+        Err(e) => Err(e),
+        Ok(path) => match req.method().clone() {
+            Method::GET => read::get(state, path, req).await,
+            Method::HEAD => read::head(state, path).await,
+            Method::PUT => write::put(state, path, req).await,
+            Method::POST => write::post(state, path, req).await,
+            Method::DELETE => write::delete(state, path).await,
+            Method::OPTIONS => Ok(preflight(&req)),
+            other => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {other} is not supported on streams"),
+            )
+            .with_header(header::ALLOW, "GET, HEAD, PUT, POST, DELETE, OPTIONS")),
+        },
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The stream path of a request URI (the part after `/v1/stream/`).
+fn stream_path(uri_path: &str) -> Result<String, ApiError> {
+    let path = uri_path.strip_prefix(STREAM_PREFIX).unwrap_or_default();
+    validate_path(path)?;
+    Ok(path.to_owned())
+}
+
+/// The stream path named by a `Stream-Forked-From` header: a URL path on this
+/// server (`/v1/stream/a/b`) or a stream path (`a/b`).
+pub(crate) fn source_path(value: &str) -> Result<String, ApiError> {
+    let path = value
+        .strip_prefix(STREAM_PREFIX)
+        .or_else(|| value.strip_prefix('/'))
+        .unwrap_or(value);
+    validate_path(path)?;
+    Ok(path.to_owned())
+}
+
+fn validate_path(path: &str) -> Result<(), ApiError> {
+    if path.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no stream path given"));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "stream path is longer than {MAX_PATH_BYTES} bytes"
+        )));
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(ApiError::bad_request("stream path must not contain . or .. segments"));
+    }
+    Ok(())
+}
+
+fn preflight(req: &Request) -> Response {
+    let allow_headers = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+        .map(|requested| format!("{}, {requested}", headers::ALLOWED))
+        .unwrap_or_else(|| headers::ALLOWED.to_owned());
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&allow_headers) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    res
+}
+
+/// Adds CORS and browser-security headers to every response and logs it.
+async fn common_headers(req: Request<Body>, next: Next) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let started = std::time::Instant::now();
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(headers::EXPOSED),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
+    );
+    tracing::debug!(%method, %uri, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    res
+}
+

@@ -1,0 +1,378 @@
+//! Reads: `HEAD`, and `GET` in catch-up, long-poll and SSE modes.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::headers::{
+    STREAM_CLOSED, STREAM_CURSOR, STREAM_EXPIRES_AT, STREAM_NEXT_OFFSET, STREAM_SSE_DATA_ENCODING,
+    STREAM_TTL, STREAM_UP_TO_DATE,
+};
+use super::{ApiError, AppState};
+use crate::cursor::next_cursor;
+use crate::offset::{StartAt, format_offset, parse_start};
+use crate::storage::{Chunk, Expiry, Read, StreamInfo, rules};
+
+/// Cache policy for immutable historical data.
+const CACHEABLE: &str = "public, max-age=60, stale-while-revalidate=300";
+
+/// `live` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    CatchUp,
+    LongPoll,
+    Sse,
+}
+
+/// The query parameters of a read.
+struct ReadQuery {
+    offset: Option<StartAt>,
+    live: Live,
+    cursor: Option<u64>,
+}
+
+fn parse_query(query: Option<&str>) -> Result<ReadQuery, ApiError> {
+    let mut offset = None;
+    let mut live = None;
+    let mut cursor = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "offset" => {
+                if offset.is_some() {
+                    return Err(ApiError::bad_request("offset is given more than once"));
+                }
+                offset = Some(parse_start(&value).map_err(|e| ApiError::bad_request(e.to_string()))?);
+            }
+            "live" => {
+                if live.is_some() {
+                    return Err(ApiError::bad_request("live is given more than once"));
+                }
+                live = Some(match value.as_ref() {
+                    "long-poll" => Live::LongPoll,
+                    "sse" => Live::Sse,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "live must be long-poll or sse, got {other:?}"
+                        )));
+                    }
+                });
+            }
+            // A cursor is only an echo for caches; a malformed one is ignored.
+            "cursor" => cursor = value.parse().ok(),
+            _ => {}
+        }
+    }
+    let live = live.unwrap_or(Live::CatchUp);
+    if live != Live::CatchUp && offset.is_none() {
+        return Err(ApiError::bad_request("live reads need an offset (use -1 for the beginning)"));
+    }
+    Ok(ReadQuery { offset, live, cursor })
+}
+
+fn set(h: &mut HeaderMap, name: header::HeaderName, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        h.insert(name, v);
+    }
+}
+
+/// `Stream-TTL` / `Stream-Expires-At` describing a stream's expiry.
+fn expiry_headers(h: &mut HeaderMap, expiry: Expiry) {
+    match expiry {
+        Expiry::Never => {}
+        Expiry::Ttl(secs) => set(h, STREAM_TTL, secs.to_string()),
+        Expiry::At(ms) => {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            if let Some(at) = at {
+                set(h, STREAM_EXPIRES_AT, at);
+            }
+        }
+    }
+}
+
+/// `HEAD`: metadata only, never cached.
+pub(super) async fn head(state: AppState, path: String) -> Result<Response, ApiError> {
+    let info = state.storage.head(&path).await?;
+    let mut res = StatusCode::OK.into_response();
+    let h = res.headers_mut();
+    set(h, header::CONTENT_TYPE, &info.content_type);
+    set(h, STREAM_NEXT_OFFSET, format_offset(info.tail));
+    set(h, header::CACHE_CONTROL, "no-store");
+    expiry_headers(h, info.expiry);
+    if info.closed {
+        set(h, STREAM_CLOSED, "true");
+    }
+    Ok(res)
+}
+
+/// `GET`: dispatches on the `live` parameter.
+pub(super) async fn get(state: AppState, path: String, req: Request) -> Result<Response, ApiError> {
+    let query = parse_query(req.uri().query())?;
+    let from = query.offset.unwrap_or(StartAt::Beginning);
+    match query.live {
+        Live::CatchUp => catch_up(state, path, from, req.headers()).await,
+        Live::LongPoll => long_poll(state, path, from, query.cursor).await,
+        Live::Sse => sse(state, path, from, query.cursor).await,
+    }
+}
+
+/// The body of a chunk as one response: a JSON array, or the bytes.
+fn body_of(chunk: &Chunk) -> Bytes {
+    if chunk.info.is_json() {
+        let len = chunk.pieces.iter().map(Bytes::len).sum::<usize>() + chunk.pieces.len() + 2;
+        let mut out = BytesMut::with_capacity(len);
+        out.put_u8(b'[');
+        for (i, piece) in chunk.pieces.iter().enumerate() {
+            if i > 0 {
+                out.put_u8(b',');
+            }
+            out.put_slice(piece);
+        }
+        out.put_u8(b']');
+        out.freeze()
+    } else if chunk.pieces.len() == 1 {
+        chunk.pieces[0].clone()
+    } else {
+        chunk.pieces.concat().into()
+    }
+}
+
+/// Whether the reader has reached the end of a closed stream.
+fn at_eof(chunk: &Chunk) -> bool {
+    chunk.info.closed && chunk.up_to_date()
+}
+
+/// Headers shared by every data-carrying read response.
+fn chunk_headers(h: &mut HeaderMap, chunk: &Chunk) {
+    set(h, header::CONTENT_TYPE, &chunk.info.content_type);
+    set(h, STREAM_NEXT_OFFSET, format_offset(chunk.next));
+    if chunk.up_to_date() {
+        set(h, STREAM_UP_TO_DATE, "true");
+    }
+    if at_eof(chunk) {
+        set(h, STREAM_CLOSED, "true");
+    }
+}
+
+fn etag(chunk: &Chunk) -> String {
+    let closed = if at_eof(chunk) { ":c" } else { "" };
+    format!("\"{}:{}:{}{closed}\"", chunk.info.id, chunk.start, chunk.next)
+}
+
+fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
+    if_none_match
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag)))
+}
+
+fn cursor_header(h: &mut HeaderMap, client: Option<u64>) {
+    set(h, STREAM_CURSOR, cursor_value(client).to_string());
+}
+
+fn cursor_value(client: Option<u64>) -> u64 {
+    next_cursor(rules::now_ms(), client, rand::random_range(1..=3600))
+}
+
+async fn catch_up(state: AppState, path: String, from: StartAt, req_headers: &HeaderMap) -> Result<Response, ApiError> {
+    let chunk = state
+        .storage
+        .read(Read { path, from, max_bytes: state.config.max_read_bytes })
+        .await?;
+    if from == StartAt::Now {
+        let mut res = (StatusCode::OK, body_of(&chunk)).into_response();
+        let h = res.headers_mut();
+        chunk_headers(h, &chunk);
+        set(h, header::CACHE_CONTROL, "no-store");
+        return Ok(res);
+    }
+    let tag = etag(&chunk);
+    if etag_matches(req_headers.get(header::IF_NONE_MATCH), &tag) {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        set(res.headers_mut(), header::ETAG, tag);
+        return Ok(res);
+    }
+    let mut res = (StatusCode::OK, body_of(&chunk)).into_response();
+    let h = res.headers_mut();
+    chunk_headers(h, &chunk);
+    set(h, header::ETAG, tag);
+    // Data at a fixed offset never changes; an empty answer at the tail does.
+    set(h, header::CACHE_CONTROL, if chunk.pieces.is_empty() { "no-store" } else { CACHEABLE });
+    Ok(res)
+}
+
+/// `204` for a long-poll that found nothing (or the end of a closed stream).
+fn no_content(info: &StreamInfo, cursor: Option<u64>) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    set(h, STREAM_NEXT_OFFSET, format_offset(info.tail));
+    set(h, STREAM_UP_TO_DATE, "true");
+    set(h, header::CACHE_CONTROL, "no-store");
+    if info.closed {
+        set(h, STREAM_CLOSED, "true");
+    } else {
+        cursor_header(h, cursor);
+    }
+    res
+}
+
+async fn long_poll(state: AppState, path: String, from: StartAt, cursor: Option<u64>) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + state.config.long_poll_timeout;
+    let mut feed = state.storage.changes(&path);
+    let mut from = from;
+    loop {
+        let chunk = state
+            .storage
+            .read(Read { path: path.clone(), from, max_bytes: state.config.max_read_bytes })
+            .await?;
+        if !chunk.pieces.is_empty() {
+            let mut res = (StatusCode::OK, body_of(&chunk)).into_response();
+            let h = res.headers_mut();
+            chunk_headers(h, &chunk);
+            set(h, header::ETAG, etag(&chunk));
+            set(h, header::CACHE_CONTROL, CACHEABLE);
+            if !at_eof(&chunk) {
+                cursor_header(h, cursor);
+            }
+            return Ok(res);
+        }
+        if chunk.info.closed {
+            return Ok(no_content(&chunk.info, cursor));
+        }
+        from = StartAt::Pos(chunk.next);
+        let now = Instant::now();
+        if now >= deadline || !feed.wait(deadline - now).await && Instant::now() >= deadline {
+            return Ok(no_content(&chunk.info, cursor));
+        }
+    }
+}
+
+/// One SSE event; payload lines each get a `data:` prefix.
+fn sse_event(out: &mut BytesMut, event: &str, payload: &str) {
+    out.put_slice(b"event: ");
+    out.put_slice(event.as_bytes());
+    out.put_u8(b'\n');
+    for line in payload.split('\n') {
+        out.put_slice(b"data:");
+        // The SSE parser drops one space after the colon; keep a real one.
+        if line.starts_with(' ') {
+            out.put_u8(b' ');
+        }
+        out.put_slice(line.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+}
+
+/// A `control` event describing where the reader stands.
+fn control_event(out: &mut BytesMut, chunk: &Chunk, cursor: &mut Option<u64>) {
+    let mut control = serde_json::Map::new();
+    control.insert("streamNextOffset".into(), format_offset(chunk.next).into());
+    if at_eof(chunk) {
+        control.insert("streamClosed".into(), true.into());
+        control.insert("upToDate".into(), true.into());
+    } else {
+        let next = cursor_value(*cursor);
+        *cursor = Some(next);
+        control.insert("streamCursor".into(), next.to_string().into());
+        if chunk.up_to_date() {
+            control.insert("upToDate".into(), true.into());
+        }
+    }
+    sse_event(out, "control", &serde_json::Value::Object(control).to_string());
+}
+
+/// A `data` event carrying a chunk: JSON arrays and text as is, anything
+/// else in base64.
+fn data_event(out: &mut BytesMut, chunk: &Chunk) {
+    let body = body_of(chunk);
+    if rules::is_text(&chunk.info.content_type) {
+        let text = String::from_utf8_lossy(&body);
+        sse_event(out, "data", &text.replace("\r\n", "\n").replace('\r', "\n"));
+    } else {
+        sse_event(out, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
+    }
+}
+
+async fn sse(state: AppState, path: String, from: StartAt, cursor: Option<u64>) -> Result<Response, ApiError> {
+    let mut feed = state.storage.changes(&path);
+    // The first read happens before the response starts, so a missing
+    // stream is an ordinary 404.
+    let first = state
+        .storage
+        .read(Read { path: path.clone(), from, max_bytes: state.config.max_read_bytes })
+        .await?;
+    let binary = !rules::is_text(&first.info.content_type);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let storage = state.storage.clone();
+    let config = state.config.clone();
+    tokio::spawn(async move {
+        let ends_at = Instant::now() + config.sse_max_duration;
+        let mut cursor = cursor;
+        let mut chunk = first;
+        let mut first_event = true;
+        loop {
+            let mut out = BytesMut::new();
+            if !chunk.pieces.is_empty() {
+                data_event(&mut out, &chunk);
+            }
+            if !chunk.pieces.is_empty() || first_event || at_eof(&chunk) {
+                control_event(&mut out, &chunk, &mut cursor);
+                first_event = false;
+            }
+            if !out.is_empty() && tx.send(Ok(out.freeze())).await.is_err() {
+                return; // client went away
+            }
+            if at_eof(&chunk) {
+                return;
+            }
+            let next = StartAt::Pos(chunk.next);
+            // Wait for a change unless more data is already there.
+            while chunk.up_to_date() {
+                let now = Instant::now();
+                if now >= ends_at {
+                    return;
+                }
+                let wait = config.sse_keepalive.min(ends_at - now);
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    changed = feed.wait(wait) => {
+                        if changed {
+                            break;
+                        }
+                        if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            chunk = match storage.read(Read { path: path.clone(), from: next, max_bytes: config.max_read_bytes }).await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::debug!(%path, error = %e, "SSE stream ends");
+                    return;
+                }
+            };
+        }
+    });
+    let mut res = Response::new(Body::from_stream(tokio_stream_from(rx)));
+    let h = res.headers_mut();
+    set(h, header::CONTENT_TYPE, "text/event-stream");
+    set(h, header::CACHE_CONTROL, "no-cache");
+    if binary {
+        set(h, STREAM_SSE_DATA_ENCODING, "base64");
+    }
+    Ok(res)
+}
+
+/// Adapts a channel receiver into a body stream.
+fn tokio_stream_from(
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}

@@ -1,0 +1,136 @@
+//! Writes: `PUT` (create or fork), `POST` (append and/or close), `DELETE`.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::headers::{
+    self, PRODUCER_EPOCH, PRODUCER_SEQ, STREAM_CLOSED, STREAM_FORKED_FROM, STREAM_NEXT_OFFSET, STREAM_SEQ,
+};
+use super::{ApiError, AppState, STREAM_PREFIX, source_path};
+use crate::offset::format_offset;
+use crate::storage::{Append, CreateStream, ForkFrom, StreamInfo};
+
+fn set(h: &mut HeaderMap, name: header::HeaderName, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        h.insert(name, v);
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with `413`.
+async fn body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    Ok(headers::text(headers, &header::CONTENT_TYPE)?
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned))
+}
+
+fn describe(h: &mut HeaderMap, info: &StreamInfo) {
+    set(h, header::CONTENT_TYPE, &info.content_type);
+    set(h, STREAM_NEXT_OFFSET, format_offset(info.tail));
+    if info.closed {
+        set(h, STREAM_CLOSED, "true");
+    }
+}
+
+/// `PUT`: create a stream, fork one, or confirm an identical one.
+pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<Response, ApiError> {
+    let (parts, raw) = req.into_parts();
+    let h = &parts.headers;
+    let fork = match headers::text(h, &STREAM_FORKED_FROM)? {
+        Some(source) => Some(ForkFrom {
+            source: source_path(source)?,
+            offset: headers::fork_offset(h)?,
+            sub_offset: headers::fork_sub_offset(h)?,
+        }),
+        None if h.contains_key(headers::STREAM_FORK_OFFSET) || h.contains_key(headers::STREAM_FORK_SUB_OFFSET) => {
+            return Err(ApiError::bad_request(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            ));
+        }
+        None => None,
+    };
+    let create = CreateStream {
+        content_type: content_type(h)?,
+        expiry: headers::expiry(h)?,
+        closed: headers::closed(h),
+        body: body(raw, h, state.config.max_body_bytes).await?,
+        fork,
+        path,
+    };
+    let location = format!("{STREAM_PREFIX}{}", create.path);
+    let created = state.storage.create(create).await?;
+    let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut res = status.into_response();
+    let h = res.headers_mut();
+    describe(h, &created.info);
+    if created.created {
+        set(h, header::LOCATION, location);
+    }
+    Ok(res)
+}
+
+/// `POST`: append (with optional producer and `Stream-Seq`) and/or close.
+pub(super) async fn post(state: AppState, path: String, req: Request) -> Result<Response, ApiError> {
+    let (parts, raw) = req.into_parts();
+    let h = &parts.headers;
+    let append = Append {
+        content_type: content_type(h)?,
+        close: headers::closed(h),
+        stream_seq: headers::text(h, &STREAM_SEQ)?.map(str::to_owned),
+        producer: headers::producer(h)?,
+        body: body(raw, h, state.config.max_body_bytes).await?,
+        path,
+    };
+    if append.body.is_empty() && !append.close {
+        return Err(ApiError::bad_request(
+            "empty body: send data to append, or Stream-Closed: true to close",
+        ));
+    }
+    let appended = state.storage.append(append).await?;
+    let status = match appended.producer {
+        Some(_) if !appended.duplicate => StatusCode::OK,
+        _ => StatusCode::NO_CONTENT,
+    };
+    let mut res = status.into_response();
+    let h = res.headers_mut();
+    set(h, STREAM_NEXT_OFFSET, format_offset(appended.info.tail));
+    if appended.info.closed {
+        set(h, STREAM_CLOSED, "true");
+    }
+    if let Some((epoch, seq)) = appended.producer {
+        set(h, PRODUCER_EPOCH, epoch.to_string());
+        set(h, PRODUCER_SEQ, seq.to_string());
+    }
+    Ok(res)
+}
+
+/// `DELETE`: remove a stream (soft-deleted while forks read from it).
+pub(super) async fn delete(state: AppState, path: String) -> Result<Response, ApiError> {
+    state.storage.delete(&path).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,84 @@
+//! # durable-session-server
+//!
+//! The reference server for durable sessions: the open
+//! [Durable Streams](https://github.com/durable-streams/durable-streams) HTTP
+//! protocol at `/v1/stream/{path}`, stored durably in an embedded SQLite
+//! database.
+//!
+//! The crate is a library with a thin binary around it, so tests and other
+//! programs can run the server in-process:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use durable_session_server::{Server, config::ServerConfig};
+//! let server = Server::open(std::path::Path::new(".data"), ServerConfig::default())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! println!("listening on http://{}", listener.local_addr()?);
+//! server.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: [`offset`] and [`cursor`] are pure protocol values; [`storage`]
+//! holds the backend trait, the rules every backend applies, and the SQLite
+//! backend; [`changes`] wakes live readers; [`http`] is the thin axum layer.
+
+pub mod changes;
+pub mod config;
+pub mod cursor;
+pub mod http;
+pub mod offset;
+pub mod storage;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::ServerConfig;
+use storage::sqlite::SqliteStorage;
+use storage::{Storage, StoreError};
+
+/// How long in-flight requests (long-polls, SSE) get to finish after a
+/// shutdown signal before the server stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A configured server, ready to accept connections.
+pub struct Server {
+    state: http::AppState,
+}
+
+impl Server {
+    /// A server on the SQLite store in `data_dir` (created if missing).
+    pub fn open(data_dir: &Path, config: ServerConfig) -> Result<Self, StoreError> {
+        let storage = SqliteStorage::open(data_dir)?;
+        Ok(Self::with_storage(Arc::new(storage), config))
+    }
+
+    /// A server on any storage backend.
+    pub fn with_storage(storage: Arc<dyn Storage>, config: ServerConfig) -> Self {
+        Self { state: http::AppState { storage, config: Arc::new(config) } }
+    }
+
+    /// Serves until `shutdown` completes, then gives in-flight requests a
+    /// short grace period.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let app = http::router(self.state);
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let grace = async move {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            result = server => result,
+            () = grace => Ok(()),
+        }
+    }
+}

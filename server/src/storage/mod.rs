@@ -1,0 +1,227 @@
+//! Storage: where streams live, behind one trait.
+//!
+//! Handlers speak only to [`Storage`]. A backend owns durability (an append is
+//! acknowledged only once it is durable), atomicity (a producer's state moves
+//! with the data it wrote) and wake-ups (a live reader waiting on a stream is
+//! woken by [`Storage::changes`], whichever process wrote). The embedded
+//! default is [`sqlite::SqliteStorage`]; the protocol rules every backend
+//! shares live in [`rules`].
+
+pub mod rules;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::changes::ChangeFeed;
+use crate::offset::{Pos, StartAt};
+
+/// When a stream expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Never.
+    Never,
+    /// A sliding window: this many seconds after the last read or write.
+    Ttl(u64),
+    /// An absolute deadline, in Unix milliseconds.
+    At(i64),
+}
+
+/// An idempotent producer's identity on one request (`Producer-Id`,
+/// `Producer-Epoch`, `Producer-Seq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Producer {
+    pub id: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// A request to fork an existing stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkFrom {
+    /// Path of the source stream (relative to `/v1/stream/`).
+    pub source: String,
+    /// Divergence point; `None` means the source's current tail.
+    pub offset: Option<Pos>,
+    /// Messages (JSON) or bytes (other types) past `offset` to inherit too.
+    pub sub_offset: u64,
+}
+
+/// `PUT`: create a stream, or confirm one with the same configuration.
+#[derive(Debug, Clone)]
+pub struct CreateStream {
+    pub path: String,
+    /// `None` when the request had no `Content-Type` (a fork inherits its
+    /// source's; a new stream gets `application/octet-stream`).
+    pub content_type: Option<String>,
+    pub expiry: Expiry,
+    pub closed: bool,
+    pub body: Bytes,
+    pub fork: Option<ForkFrom>,
+}
+
+/// `POST`: append to a stream and/or close it.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub path: String,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub close: bool,
+    pub stream_seq: Option<String>,
+    pub producer: Option<Producer>,
+}
+
+/// What a stream is, as `HEAD` and every response describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Internal id, unique across the lifetime of the store (used in ETags).
+    pub id: i64,
+    pub content_type: String,
+    /// The tail: the position the next append will start at.
+    pub tail: Pos,
+    pub closed: bool,
+    pub expiry: Expiry,
+}
+
+impl StreamInfo {
+    /// Whether this stream preserves message boundaries (JSON mode).
+    pub fn is_json(&self) -> bool {
+        rules::is_json(&self.content_type)
+    }
+}
+
+/// The outcome of a successful `PUT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// `false` when an identical stream already existed.
+    pub created: bool,
+    pub info: StreamInfo,
+}
+
+/// The outcome of a successful `POST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub info: StreamInfo,
+    /// `true` when nothing new was written: an idempotent duplicate, or a
+    /// close of an already-closed stream.
+    pub duplicate: bool,
+    /// For producer requests: the epoch and highest accepted seq.
+    pub producer: Option<(u64, u64)>,
+}
+
+/// A read of the stored data from a position.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub path: String,
+    pub from: StartAt,
+    /// Stop adding messages once this many bytes are collected (at least one
+    /// message is always returned when there is one).
+    pub max_bytes: usize,
+}
+
+/// Data returned by a read.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub info: StreamInfo,
+    /// The position the data starts at.
+    pub start: Pos,
+    /// The position after the data: where the next read starts.
+    pub next: Pos,
+    /// JSON streams: one entry per message (each a JSON text). Other
+    /// streams: consecutive byte runs, to be concatenated.
+    pub pieces: Vec<Bytes>,
+}
+
+impl Chunk {
+    /// Whether the chunk reaches the tail of the stream.
+    pub fn up_to_date(&self) -> bool {
+        self.next >= self.info.tail
+    }
+}
+
+/// Everything that can go wrong in a storage operation, phrased as the
+/// protocol outcome it maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// No such stream (or it expired).
+    NotFound,
+    /// The stream was deleted but is kept for its forks.
+    Gone,
+    /// The stream is closed; nothing more can be appended.
+    Closed { tail: Pos },
+    /// The request's content type differs from the stream's.
+    ContentTypeMismatch { stream: String },
+    /// `PUT` on an existing stream with a different configuration.
+    ConfigMismatch(&'static str),
+    /// `Stream-Seq` not greater than the last one.
+    SeqRegression { last: String },
+    /// A producer epoch older than the stored one.
+    StaleEpoch { current: u64 },
+    /// A producer seq that skips ahead.
+    SeqGap { expected: u64, received: u64 },
+    /// Anything else the client got wrong: a short, plain message.
+    BadRequest(String),
+    /// The offset is past the tail of the stream.
+    OffsetBeyondTail,
+    /// A fork source that does not exist.
+    ForkSourceNotFound,
+    /// A fork source that is soft-deleted.
+    ForkSourceGone,
+    /// The storage itself failed.
+    Internal(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("stream not found"),
+            Self::Gone => f.write_str("stream was deleted"),
+            Self::Closed { .. } => f.write_str("stream is closed"),
+            Self::ContentTypeMismatch { stream } => {
+                write!(f, "content type does not match the stream's ({stream})")
+            }
+            Self::ConfigMismatch(what) => {
+                write!(f, "stream already exists with a different {what}")
+            }
+            Self::SeqRegression { last } => {
+                write!(f, "Stream-Seq must be greater than the last one ({last:?})")
+            }
+            Self::StaleEpoch { current } => {
+                write!(f, "producer epoch is stale (current epoch is {current})")
+            }
+            Self::SeqGap { expected, received } => {
+                write!(f, "producer seq gap: expected {expected}, received {received}")
+            }
+            Self::BadRequest(msg) => f.write_str(msg),
+            Self::OffsetBeyondTail => f.write_str("offset is beyond the tail of the stream"),
+            Self::ForkSourceNotFound => f.write_str("fork source stream not found"),
+            Self::ForkSourceGone => f.write_str("fork source stream was deleted"),
+            Self::Internal(msg) => write!(f, "storage error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Result of a storage operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A place streams live. Implementations must be safe to share between all
+/// request handlers.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Creates a stream (or a fork), or confirms an identical one.
+    async fn create(&self, req: CreateStream) -> StoreResult<Created>;
+    /// Appends to and/or closes a stream. Returns only once durable.
+    async fn append(&self, req: Append) -> StoreResult<Appended>;
+    /// Reads from a position; resets a sliding TTL.
+    async fn read(&self, req: Read) -> StoreResult<Chunk>;
+    /// Describes a stream without touching its TTL.
+    async fn head(&self, path: &str) -> StoreResult<StreamInfo>;
+    /// Deletes a stream (a soft delete while forks still read from it).
+    async fn delete(&self, path: &str) -> StoreResult<()>;
+    /// A feed that wakes whenever the stream at `path` changes. Subscribe
+    /// *before* reading so that no change between the read and the wait is
+    /// missed.
+    fn changes(&self, path: &str) -> ChangeFeed;
+}

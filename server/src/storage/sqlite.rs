@@ -1,0 +1,847 @@
+//! The embedded default backend: SQLite in WAL mode.
+//!
+//! One writer thread owns the write connection and applies every mutation;
+//! requests that arrive together share one transaction (group commit), each in
+//! its own savepoint so one failure never undoes another. A reply is sent only
+//! after `COMMIT` returned with `synchronous=FULL`, so an acknowledged append
+//! survives `kill -9` and power loss. Reads run on a small pool of read-only
+//! connections and never wait for the writer.
+//!
+//! Sliding-TTL touches from reads are kept in memory (so a read never costs a
+//! disk write) and folded into the database every few seconds.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::rules::{self, ProducerVerdict};
+use super::{
+    Append, Appended, Chunk, CreateStream, Created, Expiry, Read, Storage, StoreError, StoreResult,
+    StreamInfo,
+};
+use crate::changes::{ChangeFeed, ChangeHub};
+use crate::offset::{Pos, StartAt};
+
+/// Most mutations applied in one transaction.
+const MAX_BATCH: usize = 512;
+/// How often read touches are written back and expired streams swept.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT UNIQUE,
+    content_type TEXT NOT NULL,
+    ttl_seconds INTEGER,
+    expires_at_ms INTEGER,
+    touched_ms INTEGER NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0,
+    closed_by_id TEXT,
+    closed_by_epoch INTEGER,
+    closed_by_seq INTEGER,
+    tail INTEGER NOT NULL,
+    last_stream_seq TEXT,
+    fork_source INTEGER,
+    fork_source_path TEXT,
+    fork_offset INTEGER,
+    fork_req_offset INTEGER,
+    fork_sub INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS streams_fork_source ON streams(fork_source);
+CREATE TABLE IF NOT EXISTS chunks (
+    stream_id INTEGER NOT NULL,
+    start_pos INTEGER NOT NULL,
+    end_pos INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (stream_id, end_pos)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS producers (
+    stream_id INTEGER NOT NULL,
+    producer_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, producer_id)
+) WITHOUT ROWID;
+";
+
+const ROW_COLUMNS: &str = "id, path, content_type, ttl_seconds, expires_at_ms, touched_ms, closed, \
+     closed_by_id, closed_by_epoch, closed_by_seq, tail, last_stream_seq, fork_source, \
+     fork_source_path, fork_offset, fork_req_offset, fork_sub, deleted";
+
+/// A stream's row.
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    content_type: String,
+    ttl_seconds: Option<i64>,
+    expires_at_ms: Option<i64>,
+    touched_ms: i64,
+    closed: bool,
+    closed_by: Option<(String, u64, u64)>,
+    tail: Pos,
+    last_stream_seq: Option<String>,
+    fork_source: Option<i64>,
+    fork_source_path: Option<String>,
+    fork_offset: Option<Pos>,
+    fork_req_offset: Option<Pos>,
+    fork_sub: u64,
+    deleted: bool,
+}
+
+impl Row {
+    fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let closed_by_id: Option<String> = r.get(7)?;
+        let closed_by = match closed_by_id {
+            Some(id) => Some((id, r.get::<_, i64>(8)? as u64, r.get::<_, i64>(9)? as u64)),
+            None => None,
+        };
+        Ok(Self {
+            id: r.get(0)?,
+            content_type: r.get(2)?,
+            ttl_seconds: r.get(3)?,
+            expires_at_ms: r.get(4)?,
+            touched_ms: r.get(5)?,
+            closed: r.get(6)?,
+            closed_by,
+            tail: r.get::<_, i64>(10)? as Pos,
+            last_stream_seq: r.get(11)?,
+            fork_source: r.get(12)?,
+            fork_source_path: r.get(13)?,
+            fork_offset: r.get::<_, Option<i64>>(14)?.map(|v| v as Pos),
+            fork_req_offset: r.get::<_, Option<i64>>(15)?.map(|v| v as Pos),
+            fork_sub: r.get::<_, i64>(16)? as u64,
+            deleted: r.get(17)?,
+        })
+    }
+
+    fn expiry(&self) -> Expiry {
+        match (self.ttl_seconds, self.expires_at_ms) {
+            (Some(ttl), _) => Expiry::Ttl(ttl as u64),
+            (None, Some(at)) => Expiry::At(at),
+            (None, None) => Expiry::Never,
+        }
+    }
+
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            id: self.id,
+            content_type: self.content_type.clone(),
+            tail: self.tail,
+            closed: self.closed,
+            expiry: self.expiry(),
+        }
+    }
+
+    fn is_json(&self) -> bool {
+        rules::is_json(&self.content_type)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn find(conn: &Connection, path: &str) -> StoreResult<Option<Row>> {
+    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE path = ?1"))
+        .and_then(|mut st| st.query_row([path], Row::from_sql).optional())
+        .map_err(internal)
+}
+
+fn find_by_id(conn: &Connection, id: i64) -> StoreResult<Option<Row>> {
+    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE id = ?1"))
+        .and_then(|mut st| st.query_row([id], Row::from_sql).optional())
+        .map_err(internal)
+}
+
+fn fork_count(conn: &Connection, id: i64) -> StoreResult<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM streams WHERE fork_source = ?1")
+        .and_then(|mut st| st.query_row([id], |r| r.get(0)))
+        .map_err(internal)
+}
+
+/// Last-touch times from reads, not yet written back. Keyed by stream id.
+#[derive(Default)]
+struct Touches(Mutex<HashMap<i64, i64>>);
+
+impl Touches {
+    fn touch(&self, id: i64, now: i64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id, now);
+    }
+
+    fn effective(&self, row: &Row) -> i64 {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&row.id).copied().unwrap_or(0).max(row.touched_ms)
+    }
+
+    fn forget(&self, id: i64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    fn snapshot(&self) -> Vec<(i64, i64)> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// Whether `row` is expired now, counting in-memory touches.
+fn expired(touches: &Touches, row: &Row, now: i64) -> bool {
+    rules::is_expired(row.expiry(), touches.effective(row), now)
+}
+
+/// Looks a stream up for a client operation: missing, expired and
+/// soft-deleted streams are errors.
+fn live_row(conn: &Connection, touches: &Touches, path: &str, now: i64) -> StoreResult<Row> {
+    match find(conn, path)? {
+        None => Err(StoreError::NotFound),
+        Some(row) if row.deleted => Err(StoreError::Gone),
+        Some(row) if expired(touches, &row, now) => Err(StoreError::NotFound),
+        Some(row) => Ok(row),
+    }
+}
+
+/// Collects stored data of stream `id` from `*pos` up to (excluding)
+/// `limit`, following the fork chain, until about `budget` bytes are in
+/// `out`. Advances `*pos` past what was collected.
+fn collect(
+    conn: &Connection,
+    id: i64,
+    pos: &mut Pos,
+    limit: Pos,
+    budget: usize,
+    out: &mut Vec<Bytes>,
+    used: &mut usize,
+) -> StoreResult<()> {
+    let row = find_by_id(conn, id)?.ok_or_else(|| internal("fork source vanished"))?;
+    if let (Some(source), Some(fork_at)) = (row.fork_source, row.fork_offset)
+        && *pos < fork_at
+    {
+        let source_limit = limit.min(fork_at);
+        collect(conn, source, pos, source_limit, budget, out, used)?;
+        if *pos < source_limit {
+            return Ok(()); // budget reached inside the source
+        }
+    }
+    let mut st = conn
+        .prepare_cached(
+            "SELECT start_pos, end_pos, data FROM chunks \
+             WHERE stream_id = ?1 AND end_pos > ?2 AND start_pos < ?3 ORDER BY end_pos",
+        )
+        .map_err(internal)?;
+    let mut rows = st
+        .query(params![id, *pos as i64, limit as i64])
+        .map_err(internal)?;
+    while let Some(r) = rows.next().map_err(internal)? {
+        if *used >= budget && !out.is_empty() {
+            break;
+        }
+        let start = r.get::<_, i64>(0).map_err(internal)? as Pos;
+        let end = r.get::<_, i64>(1).map_err(internal)? as Pos;
+        let data: Vec<u8> = r.get(2).map_err(internal)?;
+        let piece = if row.is_json() {
+            Bytes::from(data)
+        } else {
+            let from = (*pos).max(start) - start;
+            let to = end.min(limit) - start;
+            Bytes::from(data).slice(from as usize..to as usize)
+        };
+        *used += piece.len();
+        out.push(piece);
+        *pos = end.min(limit);
+    }
+    Ok(())
+}
+
+fn read_chunk(conn: &Connection, touches: &Touches, req: &Read) -> StoreResult<Chunk> {
+    let now = rules::now_ms();
+    let row = live_row(conn, touches, &req.path, now)?;
+    if row.ttl_seconds.is_some() {
+        touches.touch(row.id, now);
+    }
+    let start = match req.from {
+        StartAt::Beginning => 0,
+        StartAt::Now => row.tail,
+        StartAt::Pos(p) if p > row.tail => return Err(StoreError::OffsetBeyondTail),
+        StartAt::Pos(p) => p,
+    };
+    let mut pieces = Vec::new();
+    let mut next = start;
+    if start < row.tail {
+        let mut used = 0;
+        collect(conn, row.id, &mut next, row.tail, req.max_bytes, &mut pieces, &mut used)?;
+    }
+    Ok(Chunk { info: row.info(), start, next, pieces })
+}
+
+/// Writes pieces from position `start`; returns the new tail.
+fn insert_pieces(conn: &Connection, id: i64, json: bool, start: Pos, pieces: &[Bytes]) -> StoreResult<Pos> {
+    let mut st = conn
+        .prepare_cached("INSERT INTO chunks (stream_id, start_pos, end_pos, data) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(internal)?;
+    let mut pos = start;
+    for piece in pieces {
+        let end = pos + if json { 1 } else { piece.len() as Pos };
+        st.execute(params![id, pos as i64, end as i64, piece.as_ref()])
+            .map_err(internal)?;
+        pos = end;
+    }
+    Ok(pos)
+}
+
+/// Removes a stream for good, then any soft-deleted source it was the last
+/// fork of.
+fn hard_delete(conn: &Connection, touches: &Touches, id: i64) -> StoreResult<()> {
+    let source = find_by_id(conn, id)?.and_then(|r| r.fork_source);
+    for sql in [
+        "DELETE FROM chunks WHERE stream_id = ?1",
+        "DELETE FROM producers WHERE stream_id = ?1",
+        "DELETE FROM streams WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)
+            .and_then(|mut st| st.execute([id]))
+            .map_err(internal)?;
+    }
+    touches.forget(id);
+    if let Some(source) = source
+        && let Some(src) = find_by_id(conn, source)?
+        && src.deleted
+        && fork_count(conn, source)? == 0
+    {
+        hard_delete(conn, touches, source)?;
+    }
+    Ok(())
+}
+
+/// Deletes a stream, keeping it (soft-deleted) while forks read from it.
+/// `keep_path` keeps the path reserved, as an explicit `DELETE` does; an
+/// expiry frees it.
+fn remove(conn: &Connection, touches: &Touches, row: &Row, keep_path: bool) -> StoreResult<()> {
+    if fork_count(conn, row.id)? > 0 {
+        let sql = if keep_path {
+            "UPDATE streams SET deleted = 1 WHERE id = ?1"
+        } else {
+            "UPDATE streams SET deleted = 1, path = NULL WHERE id = ?1"
+        };
+        conn.execute(sql, [row.id]).map_err(internal)?;
+        Ok(())
+    } else {
+        hard_delete(conn, touches, row.id)
+    }
+}
+
+/// Side effects of a mutation, carried out after it is committed.
+#[derive(Default)]
+struct Effects {
+    /// Paths whose live readers to wake.
+    notify: Vec<String>,
+    /// Commit the changes even though the operation answers with an error
+    /// (an expired stream removed on the way to a 404).
+    keep_on_error: bool,
+}
+
+/// A finished mutation: whether to keep it, and how to answer once the
+/// transaction's fate is known.
+struct Done {
+    keep: bool,
+    effects: Effects,
+    reply: Box<dyn FnOnce(Result<(), String>) + Send>,
+}
+
+type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
+
+struct Writer {
+    conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    hub: ChangeHub,
+}
+
+impl Writer {
+    fn run(self) {
+        while let Ok(first) = self.jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.apply(batch);
+        }
+    }
+
+    fn apply(&self, batch: Vec<Job>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "cannot begin a transaction");
+            // The jobs are dropped unanswered; their callers see an internal error.
+            return;
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        for job in batch {
+            let _ = self.conn.execute_batch("SAVEPOINT job");
+            match std::panic::catch_unwind(AssertUnwindSafe(|| job(&self.conn))) {
+                Ok(d) => {
+                    let end = if d.keep { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                    let _ = self.conn.execute_batch(end);
+                    done.push(d);
+                }
+                Err(_) => {
+                    tracing::error!("a storage job panicked; its changes were rolled back");
+                    let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                }
+            }
+        }
+        let committed = self.conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "commit failed");
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        for d in done {
+            if committed.is_ok() && d.keep {
+                for path in &d.effects.notify {
+                    self.hub.notify(path);
+                }
+            }
+            (d.reply)(committed.clone());
+        }
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+/// Streams stored in one SQLite database file under a data directory.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use durable_session_server::storage::sqlite::SqliteStorage;
+/// let storage = SqliteStorage::open(std::path::Path::new(".data"))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db_path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+    touches: Arc<Touches>,
+    hub: ChangeHub,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database in `dir` and starts the
+    /// writer thread. Must be called inside a Tokio runtime.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| internal(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let db_path = dir.join("streams.sqlite3");
+        let conn = open_connection(&db_path, false)
+            .map_err(|e| internal(format!("cannot open {}: {e}", db_path.display())))?;
+        conn.execute_batch(SCHEMA).map_err(internal)?;
+        let (tx, rx) = mpsc::channel();
+        let hub = ChangeHub::new();
+        let writer = Writer { conn, jobs: rx, hub: hub.clone() };
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run())
+            .map_err(internal)?;
+        let storage = Self {
+            inner: Arc::new(Inner {
+                db_path,
+                jobs: tx,
+                readers: Mutex::default(),
+                touches: Arc::default(),
+                hub,
+            }),
+        };
+        storage.spawn_housekeeping();
+        Ok(storage)
+    }
+
+    /// Path of the database file.
+    pub fn db_path(&self) -> &Path {
+        &self.inner.db_path
+    }
+
+    /// Every few seconds, while the storage is in use: write read touches
+    /// back and remove expired streams.
+    fn spawn_housekeeping(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let this = SqliteStorage { inner };
+                let touches = this.inner.touches.clone();
+                let result = this
+                    .write(move |conn, effects| housekeeping(conn, &touches, effects))
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "housekeeping failed");
+                }
+            }
+        });
+    }
+
+    /// Runs a mutation on the writer thread; answers once it is committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection, &mut Effects) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let mut effects = Effects::default();
+            let result = op(conn, &mut effects);
+            Done {
+                keep: result.is_ok() || effects.keep_on_error,
+                effects,
+                reply: Box::new(move |committed| {
+                    let _ = tx.send(match committed {
+                        Ok(()) => result,
+                        Err(e) => Err(StoreError::Internal(format!("commit failed: {e}"))),
+                    });
+                }),
+            }
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| internal("storage writer has stopped"))?;
+        rx.await
+            .unwrap_or_else(|_| Err(internal("storage writer dropped the request")))
+    }
+
+    /// Runs a query on a pooled read-only connection.
+    async fn query<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection, &Touches) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&inner.db_path, true).map_err(internal)?,
+            };
+            let result = op(&conn, &inner.touches);
+            inner.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(internal)?
+    }
+}
+
+/// Writes read touches back and removes expired streams.
+fn housekeeping(conn: &Connection, touches: &Touches, effects: &mut Effects) -> StoreResult<()> {
+    for (id, at) in touches.snapshot() {
+        conn.prepare_cached("UPDATE streams SET touched_ms = MAX(touched_ms, ?2) WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id, at]))
+            .map_err(internal)?;
+    }
+    let now = rules::now_ms();
+    let candidates: Vec<Row> = {
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM streams WHERE deleted = 0 AND \
+                 ((ttl_seconds IS NOT NULL AND touched_ms + ttl_seconds * 1000 <= ?1) \
+                  OR expires_at_ms <= ?1)"
+            ))
+            .map_err(internal)?;
+        st.query_map([now], Row::from_sql)
+            .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
+            .map_err(internal)?
+    };
+    for row in candidates.iter().filter(|r| expired(touches, r, now)) {
+        let path: Option<String> = conn
+            .query_row("SELECT path FROM streams WHERE id = ?1", [row.id], |r| r.get(0))
+            .optional()
+            .map_err(internal)?
+            .flatten();
+        remove(conn, touches, row, false)?;
+        effects.notify.extend(path);
+    }
+    Ok(())
+}
+
+/// Whether an existing stream matches a repeated `PUT`.
+fn check_same_config(row: &Row, req: &CreateStream) -> StoreResult<()> {
+    let forked = req.fork.is_some();
+    if forked != row.fork_source_path.is_some() {
+        return Err(StoreError::ConfigMismatch("fork source"));
+    }
+    let wanted_type = match (&req.content_type, forked) {
+        (Some(ct), _) => Some(ct.as_str()),
+        (None, true) => None, // inherits the source's
+        (None, false) => Some(rules::DEFAULT_CONTENT_TYPE),
+    };
+    if wanted_type.is_some_and(|ct| !rules::same_media_type(ct, &row.content_type)) {
+        return Err(StoreError::ConfigMismatch("content type"));
+    }
+    if !(forked && req.expiry == Expiry::Never) && req.expiry != row.expiry() {
+        return Err(StoreError::ConfigMismatch("TTL or expiry"));
+    }
+    if req.closed != row.closed {
+        return Err(StoreError::ConfigMismatch("closed state"));
+    }
+    if let Some(fork) = &req.fork {
+        let same_source = row.fork_source_path.as_deref() == Some(fork.source.as_str());
+        let same_offset = fork.offset.is_none_or(|o| Some(o) == row.fork_req_offset);
+        if !same_source || !same_offset || fork.sub_offset != row.fork_sub {
+            return Err(StoreError::ConfigMismatch("fork source or offset"));
+        }
+    }
+    Ok(())
+}
+
+fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut Effects) -> StoreResult<Created> {
+    let now = rules::now_ms();
+    if let Some(row) = find(conn, &req.path)? {
+        if row.deleted {
+            return Err(StoreError::ConfigMismatch(
+                "state: it was deleted and is kept for its forks",
+            ));
+        }
+        if expired(touches, &row, now) {
+            remove(conn, touches, &row, false)?;
+        } else {
+            check_same_config(&row, &req)?;
+            return Ok(Created { created: false, info: row.info() });
+        }
+    }
+
+    let (content_type, expiry, fork) = match &req.fork {
+        None => (
+            req.content_type.clone().unwrap_or_else(|| rules::DEFAULT_CONTENT_TYPE.into()),
+            req.expiry,
+            None,
+        ),
+        Some(fork) => {
+            let src = match find(conn, &fork.source)? {
+                None => return Err(StoreError::ForkSourceNotFound),
+                Some(src) if src.deleted => return Err(StoreError::ForkSourceGone),
+                Some(src) if expired(touches, &src, now) => return Err(StoreError::ForkSourceNotFound),
+                Some(src) => src,
+            };
+            if let Some(ct) = &req.content_type
+                && !rules::same_media_type(ct, &src.content_type)
+            {
+                return Err(StoreError::ContentTypeMismatch { stream: src.content_type });
+            }
+            let anchor = fork.offset.unwrap_or(src.tail);
+            if anchor > src.tail {
+                return Err(StoreError::BadRequest(
+                    "Stream-Fork-Offset is beyond the source stream's tail".into(),
+                ));
+            }
+            let at = anchor
+                .checked_add(fork.sub_offset)
+                .filter(|at| *at <= src.tail)
+                .ok_or_else(|| {
+                    StoreError::BadRequest("Stream-Fork-Sub-Offset is past the end of the source data".into())
+                })?;
+            (
+                src.content_type.clone(),
+                rules::fork_expiry(src.expiry(), req.expiry),
+                Some((src.id, anchor, at)),
+            )
+        }
+    };
+    let json = rules::is_json(&content_type);
+    let pieces = rules::split_body(json, &req.body, true)?;
+    let (ttl, expires_at) = match expiry {
+        Expiry::Never => (None, None),
+        Expiry::Ttl(s) => (Some(s as i64), None),
+        Expiry::At(ms) => (None, Some(ms)),
+    };
+    let start = fork.map_or(0, |(_, _, at)| at);
+    conn.prepare_cached(
+        "INSERT INTO streams (path, content_type, ttl_seconds, expires_at_ms, touched_ms, tail, \
+         fork_source, fork_source_path, fork_offset, fork_req_offset, fork_sub) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            req.path,
+            content_type,
+            ttl,
+            expires_at,
+            now,
+            start as i64,
+            fork.map(|f| f.0),
+            req.fork.as_ref().map(|f| f.source.clone()),
+            fork.map(|f| f.2 as i64),
+            fork.map(|f| f.1 as i64),
+            req.fork.as_ref().map_or(0, |f| f.sub_offset as i64),
+        ])
+    })
+    .map_err(internal)?;
+    let id = conn.last_insert_rowid();
+    let tail = insert_pieces(conn, id, json, start, &pieces.pieces)?;
+    conn.execute(
+        "UPDATE streams SET tail = ?2, closed = ?3 WHERE id = ?1",
+        params![id, tail as i64, req.closed],
+    )
+    .map_err(internal)?;
+    effects.notify.push(req.path);
+    let row = find_by_id(conn, id)?.ok_or_else(|| internal("created stream vanished"))?;
+    Ok(Created { created: true, info: row.info() })
+}
+
+fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effects) -> StoreResult<Appended> {
+    let now = rules::now_ms();
+    let row = match find(conn, &req.path)? {
+        None => return Err(StoreError::NotFound),
+        Some(row) if row.deleted => return Err(StoreError::Gone),
+        Some(row) if expired(touches, &row, now) => {
+            remove(conn, touches, &row, false)?;
+            effects.notify.push(req.path);
+            effects.keep_on_error = true;
+            return Err(StoreError::NotFound);
+        }
+        Some(row) => row,
+    };
+    let has_body = !req.body.is_empty();
+    if row.closed {
+        if let (Some(p), Some((id, epoch, seq))) = (&req.producer, &row.closed_by)
+            && (&p.id, p.epoch, p.seq) == (id, *epoch, *seq)
+        {
+            return Ok(Appended { info: row.info(), duplicate: true, producer: Some((p.epoch, p.seq)) });
+        }
+        if req.close && !has_body {
+            return Ok(Appended { info: row.info(), duplicate: true, producer: None });
+        }
+        return Err(StoreError::Closed { tail: row.tail });
+    }
+    if has_body {
+        match &req.content_type {
+            None => {
+                return Err(StoreError::BadRequest("Content-Type is required when there is a body".into()));
+            }
+            Some(ct) if !rules::same_media_type(ct, &row.content_type) => {
+                return Err(StoreError::ContentTypeMismatch { stream: row.content_type });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(p) = &req.producer {
+        let stored: Option<(u64, u64)> = conn
+            .prepare_cached("SELECT epoch, last_seq FROM producers WHERE stream_id = ?1 AND producer_id = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![row.id, p.id], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                })
+                .optional()
+            })
+            .map_err(internal)?;
+        if let ProducerVerdict::Duplicate { last_seq } = rules::check_producer(stored, p)? {
+            return Ok(Appended { info: row.info(), duplicate: true, producer: Some((p.epoch, last_seq)) });
+        }
+    }
+    if let Some(seq) = &req.stream_seq {
+        rules::check_stream_seq(row.last_stream_seq.as_deref(), seq)?;
+    }
+    let pieces = if has_body {
+        rules::split_body(row.is_json(), &req.body, false)?
+    } else {
+        rules::Pieces { pieces: vec![], len: 0 }
+    };
+    let tail = insert_pieces(conn, row.id, row.is_json(), row.tail, &pieces.pieces)?;
+    let closer = req.producer.as_ref().filter(|_| req.close);
+    conn.prepare_cached(
+        "UPDATE streams SET tail = ?2, closed = closed OR ?3, \
+         closed_by_id = COALESCE(?4, closed_by_id), closed_by_epoch = COALESCE(?5, closed_by_epoch), \
+         closed_by_seq = COALESCE(?6, closed_by_seq), \
+         last_stream_seq = COALESCE(?7, last_stream_seq), touched_ms = ?8 WHERE id = ?1",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            row.id,
+            tail as i64,
+            req.close,
+            closer.map(|p| p.id.clone()),
+            closer.map(|p| p.epoch as i64),
+            closer.map(|p| p.seq as i64),
+            req.stream_seq,
+            now,
+        ])
+    })
+    .map_err(internal)?;
+    if let Some(p) = &req.producer {
+        conn.prepare_cached(
+            "INSERT INTO producers (stream_id, producer_id, epoch, last_seq) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (stream_id, producer_id) DO UPDATE SET epoch = ?3, last_seq = ?4",
+        )
+        .and_then(|mut st| st.execute(params![row.id, p.id, p.epoch as i64, p.seq as i64]))
+        .map_err(internal)?;
+    }
+    effects.notify.push(req.path);
+    let info = StreamInfo { tail, closed: row.closed || req.close, ..row.info() };
+    Ok(Appended { info, duplicate: false, producer: req.producer.map(|p| (p.epoch, p.seq)) })
+}
+
+fn delete(conn: &Connection, touches: &Touches, path: String, effects: &mut Effects) -> StoreResult<()> {
+    let now = rules::now_ms();
+    let row = live_row(conn, touches, &path, now)?;
+    remove(conn, touches, &row, true)?;
+    effects.notify.push(path);
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn create(&self, req: CreateStream) -> StoreResult<Created> {
+        let touches = self.inner.touches.clone();
+        self.write(move |conn, effects| create(conn, &touches, req, effects)).await
+    }
+
+    async fn append(&self, req: Append) -> StoreResult<Appended> {
+        let touches = self.inner.touches.clone();
+        self.write(move |conn, effects| append(conn, &touches, req, effects)).await
+    }
+
+    async fn read(&self, req: Read) -> StoreResult<Chunk> {
+        self.query(move |conn, touches| read_chunk(conn, touches, &req)).await
+    }
+
+    async fn head(&self, path: &str) -> StoreResult<StreamInfo> {
+        let path = path.to_owned();
+        self.query(move |conn, touches| {
+            live_row(conn, touches, &path, rules::now_ms()).map(|row| row.info())
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> StoreResult<()> {
+        let touches = self.inner.touches.clone();
+        let path = path.to_owned();
+        self.write(move |conn, effects| delete(conn, &touches, path, effects)).await
+    }
+
+    fn changes(&self, path: &str) -> ChangeFeed {
+        self.inner.hub.subscribe(path)
+    }
+}
