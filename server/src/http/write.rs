@@ -82,7 +82,11 @@ pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<R
         fork,
         path,
     };
-    let location = format!("{STREAM_PREFIX}{}", create.path);
+    // An absolute URL when the Host is known (clients resolve it either way).
+    let location = match headers::text(&parts.headers, &header::HOST).ok().flatten() {
+        Some(host) => format!("http://{host}{STREAM_PREFIX}{}", create.path),
+        None => format!("{STREAM_PREFIX}{}", create.path),
+    };
     let created = state.storage.create(create).await?;
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut res = status.into_response();
@@ -111,10 +115,14 @@ pub(super) async fn post(state: AppState, path: String, req: Request) -> Result<
             "empty body: send data to append, or Stream-Closed: true to close",
         ));
     }
+    let wrote_data = !append.body.is_empty();
     let appended = state.storage.append(append).await?;
-    let status = match appended.producer {
-        Some(_) if !appended.duplicate => StatusCode::OK,
-        _ => StatusCode::NO_CONTENT,
+    // 200 marks new data from an idempotent producer; everything else,
+    // duplicates and close-only requests included, is 204.
+    let status = if appended.producer.is_some() && !appended.duplicate && wrote_data {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
     };
     let mut res = status.into_response();
     let h = res.headers_mut();
