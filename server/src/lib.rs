@@ -56,7 +56,12 @@ impl Server {
 
     /// A server on any storage backend.
     pub fn with_storage(storage: Arc<dyn Storage>, config: ServerConfig) -> Self {
-        Self { state: http::AppState { storage, config: Arc::new(config) } }
+        Self {
+            state: http::AppState {
+                storage,
+                config: Arc::new(config),
+            },
+        }
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests a

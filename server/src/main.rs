@@ -38,7 +38,9 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(args).await {
@@ -61,7 +63,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("durable-session-server listening on http://{addr} (data dir: {})", args.data_dir.display());
+    println!(
+        "durable-session-server listening on http://{addr} (data dir: {})",
+        args.data_dir.display()
+    );
     std::io::stdout().flush()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "listening");
     server.serve(listener, shutdown_signal()).await?;

@@ -21,7 +21,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and a message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), headers: Vec::new() }
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
     }
 
     /// `400 Bad Request`.

@@ -13,7 +13,8 @@ pub const STREAM_CLOSED: HeaderName = HeaderName::from_static("stream-closed");
 pub const STREAM_TTL: HeaderName = HeaderName::from_static("stream-ttl");
 pub const STREAM_EXPIRES_AT: HeaderName = HeaderName::from_static("stream-expires-at");
 pub const STREAM_SEQ: HeaderName = HeaderName::from_static("stream-seq");
-pub const STREAM_SSE_DATA_ENCODING: HeaderName = HeaderName::from_static("stream-sse-data-encoding");
+pub const STREAM_SSE_DATA_ENCODING: HeaderName =
+    HeaderName::from_static("stream-sse-data-encoding");
 pub const STREAM_FORKED_FROM: HeaderName = HeaderName::from_static("stream-forked-from");
 pub const STREAM_FORK_OFFSET: HeaderName = HeaderName::from_static("stream-fork-offset");
 pub const STREAM_FORK_SUB_OFFSET: HeaderName = HeaderName::from_static("stream-fork-sub-offset");
@@ -52,7 +53,8 @@ pub fn text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a 
 /// A non-negative decimal integer with no sign, no leading zeros, no
 /// fraction and no exponent.
 pub fn strict_uint(s: &str) -> Option<u64> {
-    let canonical = s == "0" || (!s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
+    let canonical =
+        s == "0" || (!s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
     if canonical { s.parse().ok() } else { None }
 }
 
@@ -84,7 +86,9 @@ pub fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
             time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
                 .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
                 .map_err(|_| {
-                    ApiError::bad_request(format!("Stream-Expires-At must be an RFC 3339 timestamp, got {v:?}"))
+                    ApiError::bad_request(format!(
+                        "Stream-Expires-At must be an RFC 3339 timestamp, got {v:?}"
+                    ))
                 })
         })
         .transpose()?;
@@ -106,7 +110,11 @@ pub fn producer(headers: &HeaderMap) -> Result<Option<Producer>, ApiError> {
     match (id, epoch, seq) {
         (None, None, None) => Ok(None),
         (Some(""), _, _) => Err(ApiError::bad_request("Producer-Id must not be empty")),
-        (Some(id), Some(epoch), Some(seq)) => Ok(Some(Producer { id: id.to_owned(), epoch, seq })),
+        (Some(id), Some(epoch), Some(seq)) => Ok(Some(Producer {
+            id: id.to_owned(),
+            epoch,
+            seq,
+        })),
         _ => Err(ApiError::bad_request(
             "Producer-Id, Producer-Epoch and Producer-Seq must be sent together",
         )),
@@ -116,7 +124,9 @@ pub fn producer(headers: &HeaderMap) -> Result<Option<Producer>, ApiError> {
 /// `Stream-Fork-Offset`, a concrete offset.
 pub fn fork_offset(headers: &HeaderMap) -> Result<Option<Pos>, ApiError> {
     text(headers, &STREAM_FORK_OFFSET)?
-        .map(|v| parse_offset(v).map_err(|e| ApiError::bad_request(format!("Stream-Fork-Offset: {e}"))))
+        .map(|v| {
+            parse_offset(v).map_err(|e| ApiError::bad_request(format!("Stream-Fork-Offset: {e}")))
+        })
         .transpose()
 }
 
@@ -157,8 +167,17 @@ mod tests {
 
     #[test]
     fn ttl_and_expiry_are_exclusive() {
-        assert_eq!(expiry(&map(&[(&STREAM_TTL, "60")])).unwrap(), Expiry::Ttl(60));
-        assert!(expiry(&map(&[(&STREAM_TTL, "60"), (&STREAM_EXPIRES_AT, "2030-01-01T00:00:00Z")])).is_err());
+        assert_eq!(
+            expiry(&map(&[(&STREAM_TTL, "60")])).unwrap(),
+            Expiry::Ttl(60)
+        );
+        assert!(
+            expiry(&map(&[
+                (&STREAM_TTL, "60"),
+                (&STREAM_EXPIRES_AT, "2030-01-01T00:00:00Z")
+            ]))
+            .is_err()
+        );
         assert_eq!(
             expiry(&map(&[(&STREAM_EXPIRES_AT, "1970-01-01T00:00:01Z")])).unwrap(),
             Expiry::At(1000)
@@ -170,14 +189,34 @@ mod tests {
     fn producer_headers_come_together() {
         assert_eq!(producer(&HeaderMap::new()).unwrap(), None);
         assert!(producer(&map(&[(&PRODUCER_ID, "p")])).is_err());
-        assert!(producer(&map(&[(&PRODUCER_ID, ""), (&PRODUCER_EPOCH, "0"), (&PRODUCER_SEQ, "0")])).is_err());
         assert!(
-            producer(&map(&[(&PRODUCER_ID, "p"), (&PRODUCER_EPOCH, "9007199254740992"), (&PRODUCER_SEQ, "0")]))
-                .is_err()
+            producer(&map(&[
+                (&PRODUCER_ID, ""),
+                (&PRODUCER_EPOCH, "0"),
+                (&PRODUCER_SEQ, "0")
+            ]))
+            .is_err()
+        );
+        assert!(
+            producer(&map(&[
+                (&PRODUCER_ID, "p"),
+                (&PRODUCER_EPOCH, "9007199254740992"),
+                (&PRODUCER_SEQ, "0")
+            ]))
+            .is_err()
         );
         assert_eq!(
-            producer(&map(&[(&PRODUCER_ID, "p"), (&PRODUCER_EPOCH, "1"), (&PRODUCER_SEQ, "2")])).unwrap(),
-            Some(Producer { id: "p".into(), epoch: 1, seq: 2 })
+            producer(&map(&[
+                (&PRODUCER_ID, "p"),
+                (&PRODUCER_EPOCH, "1"),
+                (&PRODUCER_SEQ, "2")
+            ]))
+            .unwrap(),
+            Some(Producer {
+                id: "p".into(),
+                epoch: 1,
+                seq: 2
+            })
         );
     }
 }

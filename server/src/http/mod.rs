@@ -105,8 +105,16 @@ fn validate_path(path: &str) -> Result<(), ApiError> {
             "stream path is longer than {MAX_PATH_BYTES} bytes"
         )));
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(ApiError::bad_request("stream path must not contain . or .. segments"));
+    // Dots may arrive percent-encoded; stream paths are opaque keys, but a
+    // path that looks like traversal is refused all the same.
+    let dots = |seg: &str| {
+        let seg = seg.replace("%2e", ".").replace("%2E", ".");
+        seg == "." || seg == ".."
+    };
+    if path.split('/').any(dots) {
+        return Err(ApiError::bad_request(
+            "stream path must not contain . or .. segments",
+        ));
     }
     Ok(())
 }
@@ -127,7 +135,10 @@ fn preflight(req: &Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&allow_headers) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     res
 }
 
@@ -138,12 +149,18 @@ async fn common_headers(req: Request<Body>, next: Next) -> Response {
     let started = std::time::Instant::now();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(headers::EXPOSED),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("cross-origin"),
@@ -152,3 +169,24 @@ async fn common_headers(req: Request<Body>, next: Next) -> Response {
     res
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_paths() {
+        assert_eq!(stream_path("/v1/stream/sessions/abc").unwrap(), "sessions/abc");
+        assert!(stream_path("/v1/stream/").is_err());
+        for bad in ["/v1/stream/a/../b", "/v1/stream/./a", "/v1/stream/a/%2E%2e/b"] {
+            assert_eq!(stream_path(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert!(stream_path(&format!("/v1/stream/{}", "x".repeat(MAX_PATH_BYTES + 1))).is_err());
+    }
+
+    #[test]
+    fn fork_sources() {
+        assert_eq!(source_path("/v1/stream/a/b").unwrap(), "a/b");
+        assert_eq!(source_path("a/b").unwrap(), "a/b");
+        assert_eq!(source_path("/a").unwrap(), "a");
+    }
+}

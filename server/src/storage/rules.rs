@@ -58,13 +58,20 @@ pub struct Pieces {
 pub fn split_body(json: bool, body: &Bytes, allow_empty_array: bool) -> Result<Pieces, StoreError> {
     if !json {
         return Ok(Pieces {
-            pieces: if body.is_empty() { vec![] } else { vec![body.clone()] },
+            pieces: if body.is_empty() {
+                vec![]
+            } else {
+                vec![body.clone()]
+            },
             len: body.len() as Pos,
         });
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return if allow_empty_array {
-            Ok(Pieces { pieces: vec![], len: 0 })
+            Ok(Pieces {
+                pieces: vec![],
+                len: 0,
+            })
         } else {
             Err(StoreError::BadRequest("empty body".into()))
         };
@@ -115,10 +122,16 @@ pub enum ProducerVerdict {
 /// assert_eq!(check_producer(Some((0, 1)), &p(0, 1)), Ok(ProducerVerdict::Duplicate { last_seq: 1 }));
 /// assert!(check_producer(Some((1, 0)), &p(0, 2)).is_err()); // stale epoch
 /// ```
-pub fn check_producer(stored: Option<(u64, u64)>, req: &Producer) -> Result<ProducerVerdict, StoreError> {
+pub fn check_producer(
+    stored: Option<(u64, u64)>,
+    req: &Producer,
+) -> Result<ProducerVerdict, StoreError> {
     match stored {
         None if req.seq == 0 => Ok(ProducerVerdict::Accept),
-        None => Err(StoreError::SeqGap { expected: 0, received: req.seq }),
+        None => Err(StoreError::SeqGap {
+            expected: 0,
+            received: req.seq,
+        }),
         Some((epoch, _)) if req.epoch < epoch => Err(StoreError::StaleEpoch { current: epoch }),
         Some((epoch, _)) if req.epoch > epoch => {
             if req.seq == 0 {
@@ -132,7 +145,10 @@ pub fn check_producer(stored: Option<(u64, u64)>, req: &Producer) -> Result<Prod
         }
         Some((_, last)) if req.seq <= last => Ok(ProducerVerdict::Duplicate { last_seq: last }),
         Some((_, last)) if req.seq == last + 1 => Ok(ProducerVerdict::Accept),
-        Some((_, last)) => Err(StoreError::SeqGap { expected: last + 1, received: req.seq }),
+        Some((_, last)) => Err(StoreError::SeqGap {
+            expected: last + 1,
+            received: req.seq,
+        }),
     }
 }
 
@@ -192,7 +208,10 @@ mod tests {
     #[test]
     fn json_arrays_flatten_one_level() {
         assert_eq!(json(r#"{"a":1}"#, false).unwrap(), [r#"{"a":1}"#]);
-        assert_eq!(json(r#"[{"a":1}, {"b":2}]"#, false).unwrap(), [r#"{"a":1}"#, r#"{"b":2}"#]);
+        assert_eq!(
+            json(r#"[{"a":1}, {"b":2}]"#, false).unwrap(),
+            [r#"{"a":1}"#, r#"{"b":2}"#]
+        );
         assert_eq!(json("[[1,2],[3,4]]", false).unwrap(), ["[1,2]", "[3,4]"]);
         assert_eq!(json("[[[1,2,3]]]", false).unwrap(), ["[[1,2,3]]"]);
         assert_eq!(json(" 7 ", false).unwrap(), ["7"]);
@@ -207,7 +226,10 @@ mod tests {
     #[test]
     fn invalid_json_is_a_bad_request() {
         for bad in ["{", "[1,]", "nope", "{\"a\":1}}"] {
-            assert!(matches!(json(bad, false), Err(StoreError::BadRequest(_))), "{bad}");
+            assert!(
+                matches!(json(bad, false), Err(StoreError::BadRequest(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -220,20 +242,45 @@ mod tests {
 
     #[test]
     fn producer_outcomes() {
-        let p = |epoch, seq| Producer { id: "p".into(), epoch, seq };
+        let p = |epoch, seq| Producer {
+            id: "p".into(),
+            epoch,
+            seq,
+        };
         assert_eq!(check_producer(None, &p(3, 0)), Ok(ProducerVerdict::Accept));
         assert_eq!(
             check_producer(None, &p(0, 2)),
-            Err(StoreError::SeqGap { expected: 0, received: 2 })
+            Err(StoreError::SeqGap {
+                expected: 0,
+                received: 2
+            })
         );
-        assert_eq!(check_producer(Some((2, 5)), &p(1, 0)), Err(StoreError::StaleEpoch { current: 2 }));
-        assert!(matches!(check_producer(Some((2, 5)), &p(3, 1)), Err(StoreError::BadRequest(_))));
-        assert_eq!(check_producer(Some((2, 5)), &p(3, 0)), Ok(ProducerVerdict::Accept));
-        assert_eq!(check_producer(Some((2, 5)), &p(2, 3)), Ok(ProducerVerdict::Duplicate { last_seq: 5 }));
-        assert_eq!(check_producer(Some((2, 5)), &p(2, 6)), Ok(ProducerVerdict::Accept));
+        assert_eq!(
+            check_producer(Some((2, 5)), &p(1, 0)),
+            Err(StoreError::StaleEpoch { current: 2 })
+        );
+        assert!(matches!(
+            check_producer(Some((2, 5)), &p(3, 1)),
+            Err(StoreError::BadRequest(_))
+        ));
+        assert_eq!(
+            check_producer(Some((2, 5)), &p(3, 0)),
+            Ok(ProducerVerdict::Accept)
+        );
+        assert_eq!(
+            check_producer(Some((2, 5)), &p(2, 3)),
+            Ok(ProducerVerdict::Duplicate { last_seq: 5 })
+        );
+        assert_eq!(
+            check_producer(Some((2, 5)), &p(2, 6)),
+            Ok(ProducerVerdict::Accept)
+        );
         assert_eq!(
             check_producer(Some((2, 5)), &p(2, 8)),
-            Err(StoreError::SeqGap { expected: 6, received: 8 })
+            Err(StoreError::SeqGap {
+                expected: 6,
+                received: 8
+            })
         );
     }
 
@@ -243,7 +290,10 @@ mod tests {
         assert!(check_stream_seq(Some("a"), "b").is_ok());
         assert!(check_stream_seq(Some("b"), "b").is_err());
         assert!(check_stream_seq(Some("b"), "a").is_err());
-        assert!(check_stream_seq(Some("9"), "10").is_err(), "lexicographic, not numeric");
+        assert!(
+            check_stream_seq(Some("9"), "10").is_err(),
+            "lexicographic, not numeric"
+        );
     }
 
     #[test]

@@ -150,9 +150,11 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn find(conn: &Connection, path: &str) -> StoreResult<Option<Row>> {
-    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE path = ?1"))
-        .and_then(|mut st| st.query_row([path], Row::from_sql).optional())
-        .map_err(internal)
+    conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM streams WHERE path = ?1"
+    ))
+    .and_then(|mut st| st.query_row([path], Row::from_sql).optional())
+    .map_err(internal)
 }
 
 fn find_by_id(conn: &Connection, id: i64) -> StoreResult<Option<Row>> {
@@ -173,7 +175,10 @@ struct Touches(Mutex<HashMap<i64, i64>>);
 
 impl Touches {
     fn touch(&self, id: i64, now: i64) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id, now);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, now);
     }
 
     fn effective(&self, row: &Row) -> i64 {
@@ -275,15 +280,36 @@ fn read_chunk(conn: &Connection, touches: &Touches, req: &Read) -> StoreResult<C
     let mut next = start;
     if start < row.tail {
         let mut used = 0;
-        collect(conn, row.id, &mut next, row.tail, req.max_bytes, &mut pieces, &mut used)?;
+        collect(
+            conn,
+            row.id,
+            &mut next,
+            row.tail,
+            req.max_bytes,
+            &mut pieces,
+            &mut used,
+        )?;
     }
-    Ok(Chunk { info: row.info(), start, next, pieces })
+    Ok(Chunk {
+        info: row.info(),
+        start,
+        next,
+        pieces,
+    })
 }
 
 /// Writes pieces from position `start`; returns the new tail.
-fn insert_pieces(conn: &Connection, id: i64, json: bool, start: Pos, pieces: &[Bytes]) -> StoreResult<Pos> {
+fn insert_pieces(
+    conn: &Connection,
+    id: i64,
+    json: bool,
+    start: Pos,
+    pieces: &[Bytes],
+) -> StoreResult<Pos> {
     let mut st = conn
-        .prepare_cached("INSERT INTO chunks (stream_id, start_pos, end_pos, data) VALUES (?1, ?2, ?3, ?4)")
+        .prepare_cached(
+            "INSERT INTO chunks (stream_id, start_pos, end_pos, data) VALUES (?1, ?2, ?3, ?4)",
+        )
         .map_err(internal)?;
     let mut pos = start;
     for piece in pieces {
@@ -387,7 +413,11 @@ impl Writer {
             let _ = self.conn.execute_batch("SAVEPOINT job");
             match std::panic::catch_unwind(AssertUnwindSafe(|| job(&self.conn))) {
                 Ok(d) => {
-                    let end = if d.keep { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                    let end = if d.keep {
+                        "RELEASE job"
+                    } else {
+                        "ROLLBACK TO job; RELEASE job"
+                    };
                     let _ = self.conn.execute_batch(end);
                     done.push(d);
                 }
@@ -417,7 +447,9 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -461,7 +493,11 @@ impl SqliteStorage {
         conn.execute_batch(SCHEMA).map_err(internal)?;
         let (tx, rx) = mpsc::channel();
         let hub = ChangeHub::new();
-        let writer = Writer { conn, jobs: rx, hub: hub.clone() };
+        let writer = Writer {
+            conn,
+            jobs: rx,
+            hub: hub.clone(),
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run())
@@ -541,13 +577,21 @@ impl SqliteStorage {
     ) -> StoreResult<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
             let conn = match pooled {
                 Some(conn) => conn,
                 None => open_connection(&inner.db_path, true).map_err(internal)?,
             };
             let result = op(&conn, &inner.touches);
-            inner.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
             result
         })
         .await
@@ -577,7 +621,9 @@ fn housekeeping(conn: &Connection, touches: &Touches, effects: &mut Effects) -> 
     };
     for row in candidates.iter().filter(|r| expired(touches, r, now)) {
         let path: Option<String> = conn
-            .query_row("SELECT path FROM streams WHERE id = ?1", [row.id], |r| r.get(0))
+            .query_row("SELECT path FROM streams WHERE id = ?1", [row.id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(internal)?
             .flatten();
@@ -617,7 +663,12 @@ fn check_same_config(row: &Row, req: &CreateStream) -> StoreResult<()> {
     Ok(())
 }
 
-fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut Effects) -> StoreResult<Created> {
+fn create(
+    conn: &Connection,
+    touches: &Touches,
+    req: CreateStream,
+    effects: &mut Effects,
+) -> StoreResult<Created> {
     let now = rules::now_ms();
     if let Some(row) = find(conn, &req.path)? {
         if row.deleted {
@@ -629,13 +680,18 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
             remove(conn, touches, &row, false)?;
         } else {
             check_same_config(&row, &req)?;
-            return Ok(Created { created: false, info: row.info() });
+            return Ok(Created {
+                created: false,
+                info: row.info(),
+            });
         }
     }
 
     let (content_type, expiry, fork) = match &req.fork {
         None => (
-            req.content_type.clone().unwrap_or_else(|| rules::DEFAULT_CONTENT_TYPE.into()),
+            req.content_type
+                .clone()
+                .unwrap_or_else(|| rules::DEFAULT_CONTENT_TYPE.into()),
             req.expiry,
             None,
         ),
@@ -643,13 +699,17 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
             let src = match find(conn, &fork.source)? {
                 None => return Err(StoreError::ForkSourceNotFound),
                 Some(src) if src.deleted => return Err(StoreError::ForkSourceGone),
-                Some(src) if expired(touches, &src, now) => return Err(StoreError::ForkSourceNotFound),
+                Some(src) if expired(touches, &src, now) => {
+                    return Err(StoreError::ForkSourceNotFound);
+                }
                 Some(src) => src,
             };
             if let Some(ct) = &req.content_type
                 && !rules::same_media_type(ct, &src.content_type)
             {
-                return Err(StoreError::ContentTypeMismatch { stream: src.content_type });
+                return Err(StoreError::ContentTypeMismatch {
+                    stream: src.content_type,
+                });
             }
             let anchor = fork.offset.unwrap_or(src.tail);
             if anchor > src.tail {
@@ -661,7 +721,9 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
                 .checked_add(fork.sub_offset)
                 .filter(|at| *at <= src.tail)
                 .ok_or_else(|| {
-                    StoreError::BadRequest("Stream-Fork-Sub-Offset is past the end of the source data".into())
+                    StoreError::BadRequest(
+                        "Stream-Fork-Sub-Offset is past the end of the source data".into(),
+                    )
                 })?;
             (
                 src.content_type.clone(),
@@ -708,10 +770,18 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
     .map_err(internal)?;
     effects.notify.push(req.path);
     let row = find_by_id(conn, id)?.ok_or_else(|| internal("created stream vanished"))?;
-    Ok(Created { created: true, info: row.info() })
+    Ok(Created {
+        created: true,
+        info: row.info(),
+    })
 }
 
-fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effects) -> StoreResult<Appended> {
+fn append(
+    conn: &Connection,
+    touches: &Touches,
+    req: Append,
+    effects: &mut Effects,
+) -> StoreResult<Appended> {
     let now = rules::now_ms();
     let row = match find(conn, &req.path)? {
         None => return Err(StoreError::NotFound),
@@ -729,27 +799,41 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
         if let (Some(p), Some((id, epoch, seq))) = (&req.producer, &row.closed_by)
             && (&p.id, p.epoch, p.seq) == (id, *epoch, *seq)
         {
-            return Ok(Appended { info: row.info(), duplicate: true, producer: Some((p.epoch, p.seq)) });
+            return Ok(Appended {
+                info: row.info(),
+                duplicate: true,
+                producer: Some((p.epoch, p.seq)),
+            });
         }
         if req.close && !has_body {
-            return Ok(Appended { info: row.info(), duplicate: true, producer: None });
+            return Ok(Appended {
+                info: row.info(),
+                duplicate: true,
+                producer: None,
+            });
         }
         return Err(StoreError::Closed { tail: row.tail });
     }
     if has_body {
         match &req.content_type {
             None => {
-                return Err(StoreError::BadRequest("Content-Type is required when there is a body".into()));
+                return Err(StoreError::BadRequest(
+                    "Content-Type is required when there is a body".into(),
+                ));
             }
             Some(ct) if !rules::same_media_type(ct, &row.content_type) => {
-                return Err(StoreError::ContentTypeMismatch { stream: row.content_type });
+                return Err(StoreError::ContentTypeMismatch {
+                    stream: row.content_type,
+                });
             }
             Some(_) => {}
         }
     }
     if let Some(p) = &req.producer {
         let stored: Option<(u64, u64)> = conn
-            .prepare_cached("SELECT epoch, last_seq FROM producers WHERE stream_id = ?1 AND producer_id = ?2")
+            .prepare_cached(
+                "SELECT epoch, last_seq FROM producers WHERE stream_id = ?1 AND producer_id = ?2",
+            )
             .and_then(|mut st| {
                 st.query_row(params![row.id, p.id], |r| {
                     Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
@@ -758,7 +842,11 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
             })
             .map_err(internal)?;
         if let ProducerVerdict::Duplicate { last_seq } = rules::check_producer(stored, p)? {
-            return Ok(Appended { info: row.info(), duplicate: true, producer: Some((p.epoch, last_seq)) });
+            return Ok(Appended {
+                info: row.info(),
+                duplicate: true,
+                producer: Some((p.epoch, last_seq)),
+            });
         }
     }
     if let Some(seq) = &req.stream_seq {
@@ -767,7 +855,10 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
     let pieces = if has_body {
         rules::split_body(row.is_json(), &req.body, false)?
     } else {
-        rules::Pieces { pieces: vec![], len: 0 }
+        rules::Pieces {
+            pieces: vec![],
+            len: 0,
+        }
     };
     let tail = insert_pieces(conn, row.id, row.is_json(), row.tail, &pieces.pieces)?;
     let closer = req.producer.as_ref().filter(|_| req.close);
@@ -799,11 +890,24 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
         .map_err(internal)?;
     }
     effects.notify.push(req.path);
-    let info = StreamInfo { tail, closed: row.closed || req.close, ..row.info() };
-    Ok(Appended { info, duplicate: false, producer: req.producer.map(|p| (p.epoch, p.seq)) })
+    let info = StreamInfo {
+        tail,
+        closed: row.closed || req.close,
+        ..row.info()
+    };
+    Ok(Appended {
+        info,
+        duplicate: false,
+        producer: req.producer.map(|p| (p.epoch, p.seq)),
+    })
 }
 
-fn delete(conn: &Connection, touches: &Touches, path: String, effects: &mut Effects) -> StoreResult<()> {
+fn delete(
+    conn: &Connection,
+    touches: &Touches,
+    path: String,
+    effects: &mut Effects,
+) -> StoreResult<()> {
     let now = rules::now_ms();
     let row = live_row(conn, touches, &path, now)?;
     remove(conn, touches, &row, true)?;
@@ -815,16 +919,19 @@ fn delete(conn: &Connection, touches: &Touches, path: String, effects: &mut Effe
 impl Storage for SqliteStorage {
     async fn create(&self, req: CreateStream) -> StoreResult<Created> {
         let touches = self.inner.touches.clone();
-        self.write(move |conn, effects| create(conn, &touches, req, effects)).await
+        self.write(move |conn, effects| create(conn, &touches, req, effects))
+            .await
     }
 
     async fn append(&self, req: Append) -> StoreResult<Appended> {
         let touches = self.inner.touches.clone();
-        self.write(move |conn, effects| append(conn, &touches, req, effects)).await
+        self.write(move |conn, effects| append(conn, &touches, req, effects))
+            .await
     }
 
     async fn read(&self, req: Read) -> StoreResult<Chunk> {
-        self.query(move |conn, touches| read_chunk(conn, touches, &req)).await
+        self.query(move |conn, touches| read_chunk(conn, touches, &req))
+            .await
     }
 
     async fn head(&self, path: &str) -> StoreResult<StreamInfo> {
@@ -838,7 +945,8 @@ impl Storage for SqliteStorage {
     async fn delete(&self, path: &str) -> StoreResult<()> {
         let touches = self.inner.touches.clone();
         let path = path.to_owned();
-        self.write(move |conn, effects| delete(conn, &touches, path, effects)).await
+        self.write(move |conn, effects| delete(conn, &touches, path, effects))
+            .await
     }
 
     fn changes(&self, path: &str) -> ChangeFeed {
