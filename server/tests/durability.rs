@@ -44,7 +44,12 @@ async fn kill_9_after_ack_loses_nothing() {
     let mut server = start(dir.path());
     let client = reqwest::Client::new();
     let url = format!("{}/v1/stream/durable", server.base);
-    let res = client.put(&url).header("content-type", "application/json").send().await.unwrap();
+    let res = client
+        .put(&url)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
 
     // Writers append concurrently, each as an idempotent producer, and
@@ -71,7 +76,10 @@ async fn kill_9_after_ack_loses_nothing() {
                     .await;
                 match res {
                     Ok(r) if r.status().is_success() => {
-                        let offset = r.headers()["stream-next-offset"].to_str().unwrap().to_owned();
+                        let offset = r.headers()["stream-next-offset"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
                         acked.lock().unwrap().push((offset, body));
                     }
                     _ => break, // the server is gone
@@ -80,7 +88,9 @@ async fn kill_9_after_ack_loses_nothing() {
         }));
     }
     // Kill the server mid-stream, as soon as a good share is acknowledged.
-    while acked.lock().unwrap().len() < WRITERS * APPENDS_PER_WRITER / 4 && Instant::now() < deadline {
+    while acked.lock().unwrap().len() < WRITERS * APPENDS_PER_WRITER / 4
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     server.child.kill().unwrap(); // SIGKILL
@@ -100,7 +110,11 @@ async fn kill_9_after_ack_loses_nothing() {
     for (offset, body) in &acked {
         let pos: usize = offset.replace('_', "").parse().unwrap();
         let expected: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(stored.get(pos - 1), Some(&expected), "acked message at {offset} survives");
+        assert_eq!(
+            stored.get(pos - 1),
+            Some(&expected),
+            "acked message at {offset} survives"
+        );
     }
     println!(
         "kill -9 durability: {} acknowledged appends before the kill, {} messages after restart, none lost",
@@ -119,7 +133,11 @@ async fn kill_9_after_ack_loses_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT, "duplicate after restart is not stored twice");
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "duplicate after restart is not stored twice"
+    );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

@@ -175,10 +175,21 @@ mod tests {
 
     #[test]
     fn stream_paths() {
-        assert_eq!(stream_path("/v1/stream/sessions/abc").unwrap(), "sessions/abc");
+        assert_eq!(
+            stream_path("/v1/stream/sessions/abc").unwrap(),
+            "sessions/abc"
+        );
         assert!(stream_path("/v1/stream/").is_err());
-        for bad in ["/v1/stream/a/../b", "/v1/stream/./a", "/v1/stream/a/%2E%2e/b"] {
-            assert_eq!(stream_path(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        for bad in [
+            "/v1/stream/a/../b",
+            "/v1/stream/./a",
+            "/v1/stream/a/%2E%2e/b",
+        ] {
+            assert_eq!(
+                stream_path(bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
         }
         assert!(stream_path(&format!("/v1/stream/{}", "x".repeat(MAX_PATH_BYTES + 1))).is_err());
     }

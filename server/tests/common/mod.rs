@@ -26,13 +26,20 @@ impl TestServer {
     pub async fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = Server::open(dir.path(), config).expect("open storage");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
-        Self { base, client: reqwest::Client::new(), _dir: dir, stop: Some(stop) }
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            _dir: dir,
+            stop: Some(stop),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

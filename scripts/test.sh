@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every test of the project: formatting and lints, the Rust unit and
+# integration tests, and the public Durable Streams conformance suite against
+# a freshly started server. Ends with one summary line of all counts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+step() { printf '\n== %s\n' "$*"; }
+# Runs a command, showing and recording its output.
+run() { "$@" 2>&1 | tee -a "$log"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (unit, integration, doc tests)"
+run cargo test --workspace
+
+step "Durable Streams conformance suite (@durable-streams/server-conformance-tests)"
+run npx vitest run --config tests/vitest.config.mjs
+
+# Sum what every runner reported (cargo: "test result: ok. N passed; M failed";
+# vitest: "Tests  N passed").
+plain=$(sed -e 's/\x1b\[[0-9;]*m//g' "$log")
+passed=$(printf '%s\n' "$plain" | awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^passed/) s += $(i-1) }
+  /^ *Tests / { for (i = 1; i <= NF; i++) if ($i == "passed") s += $(i-1) }
+  END { print s + 0 }')
+failed=$(printf '%s\n' "$plain" | awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^failed/) s += $(i-1) }
+  END { print s + 0 }')
+step "summary"
+echo "tests: ${passed} passed, ${failed} failed"
