@@ -152,14 +152,45 @@ mod tests {
     #[test]
     fn round_trips_every_type() {
         let events = [
-            SessionEvent::UserMessage { id: "m".into(), author: "a".into(), text: "t".into(), mode: RunMode::Multi },
-            SessionEvent::RunStarted { run_id: "r".into(), agent: "sim".into(), in_reply_to: "m".into() },
-            SessionEvent::TextDelta { run_id: "r".into(), agent: "sim".into(), delta: "x".into() },
-            SessionEvent::Progress { run_id: "r".into(), agent: "sub".into(), text: "p".into() },
-            SessionEvent::Cancel { run_id: "r".into(), by: "b".into() },
-            SessionEvent::Steer { run_id: "r".into(), text: "s".into(), by: "b".into() },
-            SessionEvent::SteerApplied { run_id: "r".into(), text: "s".into() },
-            SessionEvent::RunFinished { run_id: "r".into(), status: RunStatus::Cancelled, reason: Some("stop".into()) },
+            SessionEvent::UserMessage {
+                id: "m".into(),
+                author: "a".into(),
+                text: "t".into(),
+                mode: RunMode::Multi,
+            },
+            SessionEvent::RunStarted {
+                run_id: "r".into(),
+                agent: "sim".into(),
+                in_reply_to: "m".into(),
+            },
+            SessionEvent::TextDelta {
+                run_id: "r".into(),
+                agent: "sim".into(),
+                delta: "x".into(),
+            },
+            SessionEvent::Progress {
+                run_id: "r".into(),
+                agent: "sub".into(),
+                text: "p".into(),
+            },
+            SessionEvent::Cancel {
+                run_id: "r".into(),
+                by: "b".into(),
+            },
+            SessionEvent::Steer {
+                run_id: "r".into(),
+                text: "s".into(),
+                by: "b".into(),
+            },
+            SessionEvent::SteerApplied {
+                run_id: "r".into(),
+                text: "s".into(),
+            },
+            SessionEvent::RunFinished {
+                run_id: "r".into(),
+                status: RunStatus::Cancelled,
+                reason: Some("stop".into()),
+            },
         ];
         for e in events {
             let back: SessionEvent = serde_json::from_str(&e.to_json()).unwrap();
@@ -176,7 +207,14 @@ mod tests {
 
     #[test]
     fn wire_names() {
-        let e = SessionEvent::RunFinished { run_id: "r".into(), status: RunStatus::Completed, reason: None };
-        assert_eq!(e.to_json(), r#"{"type":"run_finished","run_id":"r","status":"completed"}"#);
+        let e = SessionEvent::RunFinished {
+            run_id: "r".into(),
+            status: RunStatus::Completed,
+            reason: None,
+        };
+        assert_eq!(
+            e.to_json(),
+            r#"{"type":"run_finished","run_id":"r","status":"completed"}"#
+        );
     }
 }

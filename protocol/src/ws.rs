@@ -143,7 +143,11 @@ pub struct Message {
 pub enum ClientMsg {
     /// Deliver `path` from `offset` (`-1`, `now`, or an issued offset) under
     /// the client-chosen id `sub`.
-    Subscribe { sub: String, path: String, offset: String },
+    Subscribe {
+        sub: String,
+        path: String,
+        offset: String,
+    },
     /// Stop delivering `sub`.
     Unsubscribe { sub: String },
     /// Create a stream if it does not exist (default content type
@@ -288,7 +292,9 @@ struct WireMessage {
     base64: Option<String>,
 }
 
-fn split_payload(payload: Option<Payload>) -> (Option<Box<RawValue>>, Option<String>, Option<String>) {
+fn split_payload(
+    payload: Option<Payload>,
+) -> (Option<Box<RawValue>>, Option<String>, Option<String>) {
     match payload {
         None => (None, None, None),
         Some(Payload::Json(v)) => (Some(v), None, None),
@@ -315,7 +321,8 @@ fn join_payload(
 fn parse_wire(text: &str) -> Result<Wire, FrameError> {
     serde_json::from_str::<Wire>(text).map_err(|e| {
         // Try to recover the ids so the error can be attributed.
-        let ids: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(text).ok();
+        let ids: Option<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_str(text).ok();
         let id = |k: &str| {
             ids.as_ref()
                 .and_then(|m| m.get(k))
@@ -339,9 +346,19 @@ impl ClientMsg {
     /// Parses a client frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
         let w = parse_wire(text)?;
-        let fail = |code, message: String| FrameError { code, message, sub: w.sub.clone(), req: w.req.clone() };
+        let fail = |code, message: String| FrameError {
+            code,
+            message,
+            sub: w.sub.clone(),
+            req: w.req.clone(),
+        };
         let need = |field: Option<String>, name: &str| {
-            field.ok_or_else(|| fail(ErrorCode::BadFrame, format!("{} needs a string field {name:?}", w.op)))
+            field.ok_or_else(|| {
+                fail(
+                    ErrorCode::BadFrame,
+                    format!("{} needs a string field {name:?}", w.op),
+                )
+            })
         };
         Ok(match w.op.as_str() {
             "subscribe" => ClientMsg::Subscribe {
@@ -349,7 +366,9 @@ impl ClientMsg {
                 path: need(w.path.clone(), "path")?,
                 offset: w.offset.clone().unwrap_or_else(|| "-1".into()),
             },
-            "unsubscribe" => ClientMsg::Unsubscribe { sub: need(w.sub.clone(), "sub")? },
+            "unsubscribe" => ClientMsg::Unsubscribe {
+                sub: need(w.sub.clone(), "sub")?,
+            },
             "create" => ClientMsg::Create {
                 req: need(w.req.clone(), "req")?,
                 path: need(w.path.clone(), "path")?,
@@ -358,9 +377,19 @@ impl ClientMsg {
             "append" => {
                 let req = need(w.req.clone(), "req")?;
                 let path = need(w.path.clone(), "path")?;
-                let payload = join_payload(w.data, w.text, w.base64)
-                    .map_err(|m| FrameError { code: ErrorCode::BadFrame, message: m.into(), sub: None, req: Some(req.clone()) })?;
-                ClientMsg::Append { req, path, payload, producer: w.producer, close: w.close.unwrap_or(false) }
+                let payload = join_payload(w.data, w.text, w.base64).map_err(|m| FrameError {
+                    code: ErrorCode::BadFrame,
+                    message: m.into(),
+                    sub: None,
+                    req: Some(req.clone()),
+                })?;
+                ClientMsg::Append {
+                    req,
+                    path,
+                    payload,
+                    producer: w.producer,
+                    close: w.close.unwrap_or(false),
+                }
             }
             "ping" => ClientMsg::Ping { t: w.t },
             "pong" => ClientMsg::Pong { t: w.t },
@@ -378,15 +407,29 @@ impl ClientMsg {
                 offset: Some(offset),
                 ..Wire::default()
             },
-            ClientMsg::Unsubscribe { sub } => Wire { op: "unsubscribe".into(), sub: Some(sub), ..Wire::default() },
-            ClientMsg::Create { req, path, content_type } => Wire {
+            ClientMsg::Unsubscribe { sub } => Wire {
+                op: "unsubscribe".into(),
+                sub: Some(sub),
+                ..Wire::default()
+            },
+            ClientMsg::Create {
+                req,
+                path,
+                content_type,
+            } => Wire {
                 op: "create".into(),
                 req: Some(req),
                 path: Some(path),
                 content_type,
                 ..Wire::default()
             },
-            ClientMsg::Append { req, path, payload, producer, close } => {
+            ClientMsg::Append {
+                req,
+                path,
+                payload,
+                producer,
+                close,
+            } => {
                 let (data, text, base64) = split_payload(payload);
                 Wire {
                     op: "append".into(),
@@ -400,8 +443,16 @@ impl ClientMsg {
                     ..Wire::default()
                 }
             }
-            ClientMsg::Ping { t } => Wire { op: "ping".into(), t, ..Wire::default() },
-            ClientMsg::Pong { t } => Wire { op: "pong".into(), t, ..Wire::default() },
+            ClientMsg::Ping { t } => Wire {
+                op: "ping".into(),
+                t,
+                ..Wire::default()
+            },
+            ClientMsg::Pong { t } => Wire {
+                op: "pong".into(),
+                t,
+                ..Wire::default()
+            },
         };
         to_json(&w)
     }
@@ -433,7 +484,10 @@ impl ServerMsg {
                     let payload = join_payload(m.data, m.text, m.base64)
                         .map_err(|e| fail(e.into()))?
                         .ok_or_else(|| fail("a message needs data, text or base64".into()))?;
-                    messages.push(Message { offset: m.offset, payload });
+                    messages.push(Message {
+                        offset: m.offset,
+                        payload,
+                    });
                 }
                 ServerMsg::Events {
                     sub,
@@ -455,7 +509,9 @@ impl ServerMsg {
                 code: w.code.ok_or_else(|| fail("error needs a code".into()))?,
                 message: w.message.clone().unwrap_or_default(),
             },
-            "unsubscribed" => ServerMsg::Unsubscribed { sub: need(w.sub.clone(), "sub")? },
+            "unsubscribed" => ServerMsg::Unsubscribed {
+                sub: need(w.sub.clone(), "sub")?,
+            },
             "ping" => ServerMsg::Ping { t: w.t },
             "pong" => ServerMsg::Pong { t: w.t },
             other => {
@@ -472,13 +528,22 @@ impl ServerMsg {
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
         let w = match self.clone() {
-            ServerMsg::Hello { heartbeat_ms, max_frame_bytes } => Wire {
+            ServerMsg::Hello {
+                heartbeat_ms,
+                max_frame_bytes,
+            } => Wire {
                 op: "hello".into(),
                 heartbeat_ms: Some(heartbeat_ms),
                 max_frame_bytes: Some(max_frame_bytes),
                 ..Wire::default()
             },
-            ServerMsg::Events { sub, messages, next, up_to_date, closed } => Wire {
+            ServerMsg::Events {
+                sub,
+                messages,
+                next,
+                up_to_date,
+                closed,
+            } => Wire {
                 op: "events".into(),
                 sub: Some(sub),
                 messages: Some(
@@ -486,7 +551,12 @@ impl ServerMsg {
                         .into_iter()
                         .map(|m| {
                             let (data, text, base64) = split_payload(Some(m.payload));
-                            WireMessage { offset: m.offset, data, text, base64 }
+                            WireMessage {
+                                offset: m.offset,
+                                data,
+                                text,
+                                base64,
+                            }
                         })
                         .collect(),
                 ),
@@ -495,7 +565,12 @@ impl ServerMsg {
                 closed: closed.then_some(true),
                 ..Wire::default()
             },
-            ServerMsg::Ack { req, offset, duplicate, closed } => Wire {
+            ServerMsg::Ack {
+                req,
+                offset,
+                duplicate,
+                closed,
+            } => Wire {
                 op: "ack".into(),
                 req: Some(req),
                 offset: Some(offset),
@@ -503,7 +578,12 @@ impl ServerMsg {
                 closed: closed.then_some(true),
                 ..Wire::default()
             },
-            ServerMsg::Error { sub, req, code, message } => Wire {
+            ServerMsg::Error {
+                sub,
+                req,
+                code,
+                message,
+            } => Wire {
                 op: "error".into(),
                 sub,
                 req,
@@ -511,9 +591,21 @@ impl ServerMsg {
                 message: Some(message),
                 ..Wire::default()
             },
-            ServerMsg::Unsubscribed { sub } => Wire { op: "unsubscribed".into(), sub: Some(sub), ..Wire::default() },
-            ServerMsg::Ping { t } => Wire { op: "ping".into(), t, ..Wire::default() },
-            ServerMsg::Pong { t } => Wire { op: "pong".into(), t, ..Wire::default() },
+            ServerMsg::Unsubscribed { sub } => Wire {
+                op: "unsubscribed".into(),
+                sub: Some(sub),
+                ..Wire::default()
+            },
+            ServerMsg::Ping { t } => Wire {
+                op: "ping".into(),
+                t,
+                ..Wire::default()
+            },
+            ServerMsg::Pong { t } => Wire {
+                op: "pong".into(),
+                t,
+                ..Wire::default()
+            },
         };
         to_json(&w)
     }
@@ -521,7 +613,12 @@ impl ServerMsg {
 
 impl From<FrameError> for ServerMsg {
     fn from(e: FrameError) -> Self {
-        ServerMsg::Error { sub: e.sub, req: e.req, code: e.code, message: e.message }
+        ServerMsg::Error {
+            sub: e.sub,
+            req: e.req,
+            code: e.code,
+            message: e.message,
+        }
     }
 }
 
@@ -532,17 +629,35 @@ mod tests {
     #[test]
     fn client_frames_round_trip() {
         let frames = [
-            ClientMsg::Subscribe { sub: "s".into(), path: "p".into(), offset: "now".into() },
+            ClientMsg::Subscribe {
+                sub: "s".into(),
+                path: "p".into(),
+                offset: "now".into(),
+            },
             ClientMsg::Unsubscribe { sub: "s".into() },
-            ClientMsg::Create { req: "r".into(), path: "p".into(), content_type: Some("text/plain".into()) },
+            ClientMsg::Create {
+                req: "r".into(),
+                path: "p".into(),
+                content_type: Some("text/plain".into()),
+            },
             ClientMsg::Append {
                 req: "r".into(),
                 path: "p".into(),
                 payload: Some(Payload::json(r#"{"a":[1,2]}"#).unwrap()),
-                producer: Some(ProducerIds { id: "w".into(), epoch: 1, seq: 2 }),
+                producer: Some(ProducerIds {
+                    id: "w".into(),
+                    epoch: 1,
+                    seq: 2,
+                }),
                 close: true,
             },
-            ClientMsg::Append { req: "r".into(), path: "p".into(), payload: Some(Payload::Text("hi".into())), producer: None, close: false },
+            ClientMsg::Append {
+                req: "r".into(),
+                path: "p".into(),
+                payload: Some(Payload::Text("hi".into())),
+                producer: None,
+                close: false,
+            },
             ClientMsg::Ping { t: Some(5) },
             ClientMsg::Pong { t: None },
         ];
@@ -554,16 +669,32 @@ mod tests {
     #[test]
     fn server_frames_round_trip() {
         let frames = [
-            ServerMsg::Hello { heartbeat_ms: 15_000, max_frame_bytes: 1 << 20 },
+            ServerMsg::Hello {
+                heartbeat_ms: 15_000,
+                max_frame_bytes: 1 << 20,
+            },
             ServerMsg::Events {
                 sub: "s".into(),
-                messages: vec![Message { offset: "o1".into(), payload: Payload::json("[1]").unwrap() }],
+                messages: vec![Message {
+                    offset: "o1".into(),
+                    payload: Payload::json("[1]").unwrap(),
+                }],
                 next: "o1".into(),
                 up_to_date: true,
                 closed: false,
             },
-            ServerMsg::Ack { req: "r".into(), offset: "o".into(), duplicate: true, closed: false },
-            ServerMsg::Error { sub: Some("s".into()), req: None, code: ErrorCode::NotFound, message: "m".into() },
+            ServerMsg::Ack {
+                req: "r".into(),
+                offset: "o".into(),
+                duplicate: true,
+                closed: false,
+            },
+            ServerMsg::Error {
+                sub: Some("s".into()),
+                req: None,
+                code: ErrorCode::NotFound,
+                message: "m".into(),
+            },
             ServerMsg::Unsubscribed { sub: "s".into() },
             ServerMsg::Ping { t: Some(1) },
         ];
@@ -577,12 +708,19 @@ mod tests {
         let e = ClientMsg::parse("not json").unwrap_err();
         assert_eq!(e.code, ErrorCode::BadFrame);
         let e = ClientMsg::parse(r#"{"op":"teleport","req":"r9"}"#).unwrap_err();
-        assert_eq!((e.code, e.req.as_deref()), (ErrorCode::UnknownOp, Some("r9")));
+        assert_eq!(
+            (e.code, e.req.as_deref()),
+            (ErrorCode::UnknownOp, Some("r9"))
+        );
         let e = ClientMsg::parse(r#"{"op":"subscribe","sub":"s1"}"#).unwrap_err();
-        assert_eq!((e.code, e.sub.as_deref()), (ErrorCode::BadFrame, Some("s1")));
+        assert_eq!(
+            (e.code, e.sub.as_deref()),
+            (ErrorCode::BadFrame, Some("s1"))
+        );
         let e = ClientMsg::parse(r#"{"op":"subscribe","sub":5,"path":"p"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadFrame);
-        let e = ClientMsg::parse(r#"{"op":"append","req":"r","path":"p","data":1,"text":"x"}"#).unwrap_err();
+        let e = ClientMsg::parse(r#"{"op":"append","req":"r","path":"p","data":1,"text":"x"}"#)
+            .unwrap_err();
         assert_eq!((e.code, e.req.as_deref()), (ErrorCode::BadFrame, Some("r")));
     }
 

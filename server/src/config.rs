@@ -16,6 +16,23 @@ pub struct ServerConfig {
     pub sse_max_duration: Duration,
     /// Interval of SSE keep-alive comments while no data flows.
     pub sse_keepalive: Duration,
+    /// The WebSocket server pings this often and tells clients to send
+    /// something at least this often.
+    pub ws_heartbeat: Duration,
+    /// A WebSocket peer that sent nothing for this long is closed with
+    /// close code 4001.
+    pub ws_heartbeat_timeout: Duration,
+    /// Largest WebSocket frame handled; larger ones get a `too_large` error
+    /// frame and the connection stays up. Frames past `max_body_bytes` close
+    /// the connection (1009).
+    pub ws_max_frame_bytes: usize,
+    /// Unsent bytes queued for one WebSocket client. Past it, subscriptions
+    /// pause until the client catches up; past twice it, the client is closed
+    /// as a slow consumer (close code 4002).
+    pub ws_max_queued_bytes: usize,
+    /// How long subscriptions wait for a paused client to catch up before it
+    /// is closed as a slow consumer (close code 4002).
+    pub ws_slow_consumer_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -26,6 +43,11 @@ impl Default for ServerConfig {
             max_read_bytes: 1024 * 1024,
             sse_max_duration: Duration::from_secs(60),
             sse_keepalive: Duration::from_secs(15),
+            ws_heartbeat: Duration::from_secs(15),
+            ws_heartbeat_timeout: Duration::from_secs(45),
+            ws_max_frame_bytes: 1024 * 1024,
+            ws_max_queued_bytes: 8 * 1024 * 1024,
+            ws_slow_consumer_timeout: Duration::from_secs(10),
         }
     }
 }

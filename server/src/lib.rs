@@ -27,6 +27,7 @@ pub mod config;
 pub mod cursor;
 pub mod http;
 pub mod offset;
+pub mod session_index;
 pub mod storage;
 
 use std::future::Future;
@@ -45,6 +46,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A configured server, ready to accept connections.
 pub struct Server {
     state: http::AppState,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -56,11 +58,14 @@ impl Server {
 
     /// A server on any storage backend.
     pub fn with_storage(storage: Arc<dyn Storage>, config: ServerConfig) -> Self {
+        let (stopping, shutdown) = tokio::sync::watch::channel(false);
         Self {
             state: http::AppState {
                 storage,
                 config: Arc::new(config),
+                shutdown,
             },
+            stopping,
         }
     }
 
@@ -71,11 +76,15 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        session_index::ensure(self.state.storage.as_ref())
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut stop_rx = self.state.shutdown.clone();
+        let stopping = self.stopping;
         let app = http::router(self.state);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
-            let _ = stop_tx.send(true);
+            let _ = stopping.send(true);
         });
         let grace = async move {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;

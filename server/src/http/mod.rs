@@ -8,6 +8,7 @@ mod error;
 pub mod headers;
 mod read;
 mod write;
+mod ws;
 
 use std::sync::Arc;
 
@@ -35,6 +36,9 @@ const MAX_PATH_BYTES: usize = 1024;
 pub struct AppState {
     pub storage: Arc<dyn Storage>,
     pub config: Arc<ServerConfig>,
+    /// Becomes `true` when the server begins shutting down; WebSocket
+    /// connections then close with code 1001.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The HTTP application: streams, a health check, and a plain 404 elsewhere.
@@ -44,7 +48,8 @@ pub struct AppState {
 /// use std::sync::Arc;
 /// use durable_session_server::{config::ServerConfig, http, storage::sqlite::SqliteStorage};
 /// let storage = Arc::new(SqliteStorage::open(std::path::Path::new(".data"))?);
-/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()) });
+/// let (_stop, shutdown) = tokio::sync::watch::channel(false);
+/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4437").await?;
 /// axum::serve(listener, app).await?;
 /// # Ok(()) }
@@ -52,6 +57,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/stream/{*path}", any(stream))
+        .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn(common_headers))
@@ -96,7 +102,7 @@ pub(crate) fn source_path(value: &str) -> Result<String, ApiError> {
     Ok(path.to_owned())
 }
 
-fn validate_path(path: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
     if path.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no stream path given"));
     }

@@ -91,7 +91,11 @@ pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<R
         Some(host) => format!("http://{host}{STREAM_PREFIX}{}", create.path),
         None => format!("{STREAM_PREFIX}{}", create.path),
     };
+    let path = create.path.clone();
     let created = state.storage.create(create).await?;
+    if created.created {
+        crate::session_index::record(state.storage.as_ref(), &path).await;
+    }
     let status = if created.created {
         StatusCode::CREATED
     } else {

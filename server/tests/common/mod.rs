@@ -54,3 +54,77 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A raw WebSocket client speaking the `/v1/ws` frames.
+pub mod ws {
+    use std::time::Duration;
+
+    use durable_session_protocol::ws::{ClientMsg, ServerMsg};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    pub struct Client {
+        pub socket: Socket,
+    }
+
+    impl Client {
+        /// Connects and consumes the `hello` frame.
+        pub async fn connect(base: &str) -> Self {
+            let url = format!("{}/v1/ws", base.replacen("http://", "ws://", 1));
+            let (socket, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .expect("connect");
+            let mut c = Self { socket };
+            match c.next().await {
+                ServerMsg::Hello { .. } => c,
+                other => panic!("expected hello, got {other:?}"),
+            }
+        }
+
+        pub async fn send(&mut self, msg: ClientMsg) {
+            self.send_raw(&msg.to_json()).await;
+        }
+
+        pub async fn send_raw(&mut self, text: &str) {
+            self.socket
+                .send(Message::text(text.to_owned()))
+                .await
+                .expect("send");
+        }
+
+        /// The next protocol frame, skipping heartbeats; panics after 10 s.
+        pub async fn next(&mut self) -> ServerMsg {
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                    .await
+                    .expect("a frame within 10 s")
+                    .expect("socket open")
+                    .expect("frame");
+                if let Message::Text(t) = frame {
+                    let msg = ServerMsg::parse(t.as_str()).expect("valid server frame");
+                    if !matches!(msg, ServerMsg::Ping { .. }) {
+                        return msg;
+                    }
+                }
+            }
+        }
+
+        /// Waits for the connection to close; returns the close code.
+        pub async fn closed(&mut self) -> Option<u16> {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                    .await
+                    .expect("close within 10 s")
+                {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                    _ => return None,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! `/v1/ws`: one WebSocket multiplexing subscriptions and appends
+//! (specified in `docs/protocol.md`).
+//!
+//! Each connection has a reader loop (frames in, heartbeats), a writer task
+//! (frames out, through a byte-bounded queue: a client that falls too far
+//! behind is closed as a slow consumer and resumes from its offsets), one task
+//! per subscription (catch-up then live, by offset, so the boundary between
+//! them has no gap and no duplicate), and one task applying appends in the
+//! order they arrived.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use durable_session_protocol::ws::{
+    ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{AppState, validate_path};
+use crate::offset::{Pos, StartAt, format_offset, parse_start};
+use crate::storage::{
+    Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules,
+};
+
+/// `GET /v1/ws`: upgrades to the WebSocket protocol.
+pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let hard_limit = state
+        .config
+        .max_body_bytes
+        .max(state.config.ws_max_frame_bytes);
+    ws.max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| run(state, socket))
+}
+
+/// What the writer task sends.
+enum Out {
+    Frame(String),
+    Close(u16, &'static str),
+}
+
+/// The sending half of a connection, shared by its tasks.
+///
+/// Bytes queued for the client are counted. Subscriptions send with
+/// [`Outbox::send_paced`]: above `limit` they wait for the client to catch
+/// up, and a client that does not within `slow_timeout` is closed as a slow
+/// consumer. Replies (acks, errors, pongs) are small and sent at once, but a
+/// queue past twice the limit closes the connection too, so the server never
+/// buffers without bound.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<Out>,
+    queued: Arc<AtomicUsize>,
+    drained: Arc<Notify>,
+    limit: usize,
+    slow_timeout: Duration,
+}
+
+/// The client is gone or was closed as a slow consumer.
+struct Disconnected;
+
+impl Outbox {
+    fn send(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
+        let json = msg.to_json();
+        let len = json.len();
+        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.limit.saturating_mul(2) {
+            self.close(
+                close::SLOW_CONSUMER,
+                "slow consumer: resume from your offsets",
+            );
+            return Err(Disconnected);
+        }
+        self.tx.send(Out::Frame(json)).map_err(|_| Disconnected)
+    }
+
+    async fn send_paced(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
+        let deadline = Instant::now() + self.slow_timeout;
+        loop {
+            let drained = self.drained.notified();
+            if self.queued.load(Ordering::Acquire) <= self.limit {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                self.close(
+                    close::SLOW_CONSUMER,
+                    "slow consumer: resume from your offsets",
+                );
+                return Err(Disconnected);
+            }
+        }
+        self.send(msg)
+    }
+
+    fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.tx.send(Out::Close(code, reason));
+    }
+}
+
+fn error_frame(
+    sub: Option<&str>,
+    req: Option<&str>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> ServerMsg {
+    ServerMsg::Error {
+        sub: sub.map(str::to_owned),
+        req: req.map(str::to_owned),
+        code,
+        message: message.into(),
+    }
+}
+
+fn store_error_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::NotFound | StoreError::ForkSourceNotFound => ErrorCode::NotFound,
+        StoreError::Gone => ErrorCode::Gone,
+        StoreError::Closed { .. } => ErrorCode::Closed,
+        StoreError::ContentTypeMismatch { .. }
+        | StoreError::ConfigMismatch(_)
+        | StoreError::SeqRegression { .. }
+        | StoreError::ForkSourceGone => ErrorCode::Conflict,
+        StoreError::StaleEpoch { .. } => ErrorCode::Forbidden,
+        StoreError::SeqGap { .. } => ErrorCode::SeqGap,
+        StoreError::BadRequest(_) => ErrorCode::BadRequest,
+        StoreError::OffsetBeyondTail => ErrorCode::BadOffset,
+        StoreError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
+fn store_error_message(e: &StoreError) -> String {
+    match e {
+        StoreError::Internal(detail) => {
+            tracing::error!(%detail, "storage failure");
+            "internal storage error".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn run(state: AppState, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let outbox = Outbox {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        drained: Arc::new(Notify::new()),
+        limit: state.config.ws_max_queued_bytes,
+        slow_timeout: state.config.ws_slow_consumer_timeout,
+    };
+    let writer = {
+        let queued = outbox.queued.clone();
+        let drained = outbox.drained.clone();
+        tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                match out {
+                    Out::Frame(json) => {
+                        let len = json.len();
+                        let sent = sink.send(WsMessage::Text(Utf8Bytes::from(json))).await;
+                        queued.fetch_sub(len, Ordering::AcqRel);
+                        drained.notify_waiters();
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    Out::Close(code, reason) => {
+                        let frame = CloseFrame {
+                            code,
+                            reason: Utf8Bytes::from_static(reason),
+                        };
+                        let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                        break;
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        })
+    };
+
+    let _ = outbox.send(&ServerMsg::Hello {
+        heartbeat_ms: state.config.ws_heartbeat.as_millis() as u64,
+        max_frame_bytes: state.config.ws_max_frame_bytes as u64,
+    });
+    let mut conn = Connection {
+        state: state.clone(),
+        outbox: outbox.clone(),
+        subs: HashMap::new(),
+        appends: spawn_append_worker(state.clone(), outbox.clone()),
+    };
+    let mut heartbeat = tokio::time::interval(state.config.ws_heartbeat);
+    heartbeat.tick().await;
+    let mut last_seen = Instant::now();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                last_seen = Instant::now();
+                match frame {
+                    WsMessage::Text(text) => {
+                        if conn.handle_text(text.as_str()).is_err() {
+                            break;
+                        }
+                    }
+                    WsMessage::Binary(_) => {
+                        let msg = error_frame(None, None, ErrorCode::BadFrame, "binary frames are not supported: send JSON text frames");
+                        if outbox.send(&msg).is_err() {
+                            break;
+                        }
+                    }
+                    WsMessage::Close(_) => break,
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > state.config.ws_heartbeat_timeout {
+                    outbox.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                    break;
+                }
+                if outbox.send(&ServerMsg::Ping { t: None }).is_err() {
+                    break;
+                }
+            }
+            _ = shutdown.wait_for(|stopping| *stopping) => {
+                outbox.close(close::GOING_AWAY, "server shutting down");
+                break;
+            }
+        }
+    }
+    for (_, task) in conn.subs.drain() {
+        task.abort();
+    }
+    drop(conn);
+    drop(outbox);
+    let _ = writer.await;
+}
+
+/// A request to apply in order.
+enum WriteReq {
+    Create {
+        req: String,
+        path: String,
+        content_type: Option<String>,
+    },
+    Append {
+        req: String,
+        path: String,
+        payload: Option<Payload>,
+        producer: Option<ProducerIds>,
+        close: bool,
+    },
+}
+
+struct Connection {
+    state: AppState,
+    outbox: Outbox,
+    subs: HashMap<String, JoinHandle<()>>,
+    appends: mpsc::UnboundedSender<WriteReq>,
+}
+
+impl Connection {
+    fn handle_text(&mut self, text: &str) -> Result<(), Disconnected> {
+        if text.len() > self.state.config.ws_max_frame_bytes {
+            return self.outbox.send(&error_frame(
+                None,
+                None,
+                ErrorCode::TooLarge,
+                format!(
+                    "frame of {} bytes is larger than the limit of {} bytes",
+                    text.len(),
+                    self.state.config.ws_max_frame_bytes
+                ),
+            ));
+        }
+        let msg = match ClientMsg::parse(text) {
+            Ok(msg) => msg,
+            Err(e) => return self.outbox.send(&ServerMsg::from(e)),
+        };
+        match msg {
+            ClientMsg::Subscribe { sub, path, offset } => self.subscribe(sub, path, &offset),
+            ClientMsg::Unsubscribe { sub } => match self.subs.remove(&sub) {
+                Some(task) => {
+                    task.abort();
+                    self.outbox.send(&ServerMsg::Unsubscribed { sub })
+                }
+                None => self.outbox.send(&error_frame(
+                    Some(&sub),
+                    None,
+                    ErrorCode::UnknownSub,
+                    "no such subscription",
+                )),
+            },
+            ClientMsg::Create {
+                req,
+                path,
+                content_type,
+            } => self.enqueue(WriteReq::Create {
+                req,
+                path,
+                content_type,
+            }),
+            ClientMsg::Append {
+                req,
+                path,
+                payload,
+                producer,
+                close,
+            } => self.enqueue(WriteReq::Append {
+                req,
+                path,
+                payload,
+                producer,
+                close,
+            }),
+            ClientMsg::Ping { t } => self.outbox.send(&ServerMsg::Pong { t }),
+            ClientMsg::Pong { .. } => Ok(()),
+        }
+    }
+
+    fn enqueue(&self, req: WriteReq) -> Result<(), Disconnected> {
+        self.appends.send(req).map_err(|_| Disconnected)
+    }
+
+    fn subscribe(&mut self, sub: String, path: String, offset: &str) -> Result<(), Disconnected> {
+        if self.subs.get(&sub).is_some_and(|t| !t.is_finished()) {
+            return self.outbox.send(&error_frame(
+                Some(&sub),
+                None,
+                ErrorCode::DuplicateSub,
+                "this sub id is already subscribed",
+            ));
+        }
+        if let Err(e) = validate_path(&path) {
+            return self.outbox.send(&error_frame(
+                Some(&sub),
+                None,
+                ErrorCode::BadRequest,
+                e.message,
+            ));
+        }
+        let from = match parse_start(offset) {
+            Ok(from) => from,
+            Err(e) => {
+                return self.outbox.send(&error_frame(
+                    Some(&sub),
+                    None,
+                    ErrorCode::BadOffset,
+                    e.to_string(),
+                ));
+            }
+        };
+        let task = tokio::spawn(deliver(
+            self.state.storage.clone(),
+            self.state.config.max_read_bytes,
+            self.outbox.clone(),
+            sub.clone(),
+            path,
+            from,
+        ));
+        self.subs.insert(sub, task);
+        Ok(())
+    }
+}
+
+/// The messages of a chunk, each with the offset just after it.
+fn messages(chunk: &Chunk) -> Vec<Message> {
+    let json = chunk.info.is_json();
+    let text = rules::is_text(&chunk.info.content_type);
+    let mut pos: Pos = chunk.start;
+    chunk
+        .pieces
+        .iter()
+        .map(|piece| {
+            pos += if json { 1 } else { piece.len() as Pos };
+            let payload = if json {
+                let raw = String::from_utf8_lossy(piece).into_owned();
+                RawValue::from_string(raw)
+                    .map(Payload::Json)
+                    .unwrap_or_else(|_| Payload::Text(String::from_utf8_lossy(piece).into_owned()))
+            } else if text {
+                Payload::Text(String::from_utf8_lossy(piece).into_owned())
+            } else {
+                Payload::Base64(base64::engine::general_purpose::STANDARD.encode(piece))
+            };
+            Message {
+                offset: format_offset(pos),
+                payload,
+            }
+        })
+        .collect()
+}
+
+/// Delivers one subscription: catch-up from `from`, then live, reading by
+/// offset every time so nothing is skipped or repeated at the boundary.
+async fn deliver(
+    storage: Arc<dyn Storage>,
+    max_bytes: usize,
+    outbox: Outbox,
+    sub: String,
+    path: String,
+    from: StartAt,
+) {
+    let mut feed = storage.changes(&path);
+    let mut from = from;
+    let mut announced = false;
+    loop {
+        let chunk = match storage
+            .read(Read {
+                path: path.clone(),
+                from,
+                max_bytes,
+            })
+            .await
+        {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = outbox.send(&error_frame(
+                    Some(&sub),
+                    None,
+                    store_error_code(&e),
+                    store_error_message(&e),
+                ));
+                return;
+            }
+        };
+        let eof = chunk.info.closed && chunk.up_to_date();
+        if !chunk.pieces.is_empty() || !announced || eof {
+            let frame = ServerMsg::Events {
+                sub: sub.clone(),
+                messages: messages(&chunk),
+                next: format_offset(chunk.next),
+                up_to_date: chunk.up_to_date(),
+                closed: eof,
+            };
+            if outbox.send_paced(&frame).await.is_err() {
+                return;
+            }
+            announced = true;
+        }
+        if eof {
+            return;
+        }
+        from = StartAt::Pos(chunk.next);
+        if chunk.up_to_date() {
+            feed.wait(Duration::from_secs(3600)).await;
+        }
+    }
+}
+
+/// Applies creates and appends one after another, in arrival order, so a
+/// producer's pipelined appends keep their sequence.
+fn spawn_append_worker(state: AppState, outbox: Outbox) -> mpsc::UnboundedSender<WriteReq> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<WriteReq>();
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let reply = match req {
+                WriteReq::Create {
+                    req,
+                    path,
+                    content_type,
+                } => create(&state, req, path, content_type).await,
+                WriteReq::Append {
+                    req,
+                    path,
+                    payload,
+                    producer,
+                    close,
+                } => append(&state, req, path, payload, producer, close).await,
+            };
+            if outbox.send(&reply).is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
+
+async fn create(
+    state: &AppState,
+    req: String,
+    path: String,
+    content_type: Option<String>,
+) -> ServerMsg {
+    if let Err(e) = validate_path(&path) {
+        return error_frame(None, Some(&req), ErrorCode::BadRequest, e.message);
+    }
+    let result = state
+        .storage
+        .create(CreateStream {
+            path: path.clone(),
+            content_type: Some(content_type.unwrap_or_else(|| "application/json".into())),
+            expiry: Expiry::Never,
+            closed: false,
+            body: Bytes::new(),
+            fork: None,
+        })
+        .await;
+    match result {
+        Ok(created) => {
+            if created.created {
+                crate::session_index::record(state.storage.as_ref(), &path).await;
+            }
+            ServerMsg::Ack {
+                req,
+                offset: format_offset(created.info.tail),
+                duplicate: !created.created,
+                closed: created.info.closed,
+            }
+        }
+        Err(e) => error_frame(
+            None,
+            Some(&req),
+            store_error_code(&e),
+            store_error_message(&e),
+        ),
+    }
+}
+
+async fn append(
+    state: &AppState,
+    req: String,
+    path: String,
+    payload: Option<Payload>,
+    producer: Option<ProducerIds>,
+    close: bool,
+) -> ServerMsg {
+    if let Err(e) = validate_path(&path) {
+        return error_frame(None, Some(&req), ErrorCode::BadRequest, e.message);
+    }
+    // JSON payloads name their content type; text and bytes take the stream's.
+    let (content_type, body) = match payload {
+        None => (None, Bytes::new()),
+        Some(Payload::Json(v)) => (
+            Some("application/json".to_owned()),
+            Bytes::from(v.get().to_owned()),
+        ),
+        Some(other) => {
+            let info = match state.storage.head(&path).await {
+                Ok(info) => info,
+                Err(e) => {
+                    return error_frame(
+                        None,
+                        Some(&req),
+                        store_error_code(&e),
+                        store_error_message(&e),
+                    );
+                }
+            };
+            let body = match other {
+                Payload::Text(t) if rules::is_text(&info.content_type) && !info.is_json() => {
+                    Bytes::from(t)
+                }
+                Payload::Base64(b) if !rules::is_text(&info.content_type) => {
+                    match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
+                        Ok(bytes) => Bytes::from(bytes),
+                        Err(_) => {
+                            return error_frame(
+                                None,
+                                Some(&req),
+                                ErrorCode::BadFrame,
+                                "base64 is not valid standard base64",
+                            );
+                        }
+                    }
+                }
+                _ => {
+                    return error_frame(
+                        None,
+                        Some(&req),
+                        ErrorCode::Conflict,
+                        format!(
+                            "this payload does not fit the stream's content type ({})",
+                            info.content_type
+                        ),
+                    );
+                }
+            };
+            (Some(info.content_type), body)
+        }
+    };
+    if producer.as_ref().is_some_and(|p| p.id.is_empty()) {
+        return error_frame(
+            None,
+            Some(&req),
+            ErrorCode::BadRequest,
+            "producer.id must not be empty",
+        );
+    }
+    if body.is_empty() && !close {
+        return error_frame(
+            None,
+            Some(&req),
+            ErrorCode::BadRequest,
+            "append needs data, text or base64 (or close: true)",
+        );
+    }
+    let result = state
+        .storage
+        .append(Append {
+            path,
+            content_type,
+            body,
+            close,
+            stream_seq: None,
+            producer: producer.map(|p| Producer {
+                id: p.id,
+                epoch: p.epoch,
+                seq: p.seq,
+            }),
+        })
+        .await;
+    match result {
+        Ok(appended) => ServerMsg::Ack {
+            req,
+            offset: format_offset(appended.info.tail),
+            duplicate: appended.duplicate,
+            closed: appended.info.closed,
+        },
+        Err(e) => error_frame(
+            None,
+            Some(&req),
+            store_error_code(&e),
+            store_error_message(&e),
+        ),
+    }
+}
