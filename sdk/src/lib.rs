@@ -1,4 +1,18 @@
-//! Client SDK for durable sessions.
+//! # durable-sessions
 //!
-//! Not built yet: the SDK arrives with its own issue. This crate reserves the
-//! name and the place in the workspace.
+//! The client SDK for durable sessions: subscribe to a session once and get
+//! every event exactly once, in order, across network drops, reloads and
+//! devices; append with retries that never duplicate; stop and steer agents
+//! with explicit `cancel` / `steer` events.
+//!
+//! - [`core`]: the pure state machine (offsets, reconnect policy, connection
+//!   states, outbox, chat view) — no I/O, unit-tested natively;
+//! - `native` (feature `native`): a tokio WebSocket transport, used by the
+//!   demo agents and Rust tests.
+
+pub mod core;
+
+#[cfg(feature = "native")]
+pub mod native;
+
+pub use durable_session_protocol as protocol;

@@ -1,0 +1,567 @@
+//! The client state machine (sans I/O).
+//!
+//! ```
+//! use durable_sessions::core::client::{ClientCore, Options, Output, SubscribeOptions};
+//! let mut core = ClientCore::new(Options::new("producer-1", 7));
+//! let sub = core.subscribe("sessions/a", SubscribeOptions::default());
+//! core.start(0);
+//! core.on_open(5);
+//! let frames: Vec<_> = std::iter::from_fn(|| core.poll_output())
+//!     .filter_map(|o| match o { Output::Send(f) => Some(f.to_json()), _ => None })
+//!     .collect();
+//! assert!(frames[0].contains(r#""op":"subscribe""#));
+//! # let _ = sub;
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, ServerMsg};
+
+use super::ClientError;
+use super::backoff::Backoff;
+use super::outbox::{AppendAck, AppendId, Outbox, Resolved};
+use super::rng::Rng;
+use super::state::{ConnectionState, StateChange};
+use super::subscription::{Cursor, ResetPolicy, StartFrom};
+
+/// Identifies a subscription of one client.
+pub type SubId = u64;
+
+/// Tunables of a client. Times in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// Send a `ping` this often while connected.
+    pub ping_interval_ms: u64,
+    /// Declare the link dead when nothing arrived for this long — the only
+    /// way to notice a half-dead link that never reports a close.
+    pub heartbeat_timeout_ms: u64,
+    /// Give up on a connection attempt after this long.
+    pub connect_timeout_ms: u64,
+    /// After this long without a connection, the state becomes `suspended`.
+    pub suspend_after_ms: u64,
+    /// How long a probe (after `online` or the page becoming visible) waits
+    /// for any frame before declaring the link dead.
+    pub probe_timeout_ms: u64,
+    /// Idempotent-producer id of this client's appends.
+    pub producer_id: String,
+    /// Seed of the jitter random source.
+    pub seed: u64,
+}
+
+impl Options {
+    /// Defaults with the given producer id and random seed.
+    pub fn new(producer_id: impl Into<String>, seed: u64) -> Self {
+        Self {
+            backoff: Backoff::default(),
+            ping_interval_ms: 5_000,
+            heartbeat_timeout_ms: 12_000,
+            connect_timeout_ms: 10_000,
+            suspend_after_ms: 60_000,
+            probe_timeout_ms: 3_000,
+            producer_id: producer_id.into(),
+            seed,
+        }
+    }
+}
+
+/// How to subscribe.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Where to start.
+    pub start: StartFromOption,
+    /// What to do when the server says the position is gone.
+    pub reset: ResetPolicy,
+    /// Create the stream (JSON mode) first if it does not exist.
+    pub create: bool,
+}
+
+/// [`StartFrom`] with a default (the beginning).
+#[derive(Debug, Clone, Default)]
+pub struct StartFromOption(pub Option<StartFrom>);
+
+impl From<StartFrom> for StartFromOption {
+    fn from(s: StartFrom) -> Self {
+        Self(Some(s))
+    }
+}
+
+/// What a subscription reports to the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionEvent {
+    /// New messages, in order, each exactly once.
+    Messages(Vec<Message>),
+    /// The subscription has caught up with the stream (after catch-up, and
+    /// again after each reconnect's catch-up).
+    UpToDate { offset: String },
+    /// The server said the position is gone; the subscription restarted per
+    /// its [`ResetPolicy`]. Drop state derived from earlier messages.
+    Reset { reason: String },
+    /// The stream is closed: no message will ever follow. The subscription ended.
+    Closed,
+    /// The subscription failed and ended (e.g. `not_found`).
+    Error(ClientError),
+}
+
+/// What the core asks of its transport and tells the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Open a new connection (and report `on_open` or `on_close`).
+    Connect,
+    /// Send this frame on the open connection.
+    Send(ClientMsg),
+    /// Close the current connection; the core already moved on.
+    Disconnect { reason: String },
+    /// The connection state changed.
+    State(StateChange),
+    /// Something happened on a subscription.
+    Event { sub: SubId, event: SubscriptionEvent },
+    /// An append was resolved.
+    Appended { id: AppendId, result: Result<AppendAck, ClientError> },
+}
+
+#[derive(Debug)]
+struct Sub {
+    path: String,
+    wire: String,
+    start: StartFrom,
+    cursor: Cursor,
+    reset: ResetPolicy,
+    /// Create still to be confirmed before subscribing.
+    needs_create: bool,
+    up_to_date: bool,
+}
+
+/// The client state machine.
+#[derive(Debug)]
+pub struct ClientCore {
+    opts: Options,
+    state: ConnectionState,
+    outputs: VecDeque<Output>,
+    subs: BTreeMap<SubId, Sub>,
+    by_wire: HashMap<String, SubId>,
+    creates: HashMap<String, SubId>,
+    outbox: Outbox,
+    rng: Rng,
+    next_id: u64,
+    /// Reconnect attempts since the last successful connection.
+    attempt: u32,
+    lost_since: Option<u64>,
+    retry_at: Option<u64>,
+    connect_deadline: Option<u64>,
+    last_received: u64,
+    next_ping_at: u64,
+    probe_deadline: Option<u64>,
+    started: bool,
+}
+
+impl ClientCore {
+    /// A client that has not connected yet.
+    pub fn new(opts: Options) -> Self {
+        let rng = Rng::new(opts.seed);
+        let outbox = Outbox::new(opts.producer_id.clone());
+        Self {
+            opts,
+            state: ConnectionState::Connecting,
+            outputs: VecDeque::new(),
+            subs: BTreeMap::new(),
+            by_wire: HashMap::new(),
+            creates: HashMap::new(),
+            outbox,
+            rng,
+            next_id: 0,
+            attempt: 0,
+            lost_since: None,
+            retry_at: None,
+            connect_deadline: None,
+            last_received: 0,
+            next_ping_at: 0,
+            probe_deadline: None,
+            started: false,
+        }
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// The offset after the last message delivered on `sub`.
+    pub fn offset(&self, sub: SubId) -> Option<&str> {
+        self.subs.get(&sub).and_then(|s| s.cursor.offset())
+    }
+
+    /// Appends not yet acknowledged.
+    pub fn pending_appends(&self) -> usize {
+        self.outbox.pending()
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`ClientCore::on_timer`] should run next (absolute ms).
+    pub fn next_timer(&self) -> Option<u64> {
+        match self.state {
+            ConnectionState::Connected => {
+                let dead_at = self.last_received + self.opts.heartbeat_timeout_ms;
+                let mut t = dead_at.min(self.next_ping_at);
+                if let Some(p) = self.probe_deadline {
+                    t = t.min(p);
+                }
+                Some(t)
+            }
+            ConnectionState::Connecting => self.connect_deadline,
+            ConnectionState::Disconnected | ConnectionState::Suspended => self.retry_at,
+            ConnectionState::Closed => None,
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn set_state(&mut self, state: ConnectionState, reason: impl Into<String>, retry_in_ms: Option<u64>) {
+        let previous = self.state;
+        self.state = state;
+        self.outputs.push_back(Output::State(StateChange { state, previous, reason: reason.into(), retry_in_ms }));
+    }
+
+    fn send(&mut self, msg: ClientMsg) {
+        self.outputs.push_back(Output::Send(msg));
+    }
+
+    fn emit(&mut self, sub: SubId, event: SubscriptionEvent) {
+        self.outputs.push_back(Output::Event { sub, event });
+    }
+
+    fn resolve(&mut self, resolved: Resolved) {
+        for (id, result) in resolved {
+            self.outputs.push_back(Output::Appended { id, result });
+        }
+    }
+
+    /// Begins connecting. Call once, after creating the client.
+    pub fn start(&mut self, now: u64) {
+        if self.started || self.state == ConnectionState::Closed {
+            return;
+        }
+        self.started = true;
+        self.connect(now, "connect");
+    }
+
+    fn connect(&mut self, now: u64, reason: &str) {
+        self.retry_at = None;
+        self.connect_deadline = Some(now + self.opts.connect_timeout_ms);
+        self.set_state(ConnectionState::Connecting, reason, None);
+        self.outputs.push_back(Output::Connect);
+    }
+
+    /// The transport opened the connection.
+    pub fn on_open(&mut self, now: u64) {
+        if self.state != ConnectionState::Connecting {
+            return;
+        }
+        self.attempt = 0;
+        self.lost_since = None;
+        self.connect_deadline = None;
+        self.probe_deadline = None;
+        self.last_received = now;
+        self.next_ping_at = now + self.opts.ping_interval_ms;
+        self.set_state(ConnectionState::Connected, "opened", None);
+        let ids: Vec<SubId> = self.subs.keys().copied().collect();
+        for id in ids {
+            self.open_sub(id);
+        }
+        let resend = self.outbox.resend();
+        for frame in resend {
+            self.send(frame);
+        }
+        self.flush_appends();
+    }
+
+    /// Sends the create or subscribe that (re)opens `id` on this connection.
+    fn open_sub(&mut self, id: SubId) {
+        let Some(sub) = self.subs.get_mut(&id) else { return };
+        sub.up_to_date = false;
+        let msg = if sub.needs_create {
+            let req = format!("c{id}");
+            self.creates.insert(req.clone(), id);
+            ClientMsg::Create { req, path: sub.path.clone(), content_type: None }
+        } else {
+            ClientMsg::Subscribe { sub: sub.wire.clone(), path: sub.path.clone(), offset: sub.cursor.resume_from().to_owned() }
+        };
+        self.send(msg);
+    }
+
+    fn flush_appends(&mut self) {
+        if self.state == ConnectionState::Connected {
+            let frames = self.outbox.ready();
+            for frame in frames {
+                self.send(frame);
+            }
+        }
+    }
+
+    /// A frame arrived.
+    pub fn on_frame(&mut self, now: u64, frame: ServerMsg) {
+        if self.state != ConnectionState::Connected {
+            return;
+        }
+        self.last_received = now;
+        self.probe_deadline = None;
+        match frame {
+            ServerMsg::Hello { .. } | ServerMsg::Pong { .. } | ServerMsg::Unsubscribed { .. } => {}
+            ServerMsg::Ping { t } => self.send(ClientMsg::Pong { t }),
+            ServerMsg::Events { sub, messages, next, up_to_date, closed } => {
+                self.on_events(&sub, messages, &next, up_to_date, closed)
+            }
+            ServerMsg::Ack { req, offset, duplicate, .. } => {
+                if let Some(id) = self.creates.remove(&req) {
+                    self.created(id);
+                } else if let Some(resolved) = self.outbox.on_ack(&req, &offset, duplicate) {
+                    self.resolve(resolved);
+                    self.flush_appends();
+                }
+            }
+            ServerMsg::Error { sub: Some(wire), code, message, .. } => self.on_sub_error(&wire, code, message),
+            ServerMsg::Error { req: Some(req), code, message, .. } => {
+                if let Some(id) = self.creates.remove(&req) {
+                    if code == ErrorCode::Conflict {
+                        // It exists, with another configuration: read it anyway.
+                        self.created(id);
+                    } else {
+                        self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
+                    }
+                } else if let Some((resolved, retry)) = self.outbox.on_error(&req, code, &message) {
+                    self.resolve(resolved);
+                    if let Some(frame) = retry {
+                        self.send(frame);
+                    }
+                    self.flush_appends();
+                }
+            }
+            ServerMsg::Error { .. } => {}
+        }
+    }
+
+    fn created(&mut self, id: SubId) {
+        if let Some(sub) = self.subs.get_mut(&id) {
+            sub.needs_create = false;
+            self.open_sub(id);
+        }
+    }
+
+    fn on_events(&mut self, wire: &str, messages: Vec<Message>, next: &str, up_to_date: bool, closed: bool) {
+        let Some(&id) = self.by_wire.get(wire) else { return };
+        let Some(sub) = self.subs.get_mut(&id) else { return };
+        let fresh = sub.cursor.accept(messages, next);
+        let caught_up = up_to_date && !sub.up_to_date;
+        sub.up_to_date = up_to_date;
+        let offset = sub.cursor.resume_from().to_owned();
+        if !fresh.is_empty() {
+            self.emit(id, SubscriptionEvent::Messages(fresh));
+        }
+        if caught_up {
+            self.emit(id, SubscriptionEvent::UpToDate { offset });
+        }
+        if closed {
+            self.end_sub(id, SubscriptionEvent::Closed);
+        }
+    }
+
+    fn on_sub_error(&mut self, wire: &str, code: ErrorCode, message: String) {
+        let Some(&id) = self.by_wire.get(wire) else { return };
+        if code != ErrorCode::Gone {
+            self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
+            return;
+        }
+        let Some(sub) = self.subs.get_mut(&id) else { return };
+        let policy = sub.reset;
+        self.emit(id, SubscriptionEvent::Reset { reason: message });
+        let restart = match policy {
+            ResetPolicy::Stop => {
+                self.remove_sub(id);
+                return;
+            }
+            ResetPolicy::FromBeginning => StartFrom::Beginning,
+            ResetPolicy::FromNow => StartFrom::Now,
+        };
+        if let Some(sub) = self.subs.get_mut(&id) {
+            sub.cursor.restart(restart);
+            self.open_sub(id);
+        }
+    }
+
+    fn end_sub(&mut self, id: SubId, event: SubscriptionEvent) {
+        self.emit(id, event);
+        self.remove_sub(id);
+    }
+
+    fn remove_sub(&mut self, id: SubId) {
+        if let Some(sub) = self.subs.remove(&id) {
+            self.by_wire.remove(&sub.wire);
+        }
+    }
+
+    /// The connection closed or failed to open.
+    pub fn on_close(&mut self, now: u64, reason: &str) {
+        match self.state {
+            ConnectionState::Closed | ConnectionState::Disconnected | ConnectionState::Suspended => return,
+            ConnectionState::Connected | ConnectionState::Connecting => {}
+        }
+        if self.state == ConnectionState::Connecting {
+            // Only a drop of a working connection earns an immediate retry.
+            self.attempt = self.attempt.max(1);
+        }
+        self.connect_deadline = None;
+        self.probe_deadline = None;
+        self.creates.clear();
+        let lost_since = *self.lost_since.get_or_insert(now);
+        let suspended = now.saturating_sub(lost_since) >= self.opts.suspend_after_ms;
+        let delay = if suspended {
+            self.opts.backoff.max_ms
+        } else {
+            let unit = self.rng.unit();
+            self.opts.backoff.delay_ms(self.attempt, unit)
+        };
+        self.attempt = self.attempt.saturating_add(1);
+        self.retry_at = Some(now + delay);
+        let state = if suspended { ConnectionState::Suspended } else { ConnectionState::Disconnected };
+        self.set_state(state, reason, Some(delay));
+        if delay == 0 {
+            self.connect(now, "retrying");
+        }
+    }
+
+    /// Time passed: heartbeats, timeouts and retries.
+    pub fn on_timer(&mut self, now: u64) {
+        match self.state {
+            ConnectionState::Connected => {
+                let dead = now >= self.last_received + self.opts.heartbeat_timeout_ms
+                    || self.probe_deadline.is_some_and(|d| now >= d);
+                if dead {
+                    self.drop_link(now, "heartbeat timeout");
+                } else if now >= self.next_ping_at {
+                    self.next_ping_at = now + self.opts.ping_interval_ms;
+                    self.send(ClientMsg::Ping { t: Some(now) });
+                }
+            }
+            ConnectionState::Connecting => {
+                if self.connect_deadline.is_some_and(|d| now >= d) {
+                    self.drop_link(now, "connect timeout");
+                }
+            }
+            ConnectionState::Disconnected | ConnectionState::Suspended => {
+                if self.retry_at.is_some_and(|t| now >= t) {
+                    self.connect(now, "retrying");
+                }
+            }
+            ConnectionState::Closed => {}
+        }
+    }
+
+    fn drop_link(&mut self, now: u64, reason: &str) {
+        self.outputs.push_back(Output::Disconnect { reason: reason.into() });
+        self.on_close(now, reason);
+    }
+
+    /// A hint that the network may have changed (browser `online`,
+    /// `visibilitychange`, `pageshow`): when connected, probe the link; when
+    /// waiting to retry, retry now.
+    pub fn check_connection(&mut self, now: u64, reason: &str) {
+        match self.state {
+            ConnectionState::Connected => {
+                if self.probe_deadline.is_none() {
+                    self.probe_deadline = Some(now + self.opts.probe_timeout_ms);
+                    self.send(ClientMsg::Ping { t: Some(now) });
+                }
+            }
+            ConnectionState::Disconnected | ConnectionState::Suspended => self.connect(now, reason),
+            ConnectionState::Connecting | ConnectionState::Closed => {}
+        }
+    }
+
+    /// Subscribes to `path`. Delivery starts once connected and survives
+    /// reconnects with no app code.
+    pub fn subscribe(&mut self, path: &str, opts: SubscribeOptions) -> SubId {
+        let id = self.next_id();
+        let start = opts.start.0.unwrap_or(StartFrom::Beginning);
+        let wire = format!("s{id}");
+        self.by_wire.insert(wire.clone(), id);
+        self.subs.insert(
+            id,
+            Sub {
+                path: path.to_owned(),
+                wire,
+                cursor: Cursor::new(start.clone()),
+                start,
+                reset: opts.reset,
+                needs_create: opts.create,
+                up_to_date: false,
+            },
+        );
+        if self.state == ConnectionState::Connected {
+            self.open_sub(id);
+        }
+        id
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&mut self, id: SubId) {
+        if let Some(sub) = self.subs.get(&id) {
+            let wire = sub.wire.clone();
+            self.remove_sub(id);
+            if self.state == ConnectionState::Connected {
+                self.send(ClientMsg::Unsubscribe { sub: wire });
+            }
+        }
+    }
+
+    /// The start a subscription was created with.
+    pub fn start_of(&self, id: SubId) -> Option<&StartFrom> {
+        self.subs.get(&id).map(|s| &s.start)
+    }
+
+    /// Queues one event (JSON text) for `path`. It is sent when connected,
+    /// retried across reconnects without duplicates, and resolved by an
+    /// [`Output::Appended`] with the returned id.
+    pub fn append(&mut self, path: &str, json: String) -> AppendId {
+        let id = self.next_id();
+        if self.state == ConnectionState::Closed {
+            self.outputs.push_back(Output::Appended {
+                id,
+                result: Err(ClientError::new("client_closed", "the client is closed")),
+            });
+            return id;
+        }
+        self.outbox.push(path, id, json);
+        self.flush_appends();
+        id
+    }
+
+    /// Closes the client for good: the connection ends, pending appends fail
+    /// with `client_closed`, subscriptions end.
+    pub fn close(&mut self) {
+        if self.state == ConnectionState::Closed {
+            return;
+        }
+        if matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting) {
+            self.outputs.push_back(Output::Disconnect { reason: "closed by app".into() });
+        }
+        self.set_state(ConnectionState::Closed, "closed by app", None);
+        let failed = self.outbox.fail_all(&ClientError::new("client_closed", "the client was closed"));
+        self.resolve(failed);
+        self.subs.clear();
+        self.by_wire.clear();
+        self.creates.clear();
+        self.retry_at = None;
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;
