@@ -1,0 +1,368 @@
+//! A tokio WebSocket transport for the core: the client the demo agents and
+//! the Rust tests use.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
+//! use durable_sessions::native::{Client, NativeOptions};
+//! let client = Client::connect(NativeOptions::new("ws://127.0.0.1:4437/v1/ws"));
+//! let mut sub = client.subscribe("sessions/demo", SubscribeOptions { create: true, ..Default::default() }).await;
+//! client.append("sessions/demo", &serde_json::json!({"type": "user_message", "id": "m1", "author": "ada", "text": "hi"})).await?;
+//! while let Some(event) = sub.next().await {
+//!     if let SubscriptionEvent::Messages(messages) = event {
+//!         println!("{} new messages", messages.len());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use durable_session_protocol::ws::ServerMsg;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::core::ClientError;
+use crate::core::client::{ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent};
+use crate::core::outbox::{AppendAck, AppendId};
+use crate::core::state::{ConnectionState, StateChange};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Where to connect and how.
+#[derive(Debug, Clone)]
+pub struct NativeOptions {
+    /// `ws://host:port/v1/ws`.
+    pub url: String,
+    /// Tunables of the core (backoff, heartbeat, producer id …).
+    pub core: Options,
+}
+
+impl NativeOptions {
+    /// Defaults for `url`, with a random producer id.
+    pub fn new(url: impl Into<String>) -> Self {
+        let seed: u64 = rand::random();
+        Self { url: url.into(), core: Options::new(format!("native-{:016x}", rand::random::<u64>()), seed) }
+    }
+}
+
+enum Command {
+    Subscribe { path: String, opts: SubscribeOptions, events: mpsc::UnboundedSender<SubscriptionEvent>, id: oneshot::Sender<SubId> },
+    Unsubscribe(SubId),
+    Append { path: String, json: String, done: oneshot::Sender<Result<AppendAck, ClientError>> },
+    Check(String),
+    DropConnection,
+    Close,
+}
+
+/// A connection to a durable-sessions server that reconnects and resumes
+/// by itself. Cheap to clone; the connection closes when the last clone is
+/// dropped or [`Client::close`] is called.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<StateChange>,
+}
+
+/// Deliveries of one subscription. Unsubscribes when dropped.
+#[must_use = "a subscription ends when dropped"]
+pub struct Subscription {
+    id: SubId,
+    events: mpsc::UnboundedReceiver<SubscriptionEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<SubscriptionEvent> {
+        self.events.recv().await
+    }
+
+    /// The subscription's id within its client.
+    pub fn id(&self) -> SubId {
+        self.id
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unsubscribe(self.id));
+    }
+}
+
+fn closed_error() -> ClientError {
+    ClientError::new("client_closed", "the client is closed")
+}
+
+impl Client {
+    /// Starts connecting in the background. Must be called inside a tokio
+    /// runtime.
+    pub fn connect(options: NativeOptions) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let initial = StateChange {
+            state: ConnectionState::Connecting,
+            previous: ConnectionState::Connecting,
+            reason: "connect".into(),
+            retry_in_ms: None,
+        };
+        let (state_tx, state) = watch::channel(initial);
+        tokio::spawn(Driver::new(options, state_tx).run(rx));
+        Self { commands, state }
+    }
+
+    /// Subscribes to `path`; events arrive on the returned handle.
+    pub async fn subscribe(&self, path: &str, opts: SubscribeOptions) -> Subscription {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (id_tx, id_rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Subscribe { path: path.into(), opts, events: tx, id: id_tx });
+        // After a close the driver is gone: the handle then yields nothing.
+        let id = id_rx.await.unwrap_or(0);
+        Subscription { id, events, commands: self.commands.clone() }
+    }
+
+    /// Appends one event (any serializable value, normally a JSON object)
+    /// and resolves once the server acknowledged it durably.
+    pub async fn append(&self, path: &str, event: &impl serde::Serialize) -> Result<AppendAck, ClientError> {
+        let json = serde_json::to_string(event).map_err(|e| ClientError::new("invalid_event", e.to_string()))?;
+        self.append_json(path, json).await
+    }
+
+    /// Appends one event given as JSON text.
+    pub async fn append_json(&self, path: &str, json: String) -> Result<AppendAck, ClientError> {
+        if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
+            return Err(ClientError::new("invalid_event", "the event is not valid JSON"));
+        }
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Append { path: path.into(), json, done })
+            .map_err(|_| closed_error())?;
+        rx.await.unwrap_or_else(|_| Err(closed_error()))
+    }
+
+    /// The latest connection state change.
+    pub fn state(&self) -> StateChange {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the connection is in `state` (or `timeout` passes).
+    pub async fn wait_for_state(&self, state: ConnectionState, timeout: Duration) -> bool {
+        let mut rx = self.state.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|c| c.state == state)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// A watch of state changes.
+    pub fn state_changes(&self) -> watch::Receiver<StateChange> {
+        self.state.clone()
+    }
+
+    /// Probes the link now (as after a network change).
+    pub fn check_connection(&self, reason: &str) {
+        let _ = self.commands.send(Command::Check(reason.into()));
+    }
+
+    /// Kills the socket the way a network failure would (no close frame);
+    /// the client reconnects and resumes by itself. For tests and demos.
+    pub fn drop_connection(&self) {
+        let _ = self.commands.send(Command::DropConnection);
+    }
+
+    /// Closes the client: pending appends fail with `client_closed`.
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
+    }
+}
+
+struct Driver {
+    url: String,
+    core: ClientCore,
+    epoch: Instant,
+    state: watch::Sender<StateChange>,
+    subs: HashMap<SubId, mpsc::UnboundedSender<SubscriptionEvent>>,
+    appends: HashMap<AppendId, oneshot::Sender<Result<AppendAck, ClientError>>>,
+    socket: Option<Socket>,
+    connecting: Option<tokio::task::JoinHandle<Result<Socket, String>>>,
+}
+
+impl Driver {
+    fn new(options: NativeOptions, state: watch::Sender<StateChange>) -> Self {
+        Self {
+            url: options.url,
+            core: ClientCore::new(options.core),
+            epoch: Instant::now(),
+            state,
+            subs: HashMap::new(),
+            appends: HashMap::new(),
+            socket: None,
+            connecting: None,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        self.core.start(self.now());
+        loop {
+            self.flush().await;
+            if self.core.state() == ConnectionState::Closed {
+                break;
+            }
+            let timer = self.core.next_timer().map(|t| self.epoch + Duration::from_millis(t));
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => self.core.close(),
+                },
+                result = connect_result(&mut self.connecting) => {
+                    self.connecting = None;
+                    let now = self.now();
+                    match result {
+                        Ok(socket) => {
+                            self.socket = Some(socket);
+                            self.core.on_open(now);
+                        }
+                        Err(reason) => self.core.on_close(now, &reason),
+                    }
+                }
+                frame = next_frame(&mut self.socket) => {
+                    let now = self.now();
+                    match frame {
+                        Some(Ok(WsMessage::Text(text))) => {
+                            if let Ok(msg) = ServerMsg::parse(text.as_str()) {
+                                self.core.on_frame(now, msg);
+                            }
+                        }
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            self.socket = None;
+                            let reason = frame.map_or_else(|| "closed by server".to_owned(), |f| format!("closed by server (code {})", u16::from(f.code)));
+                            self.core.on_close(now, &reason);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            self.socket = None;
+                            self.core.on_close(now, &format!("connection error: {e}"));
+                        }
+                        None => {
+                            self.socket = None;
+                            self.core.on_close(now, "connection lost");
+                        }
+                    }
+                }
+                () = sleep_until(timer) => {
+                    let now = self.now();
+                    self.core.on_timer(now);
+                }
+            }
+        }
+        self.flush().await;
+        if let Some(mut socket) = self.socket.take() {
+            let _ = socket.close(None).await;
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe { path, opts, events, id } => {
+                let sub = self.core.subscribe(&path, opts);
+                self.subs.insert(sub, events);
+                let _ = id.send(sub);
+            }
+            Command::Unsubscribe(sub) => {
+                self.subs.remove(&sub);
+                self.core.unsubscribe(sub);
+            }
+            Command::Append { path, json, done } => {
+                let id = self.core.append(&path, json);
+                self.appends.insert(id, done);
+            }
+            Command::Check(reason) => {
+                let now = self.now();
+                self.core.check_connection(now, &reason);
+            }
+            Command::DropConnection => {
+                if self.socket.take().is_some() {
+                    let now = self.now();
+                    self.core.on_close(now, "connection dropped");
+                }
+            }
+            Command::Close => self.core.close(),
+        }
+    }
+
+    /// Carries out everything the core asked for.
+    async fn flush(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Connect => {
+                    self.socket = None;
+                    let url = self.url.clone();
+                    self.connecting = Some(tokio::spawn(async move {
+                        tokio_tungstenite::connect_async(url.as_str())
+                            .await
+                            .map(|(socket, _)| socket)
+                            .map_err(|e| format!("connect failed: {e}"))
+                    }));
+                }
+                Output::Send(msg) => {
+                    if let Some(socket) = &mut self.socket
+                        && let Err(e) = socket.send(WsMessage::text(msg.to_json())).await
+                    {
+                        self.socket = None;
+                        let now = self.now();
+                        self.core.on_close(now, &format!("send failed: {e}"));
+                    }
+                }
+                Output::Disconnect { .. } => {
+                    if let Some(task) = self.connecting.take() {
+                        task.abort();
+                    }
+                    if let Some(mut socket) = self.socket.take() {
+                        let _ = tokio::time::timeout(Duration::from_millis(100), socket.close(None)).await;
+                    }
+                }
+                Output::State(change) => {
+                    let _ = self.state.send(change);
+                }
+                Output::Event { sub, event } => {
+                    let ended = matches!(event, SubscriptionEvent::Closed | SubscriptionEvent::Error(_));
+                    if let Some(tx) = self.subs.get(&sub) {
+                        let _ = tx.send(event);
+                    }
+                    if ended {
+                        self.subs.remove(&sub);
+                    }
+                }
+                Output::Appended { id, result } => {
+                    if let Some(done) = self.appends.remove(&id) {
+                        let _ = done.send(result);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connect_result(task: &mut Option<tokio::task::JoinHandle<Result<Socket, String>>>) -> Result<Socket, String> {
+    match task {
+        Some(t) => t.await.unwrap_or_else(|e| Err(format!("connect task failed: {e}"))),
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+    match socket {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
