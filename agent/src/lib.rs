@@ -1,4 +1,25 @@
 //! Demo agents for durable sessions.
 //!
-//! Not built yet: the agents arrive with their own issue. This crate reserves
-//! the name and the place in the workspace.
+//! An agent is an ordinary client of the server: it discovers sessions by
+//! subscribing to the session index stream, subscribes to each session, and
+//! answers every `user_message` by appending `run_started`, `text_delta`s and
+//! `run_finished` — nothing else. It never tracks clients, never replays
+//! history for them and never relays progress: clients read the session.
+//!
+//! - `cancel` for a run stops it within one token interval (`run_finished`
+//!   `cancelled`); a dropped client connection changes nothing.
+//! - `steer` is acknowledged with `steer_applied`, and the rest of the run
+//!   follows it.
+//! - In multi-agent mode (a `user_message` with `"mode":"multi"`) an
+//!   orchestrator starts sub-agents, each writing its own `progress` and
+//!   `text_delta` events into the session over its own connection; the
+//!   orchestrator writes only the final result. A cancel stops them all.
+//! - A restarted agent reads the session history first: messages that
+//!   already have a `run_started` are not answered again, and runs it left
+//!   unfinished are closed as `failed`.
+
+pub mod runner;
+pub mod session;
+pub mod textgen;
+
+pub use runner::{AgentConfig, run};

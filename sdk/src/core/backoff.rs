@@ -26,7 +26,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { min_ms: 500, max_ms: 15_000, factor: 2.0 }
+        Self {
+            min_ms: 500,
+            max_ms: 15_000,
+            factor: 2.0,
+        }
     }
 }
 
@@ -36,7 +40,11 @@ impl Backoff {
         if attempt == 0 {
             return 0;
         }
-        let grown = self.min_ms as f64 * self.factor.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
+        let grown = self.min_ms as f64
+            * self
+                .factor
+                .max(1.0)
+                .powi(attempt.saturating_sub(1).min(64) as i32);
         grown.min(self.max_ms as f64).max(0.0) as u64
     }
 
@@ -60,7 +68,11 @@ mod tests {
 
     #[test]
     fn ceilings_grow_by_factor_up_to_max() {
-        let b = Backoff { min_ms: 100, max_ms: 1_000, factor: 2.0 };
+        let b = Backoff {
+            min_ms: 100,
+            max_ms: 1_000,
+            factor: 2.0,
+        };
         let ceilings: Vec<u64> = (1..=6).map(|a| b.ceiling_ms(a)).collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1_000, 1_000]);
         assert_eq!(b.ceiling_ms(u32::MAX), 1_000);
@@ -68,7 +80,11 @@ mod tests {
 
     #[test]
     fn full_jitter_spans_zero_to_ceiling() {
-        let b = Backoff { min_ms: 100, max_ms: 1_000, factor: 2.0 };
+        let b = Backoff {
+            min_ms: 100,
+            max_ms: 1_000,
+            factor: 2.0,
+        };
         assert_eq!(b.delay_ms(3, 0.0), 0);
         assert_eq!(b.delay_ms(3, 0.5), 200);
         assert!(b.delay_ms(3, 0.999_999) <= 400);
@@ -79,6 +95,9 @@ mod tests {
         let distinct: std::collections::HashSet<_> = draws.iter().collect();
         assert!(distinct.len() > 100, "jitter spreads delays");
         let mean = draws.iter().sum::<u64>() as f64 / draws.len() as f64;
-        assert!((300.0..500.0).contains(&mean), "uniform over [0, 800]: mean {mean}");
+        assert!(
+            (300.0..500.0).contains(&mean),
+            "uniform over [0, 800]: mean {mean}"
+        );
     }
 }

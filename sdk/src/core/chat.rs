@@ -119,7 +119,11 @@ impl Run {
         let i = match self.lanes.iter().position(|l| l.agent == agent) {
             Some(i) => i,
             None => {
-                self.lanes.push(Lane { agent: agent.into(), text: String::new(), progress: Vec::new() });
+                self.lanes.push(Lane {
+                    agent: agent.into(),
+                    text: String::new(),
+                    progress: Vec::new(),
+                });
                 self.lanes.len() - 1
             }
         };
@@ -205,21 +209,36 @@ impl ChatView {
     pub fn apply(&mut self, event: &SessionEvent) {
         self.events += 1;
         match event {
-            SessionEvent::UserMessage { id, author, text, .. } => {
-                self.items.push(ChatItem::User(UserMessage { id: id.clone(), author: author.clone(), text: text.clone() }));
+            SessionEvent::UserMessage {
+                id, author, text, ..
+            } => {
+                self.items.push(ChatItem::User(UserMessage {
+                    id: id.clone(),
+                    author: author.clone(),
+                    text: text.clone(),
+                }));
             }
-            SessionEvent::RunStarted { run_id, agent, in_reply_to } => {
+            SessionEvent::RunStarted {
+                run_id,
+                agent,
+                in_reply_to,
+            } => {
                 if let Some(&i) = self.runs.get(run_id) {
                     if let ChatItem::Run(r) = &mut self.items[i] {
                         r.agent = agent.clone();
                         r.in_reply_to = in_reply_to.clone();
                     }
                 } else {
-                    self.items.push(ChatItem::Run(Run::new(run_id, agent, in_reply_to)));
+                    self.items
+                        .push(ChatItem::Run(Run::new(run_id, agent, in_reply_to)));
                     self.runs.insert(run_id.clone(), self.items.len() - 1);
                 }
             }
-            SessionEvent::TextDelta { run_id, agent, delta } => {
+            SessionEvent::TextDelta {
+                run_id,
+                agent,
+                delta,
+            } => {
                 let run = self.run_mut(run_id, agent);
                 if run.agent == *agent {
                     run.text.push_str(delta);
@@ -227,24 +246,47 @@ impl ChatView {
                     run.lane(agent).text.push_str(delta);
                 }
             }
-            SessionEvent::Progress { run_id, agent, text } => {
-                self.run_mut(run_id, agent).lane(agent).progress.push(text.clone());
+            SessionEvent::Progress {
+                run_id,
+                agent,
+                text,
+            } => {
+                self.run_mut(run_id, agent)
+                    .lane(agent)
+                    .progress
+                    .push(text.clone());
             }
             SessionEvent::Cancel { run_id, by } => {
                 let run = self.run_mut(run_id, "");
                 run.cancel_requested_by.get_or_insert_with(|| by.clone());
             }
             SessionEvent::Steer { run_id, text, by } => {
-                self.run_mut(run_id, "").steers.push(Steer { text: text.clone(), by: by.clone(), applied: false });
+                self.run_mut(run_id, "").steers.push(Steer {
+                    text: text.clone(),
+                    by: by.clone(),
+                    applied: false,
+                });
             }
             SessionEvent::SteerApplied { run_id, text } => {
                 let run = self.run_mut(run_id, "");
-                match run.steers.iter_mut().find(|s| !s.applied && s.text == *text) {
+                match run
+                    .steers
+                    .iter_mut()
+                    .find(|s| !s.applied && s.text == *text)
+                {
                     Some(s) => s.applied = true,
-                    None => run.steers.push(Steer { text: text.clone(), by: String::new(), applied: true }),
+                    None => run.steers.push(Steer {
+                        text: text.clone(),
+                        by: String::new(),
+                        applied: true,
+                    }),
                 }
             }
-            SessionEvent::RunFinished { run_id, status, reason } => {
+            SessionEvent::RunFinished {
+                run_id,
+                status,
+                reason,
+            } => {
                 let run = self.run_mut(run_id, "");
                 // The first ending counts; nothing reopens a run.
                 if run.state == RunState::Streaming {
@@ -295,10 +337,21 @@ mod tests {
         let r1 = v.run("r1").unwrap();
         assert_eq!(r1.state, RunState::Completed);
         assert_eq!(r1.text, "Done.");
-        let lanes: Vec<_> = r1.lanes.iter().map(|l| (l.agent.as_str(), l.text.as_str())).collect();
+        let lanes: Vec<_> = r1
+            .lanes
+            .iter()
+            .map(|l| (l.agent.as_str(), l.text.as_str()))
+            .collect();
         assert_eq!(lanes, [("flights", "LH 400"), ("hotels", "Hotel A")]);
         assert_eq!(r1.lanes[0].progress, ["searching"]);
-        assert_eq!(r1.steers, [Steer { text: "cheaper".into(), by: "tab-b".into(), applied: true }]);
+        assert_eq!(
+            r1.steers,
+            [Steer {
+                text: "cheaper".into(),
+                by: "tab-b".into(),
+                applied: true
+            }]
+        );
         let r2 = v.run("r2").unwrap();
         assert_eq!(r2.state, RunState::Cancelled, "the first ending counts");
         assert_eq!(r2.cancel_requested_by.as_deref(), Some("tab-b"));

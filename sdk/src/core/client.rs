@@ -116,9 +116,15 @@ pub enum Output {
     /// The connection state changed.
     State(StateChange),
     /// Something happened on a subscription.
-    Event { sub: SubId, event: SubscriptionEvent },
+    Event {
+        sub: SubId,
+        event: SubscriptionEvent,
+    },
     /// An append was resolved.
-    Appended { id: AppendId, result: Result<AppendAck, ClientError> },
+    Appended {
+        id: AppendId,
+        result: Result<AppendAck, ClientError>,
+    },
 }
 
 #[derive(Debug)]
@@ -224,10 +230,20 @@ impl ClientCore {
         self.next_id
     }
 
-    fn set_state(&mut self, state: ConnectionState, reason: impl Into<String>, retry_in_ms: Option<u64>) {
+    fn set_state(
+        &mut self,
+        state: ConnectionState,
+        reason: impl Into<String>,
+        retry_in_ms: Option<u64>,
+    ) {
         let previous = self.state;
         self.state = state;
-        self.outputs.push_back(Output::State(StateChange { state, previous, reason: reason.into(), retry_in_ms }));
+        self.outputs.push_back(Output::State(StateChange {
+            state,
+            previous,
+            reason: reason.into(),
+            retry_in_ms,
+        }));
     }
 
     fn send(&mut self, msg: ClientMsg) {
@@ -285,14 +301,24 @@ impl ClientCore {
 
     /// Sends the create or subscribe that (re)opens `id` on this connection.
     fn open_sub(&mut self, id: SubId) {
-        let Some(sub) = self.subs.get_mut(&id) else { return };
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
         sub.up_to_date = false;
         let msg = if sub.needs_create {
             let req = format!("c{id}");
             self.creates.insert(req.clone(), id);
-            ClientMsg::Create { req, path: sub.path.clone(), content_type: None }
+            ClientMsg::Create {
+                req,
+                path: sub.path.clone(),
+                content_type: None,
+            }
         } else {
-            ClientMsg::Subscribe { sub: sub.wire.clone(), path: sub.path.clone(), offset: sub.cursor.resume_from().to_owned() }
+            ClientMsg::Subscribe {
+                sub: sub.wire.clone(),
+                path: sub.path.clone(),
+                offset: sub.cursor.resume_from().to_owned(),
+            }
         };
         self.send(msg);
     }
@@ -316,10 +342,19 @@ impl ClientCore {
         match frame {
             ServerMsg::Hello { .. } | ServerMsg::Pong { .. } | ServerMsg::Unsubscribed { .. } => {}
             ServerMsg::Ping { t } => self.send(ClientMsg::Pong { t }),
-            ServerMsg::Events { sub, messages, next, up_to_date, closed } => {
-                self.on_events(&sub, messages, &next, up_to_date, closed)
-            }
-            ServerMsg::Ack { req, offset, duplicate, .. } => {
+            ServerMsg::Events {
+                sub,
+                messages,
+                next,
+                up_to_date,
+                closed,
+            } => self.on_events(&sub, messages, &next, up_to_date, closed),
+            ServerMsg::Ack {
+                req,
+                offset,
+                duplicate,
+                ..
+            } => {
                 if let Some(id) = self.creates.remove(&req) {
                     self.created(id);
                 } else if let Some(resolved) = self.outbox.on_ack(&req, &offset, duplicate) {
@@ -327,14 +362,27 @@ impl ClientCore {
                     self.flush_appends();
                 }
             }
-            ServerMsg::Error { sub: Some(wire), code, message, .. } => self.on_sub_error(&wire, code, message),
-            ServerMsg::Error { req: Some(req), code, message, .. } => {
+            ServerMsg::Error {
+                sub: Some(wire),
+                code,
+                message,
+                ..
+            } => self.on_sub_error(&wire, code, message),
+            ServerMsg::Error {
+                req: Some(req),
+                code,
+                message,
+                ..
+            } => {
                 if let Some(id) = self.creates.remove(&req) {
                     if code == ErrorCode::Conflict {
                         // It exists, with another configuration: read it anyway.
                         self.created(id);
                     } else {
-                        self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
+                        self.end_sub(
+                            id,
+                            SubscriptionEvent::Error(ClientError::new(code.as_str(), message)),
+                        );
                     }
                 } else if let Some((resolved, retry)) = self.outbox.on_error(&req, code, &message) {
                     self.resolve(resolved);
@@ -355,9 +403,20 @@ impl ClientCore {
         }
     }
 
-    fn on_events(&mut self, wire: &str, messages: Vec<Message>, next: &str, up_to_date: bool, closed: bool) {
-        let Some(&id) = self.by_wire.get(wire) else { return };
-        let Some(sub) = self.subs.get_mut(&id) else { return };
+    fn on_events(
+        &mut self,
+        wire: &str,
+        messages: Vec<Message>,
+        next: &str,
+        up_to_date: bool,
+        closed: bool,
+    ) {
+        let Some(&id) = self.by_wire.get(wire) else {
+            return;
+        };
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
         let fresh = sub.cursor.accept(messages, next);
         let caught_up = up_to_date && !sub.up_to_date;
         sub.up_to_date = up_to_date;
@@ -374,12 +433,19 @@ impl ClientCore {
     }
 
     fn on_sub_error(&mut self, wire: &str, code: ErrorCode, message: String) {
-        let Some(&id) = self.by_wire.get(wire) else { return };
+        let Some(&id) = self.by_wire.get(wire) else {
+            return;
+        };
         if code != ErrorCode::Gone {
-            self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
+            self.end_sub(
+                id,
+                SubscriptionEvent::Error(ClientError::new(code.as_str(), message)),
+            );
             return;
         }
-        let Some(sub) = self.subs.get_mut(&id) else { return };
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
         let policy = sub.reset;
         self.emit(id, SubscriptionEvent::Reset { reason: message });
         let restart = match policy {
@@ -410,7 +476,9 @@ impl ClientCore {
     /// The connection closed or failed to open.
     pub fn on_close(&mut self, now: u64, reason: &str) {
         match self.state {
-            ConnectionState::Closed | ConnectionState::Disconnected | ConnectionState::Suspended => return,
+            ConnectionState::Closed
+            | ConnectionState::Disconnected
+            | ConnectionState::Suspended => return,
             ConnectionState::Connected | ConnectionState::Connecting => {}
         }
         if self.state == ConnectionState::Connecting {
@@ -430,7 +498,11 @@ impl ClientCore {
         };
         self.attempt = self.attempt.saturating_add(1);
         self.retry_at = Some(now + delay);
-        let state = if suspended { ConnectionState::Suspended } else { ConnectionState::Disconnected };
+        let state = if suspended {
+            ConnectionState::Suspended
+        } else {
+            ConnectionState::Disconnected
+        };
         self.set_state(state, reason, Some(delay));
         if delay == 0 {
             self.connect(now, "retrying");
@@ -465,7 +537,9 @@ impl ClientCore {
     }
 
     fn drop_link(&mut self, now: u64, reason: &str) {
-        self.outputs.push_back(Output::Disconnect { reason: reason.into() });
+        self.outputs.push_back(Output::Disconnect {
+            reason: reason.into(),
+        });
         self.on_close(now, reason);
     }
 
@@ -549,11 +623,18 @@ impl ClientCore {
         if self.state == ConnectionState::Closed {
             return;
         }
-        if matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting) {
-            self.outputs.push_back(Output::Disconnect { reason: "closed by app".into() });
+        if matches!(
+            self.state,
+            ConnectionState::Connected | ConnectionState::Connecting
+        ) {
+            self.outputs.push_back(Output::Disconnect {
+                reason: "closed by app".into(),
+            });
         }
         self.set_state(ConnectionState::Closed, "closed by app", None);
-        let failed = self.outbox.fail_all(&ClientError::new("client_closed", "the client was closed"));
+        let failed = self
+            .outbox
+            .fail_all(&ClientError::new("client_closed", "the client was closed"));
         self.resolve(failed);
         self.subs.clear();
         self.by_wire.clear();

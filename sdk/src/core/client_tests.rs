@@ -6,7 +6,11 @@ use super::*;
 
 fn opts() -> Options {
     let mut o = Options::new("p", 1);
-    o.backoff = Backoff { min_ms: 100, max_ms: 1_000, factor: 2.0 };
+    o.backoff = Backoff {
+        min_ms: 100,
+        max_ms: 1_000,
+        factor: 2.0,
+    };
     o.ping_interval_ms = 1_000;
     o.heartbeat_timeout_ms = 3_000;
     o.connect_timeout_ms = 2_000;
@@ -42,7 +46,10 @@ fn delivered(outputs: &[Output]) -> Vec<String> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Event { event: SubscriptionEvent::Messages(ms), .. } => Some(ms.iter().map(|m| m.offset.clone()).collect::<Vec<_>>()),
+            Output::Event {
+                event: SubscriptionEvent::Messages(ms),
+                ..
+            } => Some(ms.iter().map(|m| m.offset.clone()).collect::<Vec<_>>()),
             _ => None,
         })
         .flatten()
@@ -50,7 +57,10 @@ fn delivered(outputs: &[Output]) -> Vec<String> {
 }
 
 fn msg(offset: &str) -> Message {
-    Message { offset: offset.into(), payload: Payload::json(r#"{"type":"x"}"#).unwrap() }
+    Message {
+        offset: offset.into(),
+        payload: Payload::json(r#"{"type":"x"}"#).unwrap(),
+    }
 }
 
 fn events(sub: &str, offsets: &[&str], up_to_date: bool) -> ServerMsg {
@@ -76,15 +86,25 @@ fn connects_and_reports_each_state_with_a_reason() {
     let mut c = ClientCore::new(opts());
     c.start(0);
     let out = drain(&mut c);
-    assert_eq!(out, vec![
-        Output::State(StateChange { state: ConnectionState::Connecting, previous: ConnectionState::Connecting, reason: "connect".into(), retry_in_ms: None }),
-        Output::Connect,
-    ]);
+    assert_eq!(
+        out,
+        vec![
+            Output::State(StateChange {
+                state: ConnectionState::Connecting,
+                previous: ConnectionState::Connecting,
+                reason: "connect".into(),
+                retry_in_ms: None
+            }),
+            Output::Connect,
+        ]
+    );
     c.on_open(10);
     assert_eq!(states(&drain(&mut c)), [(ConnectionState::Connected, None)]);
     c.close();
     let out = drain(&mut c);
-    assert!(out.contains(&Output::Disconnect { reason: "closed by app".into() }));
+    assert!(out.contains(&Output::Disconnect {
+        reason: "closed by app".into()
+    }));
     assert_eq!(states(&out), [(ConnectionState::Closed, None)]);
     c.on_close(20, "socket closed");
     c.on_timer(100_000);
@@ -96,18 +116,28 @@ fn first_retry_after_a_drop_is_immediate_then_backoff_with_jitter() {
     let mut c = connected();
     c.on_close(1_000, "network error");
     let out = drain(&mut c);
-    assert_eq!(states(&out), [(ConnectionState::Disconnected, Some(0)), (ConnectionState::Connecting, None)]);
+    assert_eq!(
+        states(&out),
+        [
+            (ConnectionState::Disconnected, Some(0)),
+            (ConnectionState::Connecting, None)
+        ]
+    );
     assert!(out.contains(&Output::Connect));
     // That retry fails: now a jittered delay within the first ceiling.
     c.on_close(1_010, "refused");
     let out = drain(&mut c);
-    let [(ConnectionState::Disconnected, Some(d1))] = states(&out)[..] else { panic!("{out:?}") };
+    let [(ConnectionState::Disconnected, Some(d1))] = states(&out)[..] else {
+        panic!("{out:?}")
+    };
     assert!(d1 <= 100);
     assert_eq!(c.next_timer(), Some(1_010 + d1));
     c.on_timer(1_010 + d1);
     assert!(drain(&mut c).contains(&Output::Connect));
     c.on_close(1_500, "refused");
-    let [(ConnectionState::Disconnected, Some(d2))] = states(&drain(&mut c))[..] else { panic!() };
+    let [(ConnectionState::Disconnected, Some(d2))] = states(&drain(&mut c))[..] else {
+        panic!()
+    };
     assert!(d2 <= 200);
 }
 
@@ -122,8 +152,14 @@ fn long_outages_become_suspended_and_online_retries_at_once() {
         c.on_timer(now);
         c.on_close(now, "refused");
         let out = drain(&mut c);
-        if states(&out).iter().any(|(s, _)| *s == ConnectionState::Suspended) {
-            assert_eq!(states(&out).last(), Some(&(ConnectionState::Suspended, Some(1_000))));
+        if states(&out)
+            .iter()
+            .any(|(s, _)| *s == ConnectionState::Suspended)
+        {
+            assert_eq!(
+                states(&out).last(),
+                Some(&(ConnectionState::Suspended, Some(1_000)))
+            );
             break;
         }
         assert!(now < 20_000, "suspends after 10 s");
@@ -150,7 +186,9 @@ fn heartbeat_timeout_declares_a_silent_link_dead() {
     assert_eq!(c.state(), ConnectionState::Connected);
     c.on_timer(5_500);
     let out = drain(&mut c);
-    assert!(out.contains(&Output::Disconnect { reason: "heartbeat timeout".into() }));
+    assert!(out.contains(&Output::Disconnect {
+        reason: "heartbeat timeout".into()
+    }));
     assert!(out.contains(&Output::Connect), "and retries at once");
 }
 
@@ -160,35 +198,75 @@ fn a_probe_without_answer_drops_the_link() {
     c.check_connection(100, "visible");
     assert_eq!(sent(&drain(&mut c)), [ClientMsg::Ping { t: Some(100) }]);
     c.on_timer(100 + 3_000);
-    assert!(drain(&mut c).contains(&Output::Disconnect { reason: "heartbeat timeout".into() }));
+    assert!(drain(&mut c).contains(&Output::Disconnect {
+        reason: "heartbeat timeout".into()
+    }));
 }
 
 #[test]
 fn subscriptions_resume_from_their_last_offset_exactly_once() {
     let mut c = connected();
     let a = c.subscribe("a", SubscribeOptions::default());
-    let b = c.subscribe("b", SubscribeOptions { start: StartFrom::Now.into(), ..Default::default() });
+    let b = c.subscribe(
+        "b",
+        SubscribeOptions {
+            start: StartFrom::Now.into(),
+            ..Default::default()
+        },
+    );
     let subs = sent(&drain(&mut c));
-    assert_eq!(subs, [
-        ClientMsg::Subscribe { sub: "s1".into(), path: "a".into(), offset: "-1".into() },
-        ClientMsg::Subscribe { sub: "s2".into(), path: "b".into(), offset: "now".into() },
-    ]);
+    assert_eq!(
+        subs,
+        [
+            ClientMsg::Subscribe {
+                sub: "s1".into(),
+                path: "a".into(),
+                offset: "-1".into()
+            },
+            ClientMsg::Subscribe {
+                sub: "s2".into(),
+                path: "b".into(),
+                offset: "now".into()
+            },
+        ]
+    );
     c.on_frame(1, events("s1", &["01", "02"], false));
     c.on_frame(2, events("s1", &["03"], true));
     c.on_frame(3, events("s2", &[], true));
     let out = drain(&mut c);
     assert_eq!(delivered(&out), ["01", "02", "03"]);
-    assert!(out.contains(&Output::Event { sub: a, event: SubscriptionEvent::UpToDate { offset: "03".into() } }));
-    assert!(out.contains(&Output::Event { sub: b, event: SubscriptionEvent::UpToDate { offset: "00".into() } }));
+    assert!(out.contains(&Output::Event {
+        sub: a,
+        event: SubscriptionEvent::UpToDate {
+            offset: "03".into()
+        }
+    }));
+    assert!(out.contains(&Output::Event {
+        sub: b,
+        event: SubscriptionEvent::UpToDate {
+            offset: "00".into()
+        }
+    }));
 
     // Drop and reconnect: each subscription resumes from its own offset.
     c.on_close(10, "network error");
     c.on_open(11);
     let resub = sent(&drain(&mut c));
-    assert_eq!(resub, [
-        ClientMsg::Subscribe { sub: "s1".into(), path: "a".into(), offset: "03".into() },
-        ClientMsg::Subscribe { sub: "s2".into(), path: "b".into(), offset: "00".into() },
-    ]);
+    assert_eq!(
+        resub,
+        [
+            ClientMsg::Subscribe {
+                sub: "s1".into(),
+                path: "a".into(),
+                offset: "03".into()
+            },
+            ClientMsg::Subscribe {
+                sub: "s2".into(),
+                path: "b".into(),
+                offset: "00".into()
+            },
+        ]
+    );
     // A frame replaying old messages, duplicates and out-of-order ones.
     c.on_frame(12, events("s1", &["02", "03", "04"], false));
     c.on_frame(13, events("s1", &["04", "05"], true));
@@ -203,7 +281,10 @@ fn frames_for_unknown_or_ended_subscriptions_are_ignored() {
     let a = c.subscribe("a", SubscribeOptions::default());
     drain(&mut c);
     c.unsubscribe(a);
-    assert_eq!(sent(&drain(&mut c)), [ClientMsg::Unsubscribe { sub: "s1".into() }]);
+    assert_eq!(
+        sent(&drain(&mut c)),
+        [ClientMsg::Unsubscribe { sub: "s1".into() }]
+    );
     c.on_frame(1, events("s1", &["01"], true));
     c.on_frame(1, events("zz", &["01"], true));
     assert!(delivered(&drain(&mut c)).is_empty());
@@ -213,22 +294,73 @@ fn frames_for_unknown_or_ended_subscriptions_are_ignored() {
 fn gone_resets_per_policy_and_errors_end_the_subscription() {
     let mut c = connected();
     let a = c.subscribe("a", SubscribeOptions::default());
-    let b = c.subscribe("b", SubscribeOptions { reset: ResetPolicy::Stop, ..Default::default() });
+    let b = c.subscribe(
+        "b",
+        SubscribeOptions {
+            reset: ResetPolicy::Stop,
+            ..Default::default()
+        },
+    );
     let m = c.subscribe("missing", SubscribeOptions::default());
     drain(&mut c);
     c.on_frame(1, events("s1", &["05"], true));
     drain(&mut c);
-    c.on_frame(2, ServerMsg::Error { sub: Some("s1".into()), req: None, code: ErrorCode::Gone, message: "offset gone".into() });
+    c.on_frame(
+        2,
+        ServerMsg::Error {
+            sub: Some("s1".into()),
+            req: None,
+            code: ErrorCode::Gone,
+            message: "offset gone".into(),
+        },
+    );
     let out = drain(&mut c);
-    assert!(out.contains(&Output::Event { sub: a, event: SubscriptionEvent::Reset { reason: "offset gone".into() } }));
-    assert_eq!(sent(&out), [ClientMsg::Subscribe { sub: "s1".into(), path: "a".into(), offset: "-1".into() }], "never a silent jump");
-    c.on_frame(3, ServerMsg::Error { sub: Some("s2".into()), req: None, code: ErrorCode::Gone, message: "gone".into() });
+    assert!(out.contains(&Output::Event {
+        sub: a,
+        event: SubscriptionEvent::Reset {
+            reason: "offset gone".into()
+        }
+    }));
+    assert_eq!(
+        sent(&out),
+        [ClientMsg::Subscribe {
+            sub: "s1".into(),
+            path: "a".into(),
+            offset: "-1".into()
+        }],
+        "never a silent jump"
+    );
+    c.on_frame(
+        3,
+        ServerMsg::Error {
+            sub: Some("s2".into()),
+            req: None,
+            code: ErrorCode::Gone,
+            message: "gone".into(),
+        },
+    );
     let out = drain(&mut c);
-    assert!(out.contains(&Output::Event { sub: b, event: SubscriptionEvent::Reset { reason: "gone".into() } }));
+    assert!(out.contains(&Output::Event {
+        sub: b,
+        event: SubscriptionEvent::Reset {
+            reason: "gone".into()
+        }
+    }));
     assert!(sent(&out).is_empty());
-    c.on_frame(4, ServerMsg::Error { sub: Some("s3".into()), req: None, code: ErrorCode::NotFound, message: "stream not found".into() });
+    c.on_frame(
+        4,
+        ServerMsg::Error {
+            sub: Some("s3".into()),
+            req: None,
+            code: ErrorCode::NotFound,
+            message: "stream not found".into(),
+        },
+    );
     let out = drain(&mut c);
-    assert!(out.contains(&Output::Event { sub: m, event: SubscriptionEvent::Error(ClientError::new("not_found", "stream not found")) }));
+    assert!(out.contains(&Output::Event {
+        sub: m,
+        event: SubscriptionEvent::Error(ClientError::new("not_found", "stream not found"))
+    }));
     // Ended subscriptions are not resubscribed after a reconnect.
     c.on_close(5, "drop");
     c.on_open(6);
@@ -239,15 +371,41 @@ fn gone_resets_per_policy_and_errors_end_the_subscription() {
 #[test]
 fn create_is_confirmed_before_subscribing() {
     let mut c = connected();
-    c.subscribe("sessions/x", SubscribeOptions { create: true, ..Default::default() });
+    c.subscribe(
+        "sessions/x",
+        SubscribeOptions {
+            create: true,
+            ..Default::default()
+        },
+    );
     let out = sent(&drain(&mut c));
-    assert_eq!(out, [ClientMsg::Create { req: "c1".into(), path: "sessions/x".into(), content_type: None }]);
-    c.on_frame(1, ServerMsg::Ack { req: "c1".into(), offset: "00".into(), duplicate: false, closed: false });
-    assert!(matches!(&sent(&drain(&mut c))[..], [ClientMsg::Subscribe { offset, .. }] if offset == "-1"));
+    assert_eq!(
+        out,
+        [ClientMsg::Create {
+            req: "c1".into(),
+            path: "sessions/x".into(),
+            content_type: None
+        }]
+    );
+    c.on_frame(
+        1,
+        ServerMsg::Ack {
+            req: "c1".into(),
+            offset: "00".into(),
+            duplicate: false,
+            closed: false,
+        },
+    );
+    assert!(
+        matches!(&sent(&drain(&mut c))[..], [ClientMsg::Subscribe { offset, .. }] if offset == "-1")
+    );
     // After a reconnect it is not created again.
     c.on_close(2, "drop");
     c.on_open(3);
-    assert!(matches!(&sent(&drain(&mut c))[..], [ClientMsg::Subscribe { .. }]));
+    assert!(matches!(
+        &sent(&drain(&mut c))[..],
+        [ClientMsg::Subscribe { .. }]
+    ));
 }
 
 #[test]
@@ -259,20 +417,53 @@ fn appends_wait_while_offline_and_retry_without_duplicates() {
     assert!(sent(&drain(&mut c)).is_empty(), "queued while connecting");
     c.on_open(1);
     let first = sent(&drain(&mut c));
-    let [ClientMsg::Append { req, producer: Some(p), .. }] = &first[..] else { panic!("{first:?}") };
+    let [
+        ClientMsg::Append {
+            req,
+            producer: Some(p),
+            ..
+        },
+    ] = &first[..]
+    else {
+        panic!("{first:?}")
+    };
     assert_eq!((p.epoch, p.seq), (0, 0));
     // The connection drops before the ack arrives: the same request again.
     c.on_close(2, "drop");
     c.on_open(3);
     let again = sent(&drain(&mut c));
     assert_eq!(again, first);
-    c.on_frame(4, ServerMsg::Ack { req: req.clone(), offset: "07".into(), duplicate: true, closed: false });
+    c.on_frame(
+        4,
+        ServerMsg::Ack {
+            req: req.clone(),
+            offset: "07".into(),
+            duplicate: true,
+            closed: false,
+        },
+    );
     let out = drain(&mut c);
-    assert_eq!(out, vec![Output::Appended { id, result: Ok(AppendAck { offset: "07".into(), duplicate: true }) }]);
+    assert_eq!(
+        out,
+        vec![Output::Appended {
+            id,
+            result: Ok(AppendAck {
+                offset: "07".into(),
+                duplicate: true
+            })
+        }]
+    );
     assert_eq!(c.pending_appends(), 0);
     // The next append uses the next seq.
     c.append("s", "{}".into());
-    let [ClientMsg::Append { producer: Some(p), .. }] = &sent(&drain(&mut c))[..] else { panic!() };
+    let [
+        ClientMsg::Append {
+            producer: Some(p), ..
+        },
+    ] = &sent(&drain(&mut c))[..]
+    else {
+        panic!()
+    };
     assert_eq!((p.epoch, p.seq), (0, 1));
 }
 
@@ -283,7 +474,10 @@ fn close_fails_pending_appends() {
     drain(&mut c);
     c.close();
     let out = drain(&mut c);
-    assert!(out.contains(&Output::Appended { id, result: Err(ClientError::new("client_closed", "the client was closed")) }));
+    assert!(out.contains(&Output::Appended {
+        id,
+        result: Err(ClientError::new("client_closed", "the client was closed"))
+    }));
     let late = c.append("s", "{}".into());
     assert!(matches!(&drain(&mut c)[..], [Output::Appended { id, result: Err(_) }] if *id == late));
 }
@@ -303,6 +497,8 @@ fn a_connect_attempt_times_out() {
     assert_eq!(c.next_timer(), Some(2_000));
     c.on_timer(2_000);
     let out = drain(&mut c);
-    assert!(out.contains(&Output::Disconnect { reason: "connect timeout".into() }));
+    assert!(out.contains(&Output::Disconnect {
+        reason: "connect timeout".into()
+    }));
     assert_eq!(c.state(), ConnectionState::Disconnected);
 }

@@ -39,7 +39,10 @@ impl ClientError {
     /// assert_eq!(e.to_string(), "not_found: stream not found");
     /// ```
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into() }
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -66,12 +66,21 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox writing as producer `producer_id`.
     pub fn new(producer_id: String) -> Self {
-        Self { producer_id, streams: HashMap::new(), by_req: HashMap::new(), next_req: 0 }
+        Self {
+            producer_id,
+            streams: HashMap::new(),
+            by_req: HashMap::new(),
+            next_req: 0,
+        }
     }
 
     /// Queues one event (JSON text) for `path`.
     pub fn push(&mut self, path: &str, id: AppendId, json: String) {
-        self.streams.entry(path.to_owned()).or_default().queue.push_back((id, json));
+        self.streams
+            .entry(path.to_owned())
+            .or_default()
+            .queue
+            .push_back((id, json));
     }
 
     /// Number of appends not yet resolved.
@@ -87,7 +96,11 @@ impl Outbox {
             req: f.req.clone(),
             path: path.to_owned(),
             payload: Some(Payload::json(&f.body).expect("batches are valid JSON")),
-            producer: Some(ProducerIds { id: self.producer_id.clone(), epoch: f.epoch, seq: f.seq }),
+            producer: Some(ProducerIds {
+                id: self.producer_id.clone(),
+                epoch: f.epoch,
+                seq: f.seq,
+            }),
             close: false,
         }
     }
@@ -112,7 +125,8 @@ impl Outbox {
             let mut items = Vec::new();
             let mut body = String::from("[");
             while let Some((_, json)) = stream.queue.front() {
-                let fits = items.is_empty() || (body.len() + json.len() < MAX_BATCH_BYTES && items.len() < MAX_BATCH_ITEMS);
+                let fits = items.is_empty()
+                    || (body.len() + json.len() < MAX_BATCH_BYTES && items.len() < MAX_BATCH_ITEMS);
                 if !fits {
                     break;
                 }
@@ -124,7 +138,14 @@ impl Outbox {
                 items.push(id);
             }
             body.push(']');
-            let flight = InFlight { req: req.clone(), epoch: stream.epoch, seq: stream.next_seq, items, body, bumps: 0 };
+            let flight = InFlight {
+                req: req.clone(),
+                epoch: stream.epoch,
+                seq: stream.next_seq,
+                items,
+                body,
+                bumps: 0,
+            };
             self.by_req.insert(req, path.clone());
             frames.push(self.frame(&path, &flight));
             self.streams.get_mut(&path).expect("exists").in_flight = Some(flight);
@@ -153,16 +174,31 @@ impl Outbox {
         let stream = self.streams.get_mut(&path).expect("exists");
         stream.epoch = flight.epoch;
         stream.next_seq = flight.seq + 1;
-        let ack = AppendAck { offset: offset.to_owned(), duplicate };
-        Some(flight.items.into_iter().map(|id| (id, Ok(ack.clone()))).collect())
+        let ack = AppendAck {
+            offset: offset.to_owned(),
+            duplicate,
+        };
+        Some(
+            flight
+                .items
+                .into_iter()
+                .map(|id| (id, Ok(ack.clone())))
+                .collect(),
+        )
     }
 
     /// An `error` for `req`. A fenced or out-of-sequence producer starts a
     /// new epoch and resends (returned as the frame); other errors fail the
     /// batch's appends. `None` when the request is not ours.
-    pub fn on_error(&mut self, req: &str, code: ErrorCode, message: &str) -> Option<(Resolved, Option<ClientMsg>)> {
+    pub fn on_error(
+        &mut self,
+        req: &str,
+        code: ErrorCode,
+        message: &str,
+    ) -> Option<(Resolved, Option<ClientMsg>)> {
         let (path, mut flight) = self.take_flight(req)?;
-        let retry = matches!(code, ErrorCode::SeqGap | ErrorCode::Forbidden) && flight.bumps < MAX_EPOCH_BUMPS;
+        let retry = matches!(code, ErrorCode::SeqGap | ErrorCode::Forbidden)
+            && flight.bumps < MAX_EPOCH_BUMPS;
         if retry {
             let new_req = self.new_req();
             let stream = self.streams.get_mut(&path).expect("exists");
@@ -178,7 +214,14 @@ impl Outbox {
             return Some((Vec::new(), Some(frame)));
         }
         let error = ClientError::new(code.as_str(), message);
-        Some((flight.items.into_iter().map(|id| (id, Err(error.clone()))).collect(), None))
+        Some((
+            flight
+                .items
+                .into_iter()
+                .map(|id| (id, Err(error.clone())))
+                .collect(),
+            None,
+        ))
     }
 
     /// Fails everything (the client was closed).
@@ -201,9 +244,12 @@ mod tests {
 
     fn producer_of(m: &ClientMsg) -> (String, u64, u64, String) {
         match m {
-            ClientMsg::Append { req, producer: Some(p), payload: Some(Payload::Json(body)), .. } => {
-                (req.clone(), p.epoch, p.seq, body.get().to_owned())
-            }
+            ClientMsg::Append {
+                req,
+                producer: Some(p),
+                payload: Some(Payload::Json(body)),
+                ..
+            } => (req.clone(), p.epoch, p.seq, body.get().to_owned()),
             other => panic!("not an append: {other:?}"),
         }
     }
@@ -220,7 +266,16 @@ mod tests {
         let (req, epoch, seq, body) = producer_of(&first[0]);
         assert_eq!((epoch, seq, body.as_str()), (0, 0, r#"[{"a":1}]"#));
         let done = o.on_ack(&req, "o1", false).unwrap();
-        assert_eq!(done, vec![(1, Ok(AppendAck { offset: "o1".into(), duplicate: false }))]);
+        assert_eq!(
+            done,
+            vec![(
+                1,
+                Ok(AppendAck {
+                    offset: "o1".into(),
+                    duplicate: false
+                })
+            )]
+        );
         let second = o.ready();
         let (_, epoch, seq, body) = producer_of(&second[0]);
         assert_eq!((epoch, seq, body.as_str()), (0, 1, r#"[{"b":2},{"c":3}]"#));
@@ -239,7 +294,10 @@ mod tests {
         // The server saw it the first time: a duplicate ack resolves it once.
         let done = o.on_ack(&req, "o1", true).unwrap();
         assert_eq!(done.len(), 1);
-        assert!(o.on_ack(&req, "o1", true).is_none(), "a second ack is ignored");
+        assert!(
+            o.on_ack(&req, "o1", true).is_none(),
+            "a second ack is ignored"
+        );
         assert!(o.resend().is_empty());
     }
 
@@ -248,7 +306,9 @@ mod tests {
         let mut o = Outbox::new("p".into());
         o.push("s", 1, "1".into());
         let (req, ..) = producer_of(&o.ready()[0]);
-        let (done, retry) = o.on_error(&req, ErrorCode::NotFound, "stream not found").unwrap();
+        let (done, retry) = o
+            .on_error(&req, ErrorCode::NotFound, "stream not found")
+            .unwrap();
         assert!(retry.is_none());
         assert_eq!(done[0].1.as_ref().unwrap_err().code, "not_found");
         o.push("s", 2, "2".into());
@@ -261,7 +321,9 @@ mod tests {
         let mut o = Outbox::new("p".into());
         o.push("s", 1, "1".into());
         let (req, ..) = producer_of(&o.ready()[0]);
-        let (done, retry) = o.on_error(&req, ErrorCode::Forbidden, "stale epoch").unwrap();
+        let (done, retry) = o
+            .on_error(&req, ErrorCode::Forbidden, "stale epoch")
+            .unwrap();
         assert!(done.is_empty());
         let (req2, epoch, seq, _) = producer_of(&retry.unwrap());
         assert_eq!((epoch, seq), (1, 0));

@@ -75,7 +75,11 @@ impl Cursor {
     pub fn accept(&mut self, messages: Vec<Message>, next: &str) -> Vec<Message> {
         let mut fresh = Vec::with_capacity(messages.len());
         for m in messages {
-            if self.last.as_deref().is_none_or(|last| m.offset.as_str() > last) {
+            if self
+                .last
+                .as_deref()
+                .is_none_or(|last| m.offset.as_str() > last)
+            {
                 self.last = Some(m.offset.clone());
                 fresh.push(m);
             }
@@ -98,7 +102,10 @@ mod tests {
     use durable_session_protocol::ws::Payload;
 
     fn msg(offset: &str) -> Message {
-        Message { offset: offset.into(), payload: Payload::json("1").unwrap() }
+        Message {
+            offset: offset.into(),
+            payload: Payload::json("1").unwrap(),
+        }
     }
 
     fn offsets(ms: &[Message]) -> Vec<&str> {

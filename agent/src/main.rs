@@ -1,0 +1,94 @@
+//! `durable-session-agent`: the demo agents (simulated LLM, orchestrator and
+//! sub-agents) as an ordinary client of a durable-session server.
+
+use std::time::Duration;
+
+use clap::Parser;
+use durable_session_agent::{AgentConfig, run};
+use tracing_subscriber::EnvFilter;
+
+/// Demo agents for durable sessions: answer every user message in every
+/// session with a simulated, deterministic model (no network, no model
+/// download). Honour `cancel` and `steer` events.
+#[derive(Parser, Debug)]
+#[command(name = "durable-session-agent", version)]
+struct Args {
+    /// The server to join: its HTTP base URL or its WebSocket URL.
+    #[arg(long, default_value = "http://127.0.0.1:4437", value_name = "URL")]
+    server: String,
+
+    /// Tokens per second written by each agent.
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    tokens_per_second: f64,
+
+    /// Tokens in one answer (in multi-agent mode each of the three sub-agents writes a third).
+    #[arg(long, default_value_t = 240, value_name = "N")]
+    answer_tokens: usize,
+
+    /// Name the single agent writes under.
+    #[arg(long, default_value = "sim", value_name = "NAME")]
+    name: String,
+}
+
+/// `http://host:port` → `ws://host:port/v1/ws`; WebSocket URLs pass through.
+fn ws_url(server: &str) -> String {
+    if server.starts_with("ws://") || server.starts_with("wss://") {
+        return server.to_owned();
+    }
+    let base = server.trim_end_matches('/');
+    let base = base
+        .strip_prefix("https://")
+        .map(|rest| format!("wss://{rest}"))
+        .or_else(|| {
+            base.strip_prefix("http://")
+                .map(|rest| format!("ws://{rest}"))
+        })
+        .unwrap_or_else(|| format!("ws://{base}"));
+    format!("{base}/v1/ws")
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if !(args.tokens_per_second > 0.0 && args.tokens_per_second.is_finite()) {
+        eprintln!("durable-session-agent: --tokens-per-second must be a positive number");
+        return std::process::ExitCode::FAILURE;
+    }
+    let mut config = AgentConfig::new(ws_url(&args.server));
+    config.token_interval = Duration::from_secs_f64(1.0 / args.tokens_per_second);
+    config.answer_tokens = args.answer_tokens;
+    config.name = args.name;
+    println!(
+        "durable-session-agent joining {} as {:?}",
+        config.ws_url, config.name
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match run(config, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durable-session-agent: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ws_url;
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(ws_url("http://127.0.0.1:4437"), "ws://127.0.0.1:4437/v1/ws");
+        assert_eq!(ws_url("http://h:1/"), "ws://h:1/v1/ws");
+        assert_eq!(ws_url("https://h"), "wss://h/v1/ws");
+        assert_eq!(ws_url("ws://h/v1/ws"), "ws://h/v1/ws");
+    }
+}

@@ -1,0 +1,435 @@
+//! Sessions end to end over real sockets on loopback: a server, the demo
+//! agents, and SDK clients as the "tabs".
+
+use std::time::{Duration, Instant};
+
+use durable_session_agent::AgentConfig;
+use durable_session_protocol::session::{RunMode, RunStatus, SessionEvent, session_path};
+use durable_session_protocol::ws::Payload;
+use durable_session_server::Server;
+use durable_session_server::config::ServerConfig;
+use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
+use durable_sessions::native::{Client, NativeOptions};
+use tokio::sync::oneshot;
+
+const TOKEN_INTERVAL: Duration = Duration::from_millis(10);
+const ANSWER_TOKENS: usize = 80;
+
+struct World {
+    ws_url: String,
+    _dir: tempfile::TempDir,
+    _server_stop: oneshot::Sender<()>,
+    agent_stop: Option<oneshot::Sender<()>>,
+    agent: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl World {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::open(dir.path(), ServerConfig::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_url = format!("ws://{}/v1/ws", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let mut w = Self {
+            ws_url,
+            _dir: dir,
+            _server_stop: stop,
+            agent_stop: None,
+            agent: None,
+        };
+        w.start_agent();
+        w
+    }
+
+    fn start_agent(&mut self) {
+        let mut config = AgentConfig::new(&self.ws_url);
+        config.token_interval = TOKEN_INTERVAL;
+        config.answer_tokens = ANSWER_TOKENS;
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.agent_stop = Some(stop);
+        self.agent = Some(tokio::spawn(async move {
+            durable_session_agent::run(config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("agent runs");
+        }));
+    }
+
+    async fn stop_agent(&mut self) {
+        if let Some(stop) = self.agent_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(agent) = self.agent.take() {
+            agent.await.unwrap();
+        }
+    }
+
+    fn client(&self) -> Client {
+        let mut options = NativeOptions::new(&self.ws_url);
+        options.core.backoff.min_ms = 20;
+        Client::connect(options)
+    }
+}
+
+/// A tab: a client subscribed to one session, recording every message.
+struct Tab {
+    client: Client,
+    sub: durable_sessions::native::Subscription,
+    path: String,
+    /// (offset, JSON) of every message, in delivery order.
+    log: Vec<(String, String)>,
+    /// Index into `log` where each up-to-date marker arrived.
+    up_to_date_at: Vec<usize>,
+}
+
+impl Tab {
+    async fn open(world: &World, session: &str) -> Self {
+        let client = world.client();
+        let path = session_path(session);
+        let sub = client
+            .subscribe(
+                &path,
+                SubscribeOptions {
+                    create: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+        Self {
+            client,
+            sub,
+            path,
+            log: Vec::new(),
+            up_to_date_at: Vec::new(),
+        }
+    }
+
+    async fn send(&self, event: SessionEvent) {
+        self.client
+            .append(&self.path, &event)
+            .await
+            .expect("append acknowledged");
+    }
+
+    fn events(&self) -> Vec<SessionEvent> {
+        self.log
+            .iter()
+            .filter_map(|(_, json)| serde_json::from_str(json).ok())
+            .collect()
+    }
+
+    /// Reads until `done` holds for the events so far (10 s at most).
+    async fn until(&mut self, what: &str, done: impl Fn(&[SessionEvent]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(&self.events()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.sub.next()).await {
+                Ok(Some(SubscriptionEvent::Messages(ms))) => {
+                    for m in ms {
+                        let Payload::Json(raw) = m.payload else {
+                            panic!("JSON session")
+                        };
+                        self.log.push((m.offset, raw.get().to_owned()));
+                    }
+                }
+                Ok(Some(SubscriptionEvent::UpToDate { .. })) => {
+                    self.up_to_date_at.push(self.log.len())
+                }
+                Ok(Some(other)) => panic!("unexpected {other:?} while waiting for {what}"),
+                Ok(None) => panic!("subscription ended while waiting for {what}"),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; got {} events",
+                    self.log.len()
+                ),
+            }
+        }
+    }
+}
+
+fn user_message(id: &str, text: &str, mode: RunMode) -> SessionEvent {
+    SessionEvent::UserMessage {
+        id: id.into(),
+        author: "tester".into(),
+        text: text.into(),
+        mode,
+    }
+}
+
+fn run_id_of(events: &[SessionEvent]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        SessionEvent::RunStarted { run_id, .. } => Some(run_id.clone()),
+        _ => None,
+    })
+}
+
+fn deltas(events: &[SessionEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::TextDelta { .. }))
+        .count()
+}
+
+fn finished(events: &[SessionEvent]) -> Option<RunStatus> {
+    events.iter().find_map(|e| match e {
+        SessionEvent::RunFinished { status, .. } => Some(*status),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_subscriber_resumes_with_exactly_what_an_uncut_one_got() {
+    let world = World::start().await;
+    let mut steady = Tab::open(&world, "cut").await;
+    let mut cut = Tab::open(&world, "cut").await;
+    steady
+        .send(user_message(
+            "m1",
+            "tell me about durable streams",
+            RunMode::Single,
+        ))
+        .await;
+    cut.until("some deltas", |e| deltas(e) >= 10).await;
+    cut.client.drop_connection();
+    cut.until("more deltas after the cut", |e| deltas(e) >= 30)
+        .await;
+    cut.client.drop_connection();
+    steady.until("run end", |e| finished(e).is_some()).await;
+    cut.until("run end", |e| finished(e).is_some()).await;
+    assert_eq!(finished(&steady.events()), Some(RunStatus::Completed));
+    assert_eq!(
+        cut.log, steady.log,
+        "same offsets and bodies: no gap, no duplicate"
+    );
+    let offsets: Vec<&String> = cut.log.iter().map(|(o, _)| o).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(deltas(&cut.events()), ANSWER_TOKENS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_gets_the_earlier_deltas_then_live_ones_in_the_same_order() {
+    let world = World::start().await;
+    let mut early = Tab::open(&world, "late").await;
+    early
+        .send(user_message(
+            "m1",
+            "explain resumable logs",
+            RunMode::Single,
+        ))
+        .await;
+    early
+        .until("a third of the answer", |e| deltas(e) >= ANSWER_TOKENS / 3)
+        .await;
+    let mut late = Tab::open(&world, "late").await;
+    late.until("catch-up", |e| !e.is_empty()).await;
+    let caught_up_with = late.log.len();
+    assert!(
+        deltas(&late.events()) >= ANSWER_TOKENS / 3 - 5,
+        "catch-up carries the earlier deltas"
+    );
+    late.until("run end", |e| finished(e).is_some()).await;
+    early.until("run end", |e| finished(e).is_some()).await;
+    assert!(late.log.len() > caught_up_with, "then live deltas followed");
+    assert_eq!(late.log, early.log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_from_another_tab_stops_the_run_fast() {
+    let world = World::start().await;
+    let mut a = Tab::open(&world, "cancel").await;
+    let b = Tab::open(&world, "cancel").await;
+    a.send(user_message("m1", "write a long essay", RunMode::Single))
+        .await;
+    a.until("deltas", |e| deltas(e) >= 5).await;
+    let run_id = run_id_of(&a.events()).unwrap();
+    let sent = Instant::now();
+    b.send(SessionEvent::Cancel {
+        run_id: run_id.clone(),
+        by: "tab-b".into(),
+    })
+    .await;
+    a.until("run end", |e| finished(e).is_some()).await;
+    let latency = sent.elapsed();
+    println!("cancel latency (tab B append → run_finished cancelled in tab A): {latency:?}");
+    assert!(
+        latency < Duration::from_millis(250),
+        "cancel took {latency:?}"
+    );
+    assert_eq!(finished(&a.events()), Some(RunStatus::Cancelled));
+    // Nothing from the agent after its run_finished.
+    tokio::time::sleep(TOKEN_INTERVAL * 10).await;
+    let mut check = Tab::open(&world, "cancel").await;
+    check.until("history", |e| finished(e).is_some()).await;
+    let events = check.events();
+    let end = events
+        .iter()
+        .position(|e| matches!(e, SessionEvent::RunFinished { .. }))
+        .unwrap();
+    assert!(
+        events[end + 1..]
+            .iter()
+            .all(|e| !matches!(e, SessionEvent::TextDelta { .. }))
+    );
+    assert!(deltas(&events) < ANSWER_TOKENS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steer_is_applied_and_the_run_continues() {
+    let world = World::start().await;
+    let mut a = Tab::open(&world, "steer").await;
+    let b = Tab::open(&world, "steer").await;
+    a.send(user_message("m1", "describe mountains", RunMode::Single))
+        .await;
+    a.until("deltas", |e| deltas(e) >= 10).await;
+    let run_id = run_id_of(&a.events()).unwrap();
+    b.send(SessionEvent::Steer {
+        run_id: run_id.clone(),
+        text: "talk about oceans".into(),
+        by: "tab-b".into(),
+    })
+    .await;
+    a.until("run end", |e| finished(e).is_some()).await;
+    let events = a.events();
+    assert_eq!(finished(&events), Some(RunStatus::Completed));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::RunStarted { .. }))
+            .count(),
+        1,
+        "not restarted"
+    );
+    let applied = events
+        .iter()
+        .position(|e| matches!(e, SessionEvent::SteerApplied { .. }))
+        .expect("steer_applied");
+    let text_after: String = events[applied..]
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::TextDelta { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(text_after.starts_with(" Changing course:"), "{text_after}");
+    assert!(text_after.contains("oceans"));
+    assert!(
+        !text_after.contains("mountains"),
+        "the text changed direction: {text_after}"
+    );
+    assert_eq!(
+        deltas(&events),
+        ANSWER_TOKENS,
+        "the run went on to its full length"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sub_agent_writes_into_the_one_session() {
+    let world = World::start().await;
+    let mut a = Tab::open(&world, "team").await;
+    a.send(user_message("m1", "plan a launch", RunMode::Multi))
+        .await;
+    a.until("run end", |e| finished(e).is_some()).await;
+    let events = a.events();
+    assert_eq!(finished(&events), Some(RunStatus::Completed));
+    for agent in ["researcher", "analyst", "writer"] {
+        let wrote = events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::TextDelta { agent: a, .. } if a == agent));
+        let progressed = events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Progress { agent: a, .. } if a == agent));
+        assert!(wrote && progressed, "{agent} wrote deltas and progress");
+    }
+    let orchestrator: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::TextDelta { agent, .. } if agent == "orchestrator"))
+        .collect();
+    assert_eq!(
+        orchestrator.len(),
+        1,
+        "the orchestrator writes only the final result"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_every_sub_agent() {
+    let world = World::start().await;
+    let mut a = Tab::open(&world, "team-stop").await;
+    a.send(user_message("m1", "plan a launch", RunMode::Multi))
+        .await;
+    a.until("sub-agent deltas", |e| deltas(e) >= 6).await;
+    let run_id = run_id_of(&a.events()).unwrap();
+    a.send(SessionEvent::Cancel {
+        run_id,
+        by: "tab-a".into(),
+    })
+    .await;
+    a.until("run end", |e| finished(e).is_some()).await;
+    assert_eq!(finished(&a.events()), Some(RunStatus::Cancelled));
+    tokio::time::sleep(TOKEN_INTERVAL * 10).await;
+    let mut check = Tab::open(&world, "team-stop").await;
+    check.until("history", |e| finished(e).is_some()).await;
+    let events = check.events();
+    let end = events
+        .iter()
+        .position(|e| matches!(e, SessionEvent::RunFinished { .. }))
+        .unwrap();
+    assert!(
+        events[end + 1..]
+            .iter()
+            .all(|e| !matches!(e, SessionEvent::TextDelta { .. })),
+        "no delta after run_finished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_tab_does_not_stop_the_run_and_a_restarted_agent_answers_once() {
+    let mut world = World::start().await;
+    let mut watcher = Tab::open(&world, "restart").await;
+    {
+        let asker = Tab::open(&world, "restart").await;
+        asker
+            .send(user_message("m1", "first question", RunMode::Single))
+            .await;
+        asker.client.close(); // closing a connection is never a cancel
+    }
+    watcher.until("run end", |e| finished(e).is_some()).await;
+    assert_eq!(finished(&watcher.events()), Some(RunStatus::Completed));
+
+    world.stop_agent().await;
+    world.start_agent();
+    watcher
+        .send(user_message("m2", "second question", RunMode::Single))
+        .await;
+    watcher
+        .until("second run end", |e| {
+            e.iter()
+                .filter(|e| matches!(e, SessionEvent::RunFinished { .. }))
+                .count()
+                == 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut check = Tab::open(&world, "restart").await;
+    check
+        .until("history", |e| {
+            e.iter()
+                .filter(|e| matches!(e, SessionEvent::RunFinished { .. }))
+                .count()
+                == 2
+        })
+        .await;
+    let started: Vec<String> = check
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::RunStarted { in_reply_to, .. } => Some(in_reply_to.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["m1", "m2"], "each message answered exactly once");
+}
