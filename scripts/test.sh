@@ -20,8 +20,8 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "cargo test (unit, integration, doc tests)"
-run cargo test --workspace
+step "cargo test (unit, integration, doc tests; measurements are printed)"
+run cargo test --workspace -- --show-output
 
 step "Durable Streams conformance suite (@durable-streams/server-conformance-tests)"
 run npx vitest run --config tests/vitest.config.mjs

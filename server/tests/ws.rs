@@ -93,6 +93,8 @@ async fn collect(c: &mut Client, sub: &str, count: usize) -> Vec<Message> {
     out
 }
 
+/// protocol.md §5.1: catch-up, then live, with no gap or duplicate; HTTP and
+/// WebSocket appends land in the same stream with the same offsets.
 #[tokio::test]
 async fn catch_up_then_live_with_http_and_ws_appends() {
     let s = TestServer::start().await;
@@ -157,6 +159,7 @@ async fn catch_up_then_live_with_http_and_ws_appends() {
     );
 }
 
+/// protocol.md §2, §5.3: resuming from a delivered offset.
 #[tokio::test]
 async fn resuming_from_an_offset_has_no_gap_and_no_duplicate() {
     let s = TestServer::start().await;
@@ -182,6 +185,7 @@ async fn resuming_from_an_offset_has_no_gap_and_no_duplicate() {
     );
 }
 
+/// protocol.md §4.2: idempotent appends.
 #[tokio::test]
 async fn repeated_producer_append_is_acked_not_stored_twice() {
     let s = TestServer::start().await;
@@ -220,6 +224,7 @@ async fn repeated_producer_append_is_acked_not_stored_twice() {
     assert_eq!(http_read(&s, "p").await, r#"[{"once":true}]"#);
 }
 
+/// protocol.md §5.2: per-subscription errors; §4 unsubscribe.
 #[tokio::test]
 async fn subscription_errors_do_not_end_other_subscriptions() {
     let s = TestServer::start().await;
@@ -270,6 +275,7 @@ async fn subscription_errors_do_not_end_other_subscriptions() {
     );
 }
 
+/// protocol.md §6, §8: bad input.
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_change_nothing() {
     let s = TestServer::start_with(ServerConfig {
@@ -331,6 +337,7 @@ async fn bad_frames_get_error_frames_and_change_nothing() {
 
 use futures_util::SinkExt;
 
+/// protocol.md §3: heartbeats, close code 4001.
 #[tokio::test]
 async fn silent_clients_are_closed_by_the_heartbeat() {
     let s = TestServer::start_with(ServerConfig {
@@ -344,6 +351,7 @@ async fn silent_clients_are_closed_by_the_heartbeat() {
     assert_eq!(c.closed().await, Some(close::HEARTBEAT_TIMEOUT));
 }
 
+/// protocol.md §7: slow consumers, close code 4002, resume.
 #[tokio::test]
 async fn slow_consumers_are_closed_and_resume_from_their_offset() {
     let s = TestServer::start_with(ServerConfig {
