@@ -39,10 +39,7 @@ fn ws_url(server: &str) -> String {
     let base = base
         .strip_prefix("https://")
         .map(|rest| format!("wss://{rest}"))
-        .or_else(|| {
-            base.strip_prefix("http://")
-                .map(|rest| format!("ws://{rest}"))
-        })
+        .or_else(|| base.strip_prefix("http://").map(|rest| format!("ws://{rest}")))
         .unwrap_or_else(|| format!("ws://{base}"));
     format!("{base}/v1/ws")
 }
@@ -51,9 +48,7 @@ fn ws_url(server: &str) -> String {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     if !(args.tokens_per_second > 0.0 && args.tokens_per_second.is_finite()) {
@@ -64,10 +59,7 @@ async fn main() -> std::process::ExitCode {
     config.token_interval = Duration::from_secs_f64(1.0 / args.tokens_per_second);
     config.answer_tokens = args.answer_tokens;
     config.name = args.name;
-    println!(
-        "durable-session-agent joining {} as {:?}",
-        config.ws_url, config.name
-    );
+    println!("durable-session-agent joining {} as {:?}", config.ws_url, config.name);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -67,15 +67,10 @@ fn new_run_id(message_id: &str) -> String {
 }
 
 /// Runs the agents until `shutdown` completes.
-pub async fn run(
-    config: AgentConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ClientError> {
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
     let config = Arc::new(config);
     let client = Client::connect(NativeOptions::new(&config.ws_url));
-    let mut index = client
-        .subscribe(SESSION_INDEX_PATH, SubscribeOptions::default())
-        .await;
+    let mut index = client.subscribe(SESSION_INDEX_PATH, SubscribeOptions::default()).await;
     let mut known = HashSet::new();
     let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
@@ -165,20 +160,11 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                 let run_id = new_run_id(&question.id);
                 let (control_tx, control) = mpsc::unbounded_channel();
                 runs.insert(run_id.clone(), control_tx);
-                let (client, config, path, done) = (
-                    client.clone(),
-                    config.clone(),
-                    path.clone(),
-                    finished_tx.clone(),
-                );
+                let (client, config, path, done) = (client.clone(), config.clone(), path.clone(), finished_tx.clone());
                 tokio::spawn(async move {
                     match question.mode {
-                        RunMode::Single => {
-                            single_run(&client, &config, &path, &run_id, &question, control).await
-                        }
-                        RunMode::Multi => {
-                            multi_run(&client, &config, &path, &run_id, &question, control).await
-                        }
+                        RunMode::Single => single_run(&client, &config, &path, &run_id, &question, control).await,
+                        RunMode::Multi => multi_run(&client, &config, &path, &run_id, &question, control).await,
                     }
                     let _ = done.send(run_id);
                 });
@@ -265,19 +251,9 @@ async fn multi_run(
     let tokens = (config.answer_tokens / 3).max(1);
     for role in &config.sub_agents {
         let orders = orders.subscribe();
-        let (role, path, run_id, prompt) = (
-            role.clone(),
-            path.to_owned(),
-            run_id.to_owned(),
-            question.text.clone(),
-        );
+        let (role, path, run_id, prompt) = (role.clone(), path.to_owned(), run_id.to_owned(), question.text.clone());
         let (ws_url, interval) = (config.ws_url.clone(), config.token_interval);
-        team.spawn(async move {
-            sub_agent(
-                &ws_url, &role, &path, &run_id, &prompt, tokens, interval, orders,
-            )
-            .await
-        });
+        team.spawn(async move { sub_agent(&ws_url, &role, &path, &run_id, &prompt, tokens, interval, orders).await });
     }
     let mut cancelled_by = None;
     loop {
@@ -355,12 +331,7 @@ async fn sub_agent(
         agent: role.into(),
         text,
     };
-    append(
-        &client,
-        path,
-        note(format!("{role} is working on “{prompt}”")),
-    )
-    .await;
+    append(&client, path, note(format!("{role} is working on “{prompt}”"))).await;
     let mut text = TextGen::new(&format!("{role} {prompt}"));
     let mut written = 0;
     let outcome = loop {

@@ -55,15 +55,9 @@ impl SessionState {
                 self.open_runs.remove(run_id);
                 None
             }
-            SessionEvent::Cancel { run_id, by } => {
-                Some((run_id.clone(), Control::Cancel { by: by.clone() }))
-            }
-            SessionEvent::Steer { run_id, text, .. } => {
-                Some((run_id.clone(), Control::Steer { text: text.clone() }))
-            }
-            SessionEvent::TextDelta { .. }
-            | SessionEvent::Progress { .. }
-            | SessionEvent::SteerApplied { .. } => None,
+            SessionEvent::Cancel { run_id, by } => Some((run_id.clone(), Control::Cancel { by: by.clone() })),
+            SessionEvent::Steer { run_id, text, .. } => Some((run_id.clone(), Control::Steer { text: text.clone() })),
+            SessionEvent::TextDelta { .. } | SessionEvent::Progress { .. } | SessionEvent::SteerApplied { .. } => None,
         }
     }
 
@@ -107,15 +101,11 @@ mod tests {
     #[test]
     fn answered_messages_are_not_asked_again() {
         let mut s = SessionState::default();
-        s.apply(&ev(
-            r#"{"type":"user_message","id":"m1","author":"a","text":"one"}"#,
-        ));
+        s.apply(&ev(r#"{"type":"user_message","id":"m1","author":"a","text":"one"}"#));
         s.apply(&ev(
             r#"{"type":"run_started","run_id":"r1","agent":"sim","in_reply_to":"m1"}"#,
         ));
-        s.apply(&ev(
-            r#"{"type":"user_message","id":"m2","author":"a","text":"two"}"#,
-        ));
+        s.apply(&ev(r#"{"type":"user_message","id":"m2","author":"a","text":"two"}"#));
         let q = s.take_questions();
         assert_eq!(q.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(), ["m2"]);
         assert!(s.take_questions().is_empty());
@@ -138,14 +128,9 @@ mod tests {
         s.apply(&ev(
             r#"{"type":"run_started","run_id":"r3","agent":"sim","in_reply_to":"m3"}"#,
         ));
-        s.apply(&ev(
-            r#"{"type":"run_finished","run_id":"r3","status":"completed"}"#,
-        ));
+        s.apply(&ev(r#"{"type":"run_finished","run_id":"r3","status":"completed"}"#));
         assert_eq!(s.orphaned_runs(&["sim"], &HashSet::new()), ["r1"]);
-        assert!(
-            s.orphaned_runs(&["sim"], &HashSet::from(["r1".to_string()]))
-                .is_empty()
-        );
+        assert!(s.orphaned_runs(&["sim"], &HashSet::from(["r1".to_string()])).is_empty());
     }
 
     #[test]
@@ -156,15 +141,8 @@ mod tests {
             Some(("r1".into(), Control::Cancel { by: "tab".into() }))
         );
         assert_eq!(
-            s.apply(&ev(
-                r#"{"type":"steer","run_id":"r1","text":"shorter","by":"tab"}"#
-            )),
-            Some((
-                "r1".into(),
-                Control::Steer {
-                    text: "shorter".into()
-                }
-            ))
+            s.apply(&ev(r#"{"type":"steer","run_id":"r1","text":"shorter","by":"tab"}"#)),
+            Some(("r1".into(), Control::Steer { text: "shorter".into() }))
         );
     }
 }

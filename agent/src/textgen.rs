@@ -3,14 +3,7 @@
 //! time, and changes subject when steered.
 
 /// Words that fill the sentences around the topic.
-const OPENERS: &[&str] = &[
-    "Consider",
-    "Notice",
-    "Remember",
-    "Imagine",
-    "Picture",
-    "Think about",
-];
+const OPENERS: &[&str] = &["Consider", "Notice", "Remember", "Imagine", "Picture", "Think about"];
 const VERBS: &[&str] = &[
     "shapes",
     "changes",
@@ -58,9 +51,9 @@ fn hash(text: &str) -> u64 {
 
 /// Words that say nothing about a topic.
 const STOPWORDS: &[&str] = &[
-    "about", "and", "are", "but", "can", "could", "for", "from", "give", "how", "instead", "into",
-    "let", "like", "more", "please", "should", "some", "talk", "tell", "that", "the", "then",
-    "this", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your",
+    "about", "and", "are", "but", "can", "could", "for", "from", "give", "how", "instead", "into", "let", "like",
+    "more", "please", "should", "some", "talk", "tell", "that", "the", "then", "this", "what", "when", "where",
+    "which", "who", "why", "will", "with", "would", "you", "your",
 ];
 
 fn topic_words(text: &str) -> Vec<String> {
@@ -70,11 +63,7 @@ fn topic_words(text: &str) -> Vec<String> {
         .map(str::to_lowercase)
         .filter(|w| !STOPWORDS.contains(&w.as_str()))
         .collect();
-    if words.is_empty() {
-        vec!["this".into()]
-    } else {
-        words
-    }
+    if words.is_empty() { vec!["this".into()] } else { words }
 }
 
 impl TextGen {

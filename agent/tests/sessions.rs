@@ -136,15 +136,10 @@ impl Tab {
                         self.log.push((m.offset, raw.get().to_owned()));
                     }
                 }
-                Ok(Some(SubscriptionEvent::UpToDate { .. })) => {
-                    self.up_to_date_at.push(self.log.len())
-                }
+                Ok(Some(SubscriptionEvent::UpToDate { .. })) => self.up_to_date_at.push(self.log.len()),
                 Ok(Some(other)) => panic!("unexpected {other:?} while waiting for {what}"),
                 Ok(None) => panic!("subscription ended while waiting for {what}"),
-                Err(_) => panic!(
-                    "timed out waiting for {what}; got {} events",
-                    self.log.len()
-                ),
+                Err(_) => panic!("timed out waiting for {what}; got {} events", self.log.len()),
             }
         }
     }
@@ -186,24 +181,16 @@ async fn a_cut_subscriber_resumes_with_exactly_what_an_uncut_one_got() {
     let mut steady = Tab::open(&world, "cut").await;
     let mut cut = Tab::open(&world, "cut").await;
     steady
-        .send(user_message(
-            "m1",
-            "tell me about durable streams",
-            RunMode::Single,
-        ))
+        .send(user_message("m1", "tell me about durable streams", RunMode::Single))
         .await;
     cut.until("some deltas", |e| deltas(e) >= 10).await;
     cut.client.drop_connection();
-    cut.until("more deltas after the cut", |e| deltas(e) >= 30)
-        .await;
+    cut.until("more deltas after the cut", |e| deltas(e) >= 30).await;
     cut.client.drop_connection();
     steady.until("run end", |e| finished(e).is_some()).await;
     cut.until("run end", |e| finished(e).is_some()).await;
     assert_eq!(finished(&steady.events()), Some(RunStatus::Completed));
-    assert_eq!(
-        cut.log, steady.log,
-        "same offsets and bodies: no gap, no duplicate"
-    );
+    assert_eq!(cut.log, steady.log, "same offsets and bodies: no gap, no duplicate");
     let offsets: Vec<&String> = cut.log.iter().map(|(o, _)| o).collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(deltas(&cut.events()), ANSWER_TOKENS);
@@ -214,11 +201,7 @@ async fn a_late_joiner_gets_the_earlier_deltas_then_live_ones_in_the_same_order(
     let world = World::start().await;
     let mut early = Tab::open(&world, "late").await;
     early
-        .send(user_message(
-            "m1",
-            "explain resumable logs",
-            RunMode::Single,
-        ))
+        .send(user_message("m1", "explain resumable logs", RunMode::Single))
         .await;
     early
         .until("a third of the answer", |e| deltas(e) >= ANSWER_TOKENS / 3)
@@ -241,8 +224,7 @@ async fn cancel_from_another_tab_stops_the_run_fast() {
     let world = World::start().await;
     let mut a = Tab::open(&world, "cancel").await;
     let b = Tab::open(&world, "cancel").await;
-    a.send(user_message("m1", "write a long essay", RunMode::Single))
-        .await;
+    a.send(user_message("m1", "write a long essay", RunMode::Single)).await;
     a.until("deltas", |e| deltas(e) >= 5).await;
     let run_id = run_id_of(&a.events()).unwrap();
     let sent = Instant::now();
@@ -254,10 +236,7 @@ async fn cancel_from_another_tab_stops_the_run_fast() {
     a.until("run end", |e| finished(e).is_some()).await;
     let latency = sent.elapsed();
     println!("cancel latency (tab B append → run_finished cancelled in tab A): {latency:?}");
-    assert!(
-        latency < Duration::from_millis(250),
-        "cancel took {latency:?}"
-    );
+    assert!(latency < Duration::from_millis(250), "cancel took {latency:?}");
     assert_eq!(finished(&a.events()), Some(RunStatus::Cancelled));
     // Nothing from the agent after its run_finished.
     tokio::time::sleep(TOKEN_INTERVAL * 10).await;
@@ -281,8 +260,7 @@ async fn steer_is_applied_and_the_run_continues() {
     let world = World::start().await;
     let mut a = Tab::open(&world, "steer").await;
     let b = Tab::open(&world, "steer").await;
-    a.send(user_message("m1", "describe mountains", RunMode::Single))
-        .await;
+    a.send(user_message("m1", "describe mountains", RunMode::Single)).await;
     a.until("deltas", |e| deltas(e) >= 10).await;
     let run_id = run_id_of(&a.events()).unwrap();
     b.send(SessionEvent::Steer {
@@ -319,19 +297,14 @@ async fn steer_is_applied_and_the_run_continues() {
         !text_after.contains("mountains"),
         "the text changed direction: {text_after}"
     );
-    assert_eq!(
-        deltas(&events),
-        ANSWER_TOKENS,
-        "the run went on to its full length"
-    );
+    assert_eq!(deltas(&events), ANSWER_TOKENS, "the run went on to its full length");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sub_agent_writes_into_the_one_session() {
     let world = World::start().await;
     let mut a = Tab::open(&world, "team").await;
-    a.send(user_message("m1", "plan a launch", RunMode::Multi))
-        .await;
+    a.send(user_message("m1", "plan a launch", RunMode::Multi)).await;
     a.until("run end", |e| finished(e).is_some()).await;
     let events = a.events();
     assert_eq!(finished(&events), Some(RunStatus::Completed));
@@ -348,19 +321,14 @@ async fn every_sub_agent_writes_into_the_one_session() {
         .iter()
         .filter(|e| matches!(e, SessionEvent::TextDelta { agent, .. } if agent == "orchestrator"))
         .collect();
-    assert_eq!(
-        orchestrator.len(),
-        1,
-        "the orchestrator writes only the final result"
-    );
+    assert_eq!(orchestrator.len(), 1, "the orchestrator writes only the final result");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_every_sub_agent() {
     let world = World::start().await;
     let mut a = Tab::open(&world, "team-stop").await;
-    a.send(user_message("m1", "plan a launch", RunMode::Multi))
-        .await;
+    a.send(user_message("m1", "plan a launch", RunMode::Multi)).await;
     a.until("sub-agent deltas", |e| deltas(e) >= 6).await;
     let run_id = run_id_of(&a.events()).unwrap();
     a.send(SessionEvent::Cancel {
@@ -392,9 +360,7 @@ async fn a_closed_tab_does_not_stop_the_run_and_a_restarted_agent_answers_once()
     let mut watcher = Tab::open(&world, "restart").await;
     {
         let asker = Tab::open(&world, "restart").await;
-        asker
-            .send(user_message("m1", "first question", RunMode::Single))
-            .await;
+        asker.send(user_message("m1", "first question", RunMode::Single)).await;
         asker.client.close(); // closing a connection is never a cancel
     }
     watcher.until("run end", |e| finished(e).is_some()).await;

@@ -96,11 +96,7 @@ pub enum SessionEvent {
     /// Stop the run. Written by any client.
     Cancel { run_id: String, by: String },
     /// Change the run's direction. Written by any client.
-    Steer {
-        run_id: String,
-        text: String,
-        by: String,
-    },
+    Steer { run_id: String, text: String, by: String },
     /// The agent took a steer into account.
     SteerApplied { run_id: String, text: String },
     /// The run ended.

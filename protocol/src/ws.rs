@@ -143,11 +143,7 @@ pub struct Message {
 pub enum ClientMsg {
     /// Deliver `path` from `offset` (`-1`, `now`, or an issued offset) under
     /// the client-chosen id `sub`.
-    Subscribe {
-        sub: String,
-        path: String,
-        offset: String,
-    },
+    Subscribe { sub: String, path: String, offset: String },
     /// Stop delivering `sub`.
     Unsubscribe { sub: String },
     /// Create a stream if it does not exist (default content type
@@ -292,9 +288,7 @@ struct WireMessage {
     base64: Option<String>,
 }
 
-fn split_payload(
-    payload: Option<Payload>,
-) -> (Option<Box<RawValue>>, Option<String>, Option<String>) {
+fn split_payload(payload: Option<Payload>) -> (Option<Box<RawValue>>, Option<String>, Option<String>) {
     match payload {
         None => (None, None, None),
         Some(Payload::Json(v)) => (Some(v), None, None),
@@ -321,8 +315,7 @@ fn join_payload(
 fn parse_wire(text: &str) -> Result<Wire, FrameError> {
     serde_json::from_str::<Wire>(text).map_err(|e| {
         // Try to recover the ids so the error can be attributed.
-        let ids: Option<serde_json::Map<String, serde_json::Value>> =
-            serde_json::from_str(text).ok();
+        let ids: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(text).ok();
         let id = |k: &str| {
             ids.as_ref()
                 .and_then(|m| m.get(k))
@@ -353,12 +346,7 @@ impl ClientMsg {
             req: w.req.clone(),
         };
         let need = |field: Option<String>, name: &str| {
-            field.ok_or_else(|| {
-                fail(
-                    ErrorCode::BadFrame,
-                    format!("{} needs a string field {name:?}", w.op),
-                )
-            })
+            field.ok_or_else(|| fail(ErrorCode::BadFrame, format!("{} needs a string field {name:?}", w.op)))
         };
         Ok(match w.op.as_str() {
             "subscribe" => ClientMsg::Subscribe {
@@ -708,19 +696,12 @@ mod tests {
         let e = ClientMsg::parse("not json").unwrap_err();
         assert_eq!(e.code, ErrorCode::BadFrame);
         let e = ClientMsg::parse(r#"{"op":"teleport","req":"r9"}"#).unwrap_err();
-        assert_eq!(
-            (e.code, e.req.as_deref()),
-            (ErrorCode::UnknownOp, Some("r9"))
-        );
+        assert_eq!((e.code, e.req.as_deref()), (ErrorCode::UnknownOp, Some("r9")));
         let e = ClientMsg::parse(r#"{"op":"subscribe","sub":"s1"}"#).unwrap_err();
-        assert_eq!(
-            (e.code, e.sub.as_deref()),
-            (ErrorCode::BadFrame, Some("s1"))
-        );
+        assert_eq!((e.code, e.sub.as_deref()), (ErrorCode::BadFrame, Some("s1")));
         let e = ClientMsg::parse(r#"{"op":"subscribe","sub":5,"path":"p"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadFrame);
-        let e = ClientMsg::parse(r#"{"op":"append","req":"r","path":"p","data":1,"text":"x"}"#)
-            .unwrap_err();
+        let e = ClientMsg::parse(r#"{"op":"append","req":"r","path":"p","data":1,"text":"x"}"#).unwrap_err();
         assert_eq!((e.code, e.req.as_deref()), (ErrorCode::BadFrame, Some("r")));
     }
 

@@ -26,14 +26,11 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::core::ClientError;
-use crate::core::client::{
-    ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent,
-};
+use crate::core::client::{ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent};
 use crate::core::outbox::{AppendAck, AppendId};
 use crate::core::state::{ConnectionState, StateChange};
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Where to connect and how.
 #[derive(Debug, Clone)]
@@ -149,23 +146,15 @@ impl Client {
 
     /// Appends one event (any serializable value, normally a JSON object)
     /// and resolves once the server acknowledged it durably.
-    pub async fn append(
-        &self,
-        path: &str,
-        event: &impl serde::Serialize,
-    ) -> Result<AppendAck, ClientError> {
-        let json = serde_json::to_string(event)
-            .map_err(|e| ClientError::new("invalid_event", e.to_string()))?;
+    pub async fn append(&self, path: &str, event: &impl serde::Serialize) -> Result<AppendAck, ClientError> {
+        let json = serde_json::to_string(event).map_err(|e| ClientError::new("invalid_event", e.to_string()))?;
         self.append_json(path, json).await
     }
 
     /// Appends one event given as JSON text.
     pub async fn append_json(&self, path: &str, json: String) -> Result<AppendAck, ClientError> {
         if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
-            return Err(ClientError::new(
-                "invalid_event",
-                "the event is not valid JSON",
-            ));
+            return Err(ClientError::new("invalid_event", "the event is not valid JSON"));
         }
         let (done, rx) = oneshot::channel();
         self.commands
@@ -249,10 +238,7 @@ impl Driver {
             if self.core.state() == ConnectionState::Closed {
                 break;
             }
-            let timer = self
-                .core
-                .next_timer()
-                .map(|t| self.epoch + Duration::from_millis(t));
+            let timer = self.core.next_timer().map(|t| self.epoch + Duration::from_millis(t));
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
@@ -307,12 +293,7 @@ impl Driver {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Subscribe {
-                path,
-                opts,
-                events,
-                id,
-            } => {
+            Command::Subscribe { path, opts, events, id } => {
                 let sub = self.core.subscribe(&path, opts);
                 self.subs.insert(sub, events);
                 let _ = id.send(sub);
@@ -367,19 +348,14 @@ impl Driver {
                         task.abort();
                     }
                     if let Some(mut socket) = self.socket.take() {
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(100), socket.close(None))
-                                .await;
+                        let _ = tokio::time::timeout(Duration::from_millis(100), socket.close(None)).await;
                     }
                 }
                 Output::State(change) => {
                     let _ = self.state.send(change);
                 }
                 Output::Event { sub, event } => {
-                    let ended = matches!(
-                        event,
-                        SubscriptionEvent::Closed | SubscriptionEvent::Error(_)
-                    );
+                    let ended = matches!(event, SubscriptionEvent::Closed | SubscriptionEvent::Error(_));
                     if let Some(tx) = self.subs.get(&sub) {
                         let _ = tx.send(event);
                     }
@@ -397,20 +373,14 @@ impl Driver {
     }
 }
 
-async fn connect_result(
-    task: &mut Option<tokio::task::JoinHandle<Result<Socket, String>>>,
-) -> Result<Socket, String> {
+async fn connect_result(task: &mut Option<tokio::task::JoinHandle<Result<Socket, String>>>) -> Result<Socket, String> {
     match task {
-        Some(t) => t
-            .await
-            .unwrap_or_else(|e| Err(format!("connect task failed: {e}"))),
+        Some(t) => t.await.unwrap_or_else(|e| Err(format!("connect task failed: {e}"))),
         None => std::future::pending().await,
     }
 }
 
-async fn next_frame(
-    socket: &mut Option<Socket>,
-) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
     match socket {
         Some(s) => s.next().await,
         None => std::future::pending().await,

@@ -66,10 +66,7 @@ impl ChangeFeed {
     /// Waits until the stream changes after this feed was taken (or after the
     /// last wait returned), at most `timeout`. Returns `false` on timeout.
     pub async fn wait(&mut self, timeout: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(timeout, self.rx.changed()).await,
-            Ok(Ok(()))
-        )
+        matches!(tokio::time::timeout(timeout, self.rx.changed()).await, Ok(Ok(())))
     }
 }
 

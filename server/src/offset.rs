@@ -25,12 +25,7 @@ const GROUP_BASE: u128 = 10_000_000_000_000_000;
 /// ```
 pub fn format_offset(pos: Pos) -> String {
     let pos = u128::from(pos);
-    format!(
-        "{:0w$}_{:0w$}",
-        pos / GROUP_BASE,
-        pos % GROUP_BASE,
-        w = GROUP
-    )
+    format!("{:0w$}_{:0w$}", pos / GROUP_BASE, pos % GROUP_BASE, w = GROUP)
 }
 
 /// Where a read starts, as asked for by the `offset` query parameter.

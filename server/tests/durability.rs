@@ -76,10 +76,7 @@ async fn kill_9_after_ack_loses_nothing() {
                     .await;
                 match res {
                     Ok(r) if r.status().is_success() => {
-                        let offset = r.headers()["stream-next-offset"]
-                            .to_str()
-                            .unwrap()
-                            .to_owned();
+                        let offset = r.headers()["stream-next-offset"].to_str().unwrap().to_owned();
                         acked.lock().unwrap().push((offset, body));
                     }
                     _ => break, // the server is gone
@@ -88,9 +85,7 @@ async fn kill_9_after_ack_loses_nothing() {
         }));
     }
     // Kill the server mid-stream, as soon as a good share is acknowledged.
-    while acked.lock().unwrap().len() < WRITERS * APPENDS_PER_WRITER / 4
-        && Instant::now() < deadline
-    {
+    while acked.lock().unwrap().len() < WRITERS * APPENDS_PER_WRITER / 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     server.child.kill().unwrap(); // SIGKILL

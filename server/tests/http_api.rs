@@ -24,10 +24,7 @@ async fn create_json(s: &TestServer, path: &str, body: &str) {
 async fn read_all(s: &TestServer, path: &str) -> (String, String) {
     let res = s.client.get(s.url(path)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let next = res.headers()["stream-next-offset"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let next = res.headers()["stream-next-offset"].to_str().unwrap().to_owned();
     (res.text().await.unwrap(), next)
 }
 
@@ -44,15 +41,9 @@ async fn json_round_trip_with_offsets() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let after_append = res.headers()["stream-next-offset"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let after_append = res.headers()["stream-next-offset"].to_str().unwrap().to_owned();
     let (body, next) = read_all(&s, "sessions/a").await;
-    assert_eq!(
-        body,
-        r#"[{"type":"user_message","text":"hi"},{"n":1},{"n":2}]"#
-    );
+    assert_eq!(body, r#"[{"type":"user_message","text":"hi"},{"n":1},{"n":2}]"#);
     assert_eq!(next, after_append);
 
     // Resuming from the first message's end returns exactly the rest.
@@ -228,10 +219,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             method: M::POST,
             path: "target",
             query: "",
-            headers: &[
-                ("content-type", b"application/json"),
-                ("stream-seq", b"\xff\xfe"),
-            ],
+            headers: &[("content-type", b"application/json"), ("stream-seq", b"\xff\xfe")],
             body: b"{}",
             status: StatusCode::BAD_REQUEST,
         },
@@ -294,10 +282,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             method: M::PUT,
             path: "target",
             query: "",
-            headers: &[
-                ("content-type", b"application/json"),
-                ("stream-ttl", b"1e3"),
-            ],
+            headers: &[("content-type", b"application/json"), ("stream-ttl", b"1e3")],
             body: b"",
             status: StatusCode::BAD_REQUEST,
         },
@@ -306,10 +291,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             method: M::PUT,
             path: "other",
             query: "",
-            headers: &[
-                ("stream-ttl", b"60"),
-                ("stream-expires-at", b"2030-01-01T00:00:00Z"),
-            ],
+            headers: &[("stream-ttl", b"60"), ("stream-expires-at", b"2030-01-01T00:00:00Z")],
             body: b"",
             status: StatusCode::BAD_REQUEST,
         },
@@ -373,15 +355,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         if !case.query.is_empty() {
             url = format!("{url}?{}", case.query);
         }
-        let mut req = s
-            .client
-            .request(case.method.clone(), &url)
-            .body(case.body.to_vec());
+        let mut req = s.client.request(case.method.clone(), &url).body(case.body.to_vec());
         for (name, value) in case.headers {
-            req = req.header(
-                *name,
-                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
-            );
+            req = req.header(*name, reqwest::header::HeaderValue::from_bytes(value).unwrap());
         }
         let res = req.send().await.unwrap();
         let status = res.status();
@@ -397,32 +373,19 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "{}: plain-text error",
             case.what
         );
-        assert!(
-            !text.trim().is_empty(),
-            "{}: error has a message",
-            case.what
-        );
+        assert!(!text.trim().is_empty(), "{}: error has a message", case.what);
     }
     let (after, tail_after) = read_all(&s, "target").await;
     assert_eq!(after, before, "bad input must not change the stream");
     assert_eq!(tail_after, tail_before);
     let res = s.client.head(s.url("other")).send().await.unwrap();
-    assert_eq!(
-        res.status(),
-        StatusCode::NOT_FOUND,
-        "rejected PUTs create nothing"
-    );
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "rejected PUTs create nothing");
 }
 
 #[tokio::test]
 async fn unknown_endpoints_are_404_with_security_headers() {
     let s = TestServer::start().await;
-    let res = s
-        .client
-        .get(format!("{}/nope", s.base))
-        .send()
-        .await
-        .unwrap();
+    let res = s.client.get(format!("{}/nope", s.base)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     assert_eq!(res.headers()["access-control-allow-origin"], "*");

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::ws::Client;
-use durable_session_protocol::ws::{
-    ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close,
-};
+use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
 use durable_session_server::config::ServerConfig;
 use reqwest::StatusCode;
 
@@ -34,21 +32,11 @@ async fn http_append(s: &TestServer, path: &str, body: &str) -> String {
         .await
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
-    res.headers()["stream-next-offset"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    res.headers()["stream-next-offset"].to_str().unwrap().to_owned()
 }
 
 async fn http_read(s: &TestServer, path: &str) -> String {
-    s.client
-        .get(s.url(path))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    s.client.get(s.url(path)).send().await.unwrap().text().await.unwrap()
 }
 
 fn subscribe(sub: &str, path: &str, offset: &str) -> ClientMsg {
@@ -84,9 +72,7 @@ async fn collect(c: &mut Client, sub: &str, count: usize) -> Vec<Message> {
     let mut out = Vec::new();
     while out.len() < count {
         match c.next().await {
-            ServerMsg::Events {
-                sub: s, messages, ..
-            } if s == sub => out.extend(messages),
+            ServerMsg::Events { sub: s, messages, .. } if s == sub => out.extend(messages),
             other => panic!("unexpected frame {other:?}"),
         }
     }
@@ -98,13 +84,7 @@ async fn collect(c: &mut Client, sub: &str, count: usize) -> Vec<Message> {
 #[tokio::test]
 async fn catch_up_then_live_with_http_and_ws_appends() {
     let s = TestServer::start().await;
-    http_create(
-        &s,
-        "sessions/a",
-        "application/json",
-        r#"[{"n":1},{"n":2},{"n":3}]"#,
-    )
-    .await;
+    http_create(&s, "sessions/a", "application/json", r#"[{"n":1},{"n":2},{"n":3}]"#).await;
     let mut c = Client::connect(&s.base).await;
     c.send(subscribe("s1", "sessions/a", "-1")).await;
     let ServerMsg::Events {
@@ -117,10 +97,7 @@ async fn catch_up_then_live_with_http_and_ws_appends() {
     else {
         panic!("events")
     };
-    assert_eq!(
-        json_of(&messages),
-        [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]
-    );
+    assert_eq!(json_of(&messages), [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
     assert!(up_to_date && !closed);
     assert_eq!(next, messages[2].offset);
     let offsets: Vec<_> = messages.iter().map(|m| m.offset.clone()).collect();
@@ -139,10 +116,7 @@ async fn catch_up_then_live_with_http_and_ws_appends() {
     while acked.is_none() || seen.is_empty() {
         match c.next().await {
             ServerMsg::Ack {
-                req,
-                offset,
-                duplicate,
-                ..
+                req, offset, duplicate, ..
             } => {
                 assert_eq!(req, "r1");
                 assert!(!duplicate);
@@ -171,14 +145,8 @@ async fn resuming_from_an_offset_has_no_gap_and_no_duplicate() {
     let mut c = Client::connect(&s.base).await;
     c.send(subscribe("s", "r", &offsets[3])).await;
     let got = collect(&mut c, "s", 6).await;
-    assert_eq!(
-        got.first().map(|m| m.offset.clone()),
-        Some(offsets[4].clone())
-    );
-    assert_eq!(
-        json_of(&got).first().map(String::as_str),
-        Some(r#"{"i":4}"#)
-    );
+    assert_eq!(got.first().map(|m| m.offset.clone()), Some(offsets[4].clone()));
+    assert_eq!(json_of(&got).first().map(String::as_str), Some(r#"{"i":4}"#));
     assert_eq!(
         got.iter().map(|m| m.offset.clone()).collect::<Vec<_>>(),
         offsets[4..].to_vec()
@@ -231,13 +199,7 @@ async fn subscription_errors_do_not_end_other_subscriptions() {
     http_create(&s, "good", "application/json", "[]").await;
     let mut c = Client::connect(&s.base).await;
     c.send(subscribe("ok", "good", "-1")).await;
-    assert!(matches!(
-        c.next().await,
-        ServerMsg::Events {
-            up_to_date: true,
-            ..
-        }
-    ));
+    assert!(matches!(c.next().await, ServerMsg::Events { up_to_date: true, .. }));
     c.send(subscribe("missing", "nope", "-1")).await;
     assert!(
         matches!(c.next().await, ServerMsg::Error { sub: Some(s), code: ErrorCode::NotFound, .. } if s == "missing")
@@ -259,10 +221,7 @@ async fn subscription_errors_do_not_end_other_subscriptions() {
         }
     ));
     http_append(&s, "good", r#"{"still":"here"}"#).await;
-    assert_eq!(
-        json_of(&collect(&mut c, "ok", 1).await),
-        [r#"{"still":"here"}"#]
-    );
+    assert_eq!(json_of(&collect(&mut c, "ok", 1).await), [r#"{"still":"here"}"#]);
 
     c.send(ClientMsg::Unsubscribe { sub: "ok".into() }).await;
     assert!(matches!(c.next().await, ServerMsg::Unsubscribed { .. }));
@@ -296,20 +255,33 @@ async fn bad_frames_get_error_frames_and_change_nothing() {
         (r#"{"op":"teleport"}"#.into(), ErrorCode::UnknownOp),
         (r#"{"op":"subscribe","sub":5}"#.into(), ErrorCode::BadFrame),
         (r#"{"op":"append","req":"r","path":"j"}"#.into(), ErrorCode::BadRequest),
-        (r#"{"op":"append","req":"r","path":"j","data":[]}"#.into(), ErrorCode::BadRequest),
-        (r#"{"op":"append","req":"r","path":"j","text":"plain"}"#.into(), ErrorCode::Conflict),
-        (r#"{"op":"append","req":"r","path":"missing","data":{}}"#.into(), ErrorCode::NotFound),
-        (r#"{"op":"append","req":"r","path":"j","data":{},"producer":{"id":"p","epoch":0,"seq":4}}"#.into(), ErrorCode::SeqGap),
-        (r#"{"op":"append","req":"r","path":"j","data":{},"producer":{"id":"p","epoch":-1,"seq":0}}"#.into(), ErrorCode::BadFrame),
+        (
+            r#"{"op":"append","req":"r","path":"j","data":[]}"#.into(),
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"op":"append","req":"r","path":"j","text":"plain"}"#.into(),
+            ErrorCode::Conflict,
+        ),
+        (
+            r#"{"op":"append","req":"r","path":"missing","data":{}}"#.into(),
+            ErrorCode::NotFound,
+        ),
+        (
+            r#"{"op":"append","req":"r","path":"j","data":{},"producer":{"id":"p","epoch":0,"seq":4}}"#.into(),
+            ErrorCode::SeqGap,
+        ),
+        (
+            r#"{"op":"append","req":"r","path":"j","data":{},"producer":{"id":"p","epoch":-1,"seq":0}}"#.into(),
+            ErrorCode::BadFrame,
+        ),
         (r#"{"op":"unsubscribe","sub":"never"}"#.into(), ErrorCode::UnknownSub),
         (big, ErrorCode::TooLarge),
     ];
     for (frame, code) in &cases {
         c.send_raw(frame).await;
         match c.next().await {
-            ServerMsg::Error {
-                code: got, message, ..
-            } => {
+            ServerMsg::Error { code: got, message, .. } => {
                 assert_eq!(got, *code, "{frame}: {message}");
                 assert!(!message.is_empty());
             }
@@ -317,9 +289,7 @@ async fn bad_frames_get_error_frames_and_change_nothing() {
         }
     }
     c.socket
-        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
-            0xff, 0xfe, 0x00,
-        ]))
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![0xff, 0xfe, 0x00]))
         .await
         .unwrap();
     assert!(matches!(
@@ -381,9 +351,7 @@ async fn slow_consumers_are_closed_and_resume_from_their_offset() {
             .expect("progress")
         {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
-                if let ServerMsg::Events { messages, next, .. } =
-                    ServerMsg::parse(t.as_str()).unwrap()
-                {
+                if let ServerMsg::Events { messages, next, .. } = ServerMsg::parse(t.as_str()).unwrap() {
                     received += messages.len();
                     last_offset = Some(next);
                 }
@@ -396,10 +364,7 @@ async fn slow_consumers_are_closed_and_resume_from_their_offset() {
         }
     };
     assert_eq!(code, Some(close::SLOW_CONSUMER));
-    assert!(
-        received < BATCHES * 1000,
-        "closed before everything was delivered"
-    );
+    assert!(received < BATCHES * 1000, "closed before everything was delivered");
     // Resume on a new connection from the last offset: exactly the rest.
     let mut c = Client::connect(&s.base).await;
     let from = last_offset.unwrap_or_else(|| "-1".into());

@@ -40,11 +40,7 @@ impl Backoff {
         if attempt == 0 {
             return 0;
         }
-        let grown = self.min_ms as f64
-            * self
-                .factor
-                .max(1.0)
-                .powi(attempt.saturating_sub(1).min(64) as i32);
+        let grown = self.min_ms as f64 * self.factor.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
         grown.min(self.max_ms as f64).max(0.0) as u64
     }
 
@@ -95,9 +91,6 @@ mod tests {
         let distinct: std::collections::HashSet<_> = draws.iter().collect();
         assert!(distinct.len() > 100, "jitter spreads delays");
         let mean = draws.iter().sum::<u64>() as f64 / draws.len() as f64;
-        assert!(
-            (300.0..500.0).contains(&mean),
-            "uniform over [0, 800]: mean {mean}"
-        );
+        assert!((300.0..500.0).contains(&mean), "uniform over [0, 800]: mean {mean}");
     }
 }

@@ -24,9 +24,11 @@
 use std::collections::HashMap;
 
 use durable_session_protocol::session::{RunStatus, SessionEvent};
+use serde::{Deserialize, Serialize};
 
 /// A run's lifecycle as the UI shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RunState {
     Streaming,
     Completed,
@@ -57,7 +59,8 @@ impl From<RunStatus> for RunState {
 }
 
 /// A person's message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserMessage {
     pub id: String,
     pub author: String,
@@ -65,7 +68,8 @@ pub struct UserMessage {
 }
 
 /// A steer asked for during a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Steer {
     pub text: String,
     pub by: String,
@@ -74,7 +78,8 @@ pub struct Steer {
 }
 
 /// What one sub-agent contributed to a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Lane {
     pub agent: String,
     pub text: String,
@@ -82,7 +87,8 @@ pub struct Lane {
 }
 
 /// An agent's answer, streaming or finished.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Run {
     pub run_id: String,
     /// The agent that started the run (the orchestrator in multi-agent mode).
@@ -131,15 +137,17 @@ impl Run {
     }
 }
 
-/// One entry of the transcript.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry of the transcript. Serialized as `{"kind":"user",...}` or
+/// `{"kind":"run",...}` (the shape the JS API hands out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChatItem {
     User(UserMessage),
     Run(Run),
 }
 
 /// Messages and runs of a session, in the order they appeared.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatView {
     items: Vec<ChatItem>,
     runs: HashMap<String, usize>,
@@ -209,9 +217,7 @@ impl ChatView {
     pub fn apply(&mut self, event: &SessionEvent) {
         self.events += 1;
         match event {
-            SessionEvent::UserMessage {
-                id, author, text, ..
-            } => {
+            SessionEvent::UserMessage { id, author, text, .. } => {
                 self.items.push(ChatItem::User(UserMessage {
                     id: id.clone(),
                     author: author.clone(),
@@ -229,16 +235,11 @@ impl ChatView {
                         r.in_reply_to = in_reply_to.clone();
                     }
                 } else {
-                    self.items
-                        .push(ChatItem::Run(Run::new(run_id, agent, in_reply_to)));
+                    self.items.push(ChatItem::Run(Run::new(run_id, agent, in_reply_to)));
                     self.runs.insert(run_id.clone(), self.items.len() - 1);
                 }
             }
-            SessionEvent::TextDelta {
-                run_id,
-                agent,
-                delta,
-            } => {
+            SessionEvent::TextDelta { run_id, agent, delta } => {
                 let run = self.run_mut(run_id, agent);
                 if run.agent == *agent {
                     run.text.push_str(delta);
@@ -246,15 +247,8 @@ impl ChatView {
                     run.lane(agent).text.push_str(delta);
                 }
             }
-            SessionEvent::Progress {
-                run_id,
-                agent,
-                text,
-            } => {
-                self.run_mut(run_id, agent)
-                    .lane(agent)
-                    .progress
-                    .push(text.clone());
+            SessionEvent::Progress { run_id, agent, text } => {
+                self.run_mut(run_id, agent).lane(agent).progress.push(text.clone());
             }
             SessionEvent::Cancel { run_id, by } => {
                 let run = self.run_mut(run_id, "");
@@ -269,11 +263,7 @@ impl ChatView {
             }
             SessionEvent::SteerApplied { run_id, text } => {
                 let run = self.run_mut(run_id, "");
-                match run
-                    .steers
-                    .iter_mut()
-                    .find(|s| !s.applied && s.text == *text)
-                {
+                match run.steers.iter_mut().find(|s| !s.applied && s.text == *text) {
                     Some(s) => s.applied = true,
                     None => run.steers.push(Steer {
                         text: text.clone(),
@@ -282,11 +272,7 @@ impl ChatView {
                     }),
                 }
             }
-            SessionEvent::RunFinished {
-                run_id,
-                status,
-                reason,
-            } => {
+            SessionEvent::RunFinished { run_id, status, reason } => {
                 let run = self.run_mut(run_id, "");
                 // The first ending counts; nothing reopens a run.
                 if run.state == RunState::Streaming {
@@ -337,11 +323,7 @@ mod tests {
         let r1 = v.run("r1").unwrap();
         assert_eq!(r1.state, RunState::Completed);
         assert_eq!(r1.text, "Done.");
-        let lanes: Vec<_> = r1
-            .lanes
-            .iter()
-            .map(|l| (l.agent.as_str(), l.text.as_str()))
-            .collect();
+        let lanes: Vec<_> = r1.lanes.iter().map(|l| (l.agent.as_str(), l.text.as_str())).collect();
         assert_eq!(lanes, [("flights", "LH 400"), ("hotels", "Hotel A")]);
         assert_eq!(r1.lanes[0].progress, ["searching"]);
         assert_eq!(

@@ -116,10 +116,7 @@ pub enum Output {
     /// The connection state changed.
     State(StateChange),
     /// Something happened on a subscription.
-    Event {
-        sub: SubId,
-        event: SubscriptionEvent,
-    },
+    Event { sub: SubId, event: SubscriptionEvent },
     /// An append was resolved.
     Appended {
         id: AppendId,
@@ -230,12 +227,7 @@ impl ClientCore {
         self.next_id
     }
 
-    fn set_state(
-        &mut self,
-        state: ConnectionState,
-        reason: impl Into<String>,
-        retry_in_ms: Option<u64>,
-    ) {
+    fn set_state(&mut self, state: ConnectionState, reason: impl Into<String>, retry_in_ms: Option<u64>) {
         let previous = self.state;
         self.state = state;
         self.outputs.push_back(Output::State(StateChange {
@@ -350,10 +342,7 @@ impl ClientCore {
                 closed,
             } => self.on_events(&sub, messages, &next, up_to_date, closed),
             ServerMsg::Ack {
-                req,
-                offset,
-                duplicate,
-                ..
+                req, offset, duplicate, ..
             } => {
                 if let Some(id) = self.creates.remove(&req) {
                     self.created(id);
@@ -379,10 +368,7 @@ impl ClientCore {
                         // It exists, with another configuration: read it anyway.
                         self.created(id);
                     } else {
-                        self.end_sub(
-                            id,
-                            SubscriptionEvent::Error(ClientError::new(code.as_str(), message)),
-                        );
+                        self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
                     }
                 } else if let Some((resolved, retry)) = self.outbox.on_error(&req, code, &message) {
                     self.resolve(resolved);
@@ -403,14 +389,7 @@ impl ClientCore {
         }
     }
 
-    fn on_events(
-        &mut self,
-        wire: &str,
-        messages: Vec<Message>,
-        next: &str,
-        up_to_date: bool,
-        closed: bool,
-    ) {
+    fn on_events(&mut self, wire: &str, messages: Vec<Message>, next: &str, up_to_date: bool, closed: bool) {
         let Some(&id) = self.by_wire.get(wire) else {
             return;
         };
@@ -437,10 +416,7 @@ impl ClientCore {
             return;
         };
         if code != ErrorCode::Gone {
-            self.end_sub(
-                id,
-                SubscriptionEvent::Error(ClientError::new(code.as_str(), message)),
-            );
+            self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
             return;
         }
         let Some(sub) = self.subs.get_mut(&id) else {
@@ -476,9 +452,7 @@ impl ClientCore {
     /// The connection closed or failed to open.
     pub fn on_close(&mut self, now: u64, reason: &str) {
         match self.state {
-            ConnectionState::Closed
-            | ConnectionState::Disconnected
-            | ConnectionState::Suspended => return,
+            ConnectionState::Closed | ConnectionState::Disconnected | ConnectionState::Suspended => return,
             ConnectionState::Connected | ConnectionState::Connecting => {}
         }
         if self.state == ConnectionState::Connecting {
@@ -537,9 +511,7 @@ impl ClientCore {
     }
 
     fn drop_link(&mut self, now: u64, reason: &str) {
-        self.outputs.push_back(Output::Disconnect {
-            reason: reason.into(),
-        });
+        self.outputs.push_back(Output::Disconnect { reason: reason.into() });
         self.on_close(now, reason);
     }
 
@@ -623,10 +595,7 @@ impl ClientCore {
         if self.state == ConnectionState::Closed {
             return;
         }
-        if matches!(
-            self.state,
-            ConnectionState::Connected | ConnectionState::Connecting
-        ) {
+        if matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting) {
             self.outputs.push_back(Output::Disconnect {
                 reason: "closed by app".into(),
             });

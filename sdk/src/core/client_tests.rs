@@ -152,14 +152,8 @@ fn long_outages_become_suspended_and_online_retries_at_once() {
         c.on_timer(now);
         c.on_close(now, "refused");
         let out = drain(&mut c);
-        if states(&out)
-            .iter()
-            .any(|(s, _)| *s == ConnectionState::Suspended)
-        {
-            assert_eq!(
-                states(&out).last(),
-                Some(&(ConnectionState::Suspended, Some(1_000)))
-            );
+        if states(&out).iter().any(|(s, _)| *s == ConnectionState::Suspended) {
+            assert_eq!(states(&out).last(), Some(&(ConnectionState::Suspended, Some(1_000))));
             break;
         }
         assert!(now < 20_000, "suspends after 10 s");
@@ -237,15 +231,11 @@ fn subscriptions_resume_from_their_last_offset_exactly_once() {
     assert_eq!(delivered(&out), ["01", "02", "03"]);
     assert!(out.contains(&Output::Event {
         sub: a,
-        event: SubscriptionEvent::UpToDate {
-            offset: "03".into()
-        }
+        event: SubscriptionEvent::UpToDate { offset: "03".into() }
     }));
     assert!(out.contains(&Output::Event {
         sub: b,
-        event: SubscriptionEvent::UpToDate {
-            offset: "00".into()
-        }
+        event: SubscriptionEvent::UpToDate { offset: "00".into() }
     }));
 
     // Drop and reconnect: each subscription resumes from its own offset.
@@ -281,10 +271,7 @@ fn frames_for_unknown_or_ended_subscriptions_are_ignored() {
     let a = c.subscribe("a", SubscribeOptions::default());
     drain(&mut c);
     c.unsubscribe(a);
-    assert_eq!(
-        sent(&drain(&mut c)),
-        [ClientMsg::Unsubscribe { sub: "s1".into() }]
-    );
+    assert_eq!(sent(&drain(&mut c)), [ClientMsg::Unsubscribe { sub: "s1".into() }]);
     c.on_frame(1, events("s1", &["01"], true));
     c.on_frame(1, events("zz", &["01"], true));
     assert!(delivered(&drain(&mut c)).is_empty());
@@ -342,9 +329,7 @@ fn gone_resets_per_policy_and_errors_end_the_subscription() {
     let out = drain(&mut c);
     assert!(out.contains(&Output::Event {
         sub: b,
-        event: SubscriptionEvent::Reset {
-            reason: "gone".into()
-        }
+        event: SubscriptionEvent::Reset { reason: "gone".into() }
     }));
     assert!(sent(&out).is_empty());
     c.on_frame(
@@ -396,16 +381,11 @@ fn create_is_confirmed_before_subscribing() {
             closed: false,
         },
     );
-    assert!(
-        matches!(&sent(&drain(&mut c))[..], [ClientMsg::Subscribe { offset, .. }] if offset == "-1")
-    );
+    assert!(matches!(&sent(&drain(&mut c))[..], [ClientMsg::Subscribe { offset, .. }] if offset == "-1"));
     // After a reconnect it is not created again.
     c.on_close(2, "drop");
     c.on_open(3);
-    assert!(matches!(
-        &sent(&drain(&mut c))[..],
-        [ClientMsg::Subscribe { .. }]
-    ));
+    assert!(matches!(&sent(&drain(&mut c))[..], [ClientMsg::Subscribe { .. }]));
 }
 
 #[test]
@@ -419,9 +399,7 @@ fn appends_wait_while_offline_and_retry_without_duplicates() {
     let first = sent(&drain(&mut c));
     let [
         ClientMsg::Append {
-            req,
-            producer: Some(p),
-            ..
+            req, producer: Some(p), ..
         },
     ] = &first[..]
     else {
@@ -456,12 +434,7 @@ fn appends_wait_while_offline_and_retry_without_duplicates() {
     assert_eq!(c.pending_appends(), 0);
     // The next append uses the next seq.
     c.append("s", "{}".into());
-    let [
-        ClientMsg::Append {
-            producer: Some(p), ..
-        },
-    ] = &sent(&drain(&mut c))[..]
-    else {
+    let [ClientMsg::Append { producer: Some(p), .. }] = &sent(&drain(&mut c))[..] else {
         panic!()
     };
     assert_eq!((p.epoch, p.seq), (0, 1));

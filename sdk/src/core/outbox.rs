@@ -125,8 +125,8 @@ impl Outbox {
             let mut items = Vec::new();
             let mut body = String::from("[");
             while let Some((_, json)) = stream.queue.front() {
-                let fits = items.is_empty()
-                    || (body.len() + json.len() < MAX_BATCH_BYTES && items.len() < MAX_BATCH_ITEMS);
+                let fits =
+                    items.is_empty() || (body.len() + json.len() < MAX_BATCH_BYTES && items.len() < MAX_BATCH_ITEMS);
                 if !fits {
                     break;
                 }
@@ -178,27 +178,15 @@ impl Outbox {
             offset: offset.to_owned(),
             duplicate,
         };
-        Some(
-            flight
-                .items
-                .into_iter()
-                .map(|id| (id, Ok(ack.clone())))
-                .collect(),
-        )
+        Some(flight.items.into_iter().map(|id| (id, Ok(ack.clone()))).collect())
     }
 
     /// An `error` for `req`. A fenced or out-of-sequence producer starts a
     /// new epoch and resends (returned as the frame); other errors fail the
     /// batch's appends. `None` when the request is not ours.
-    pub fn on_error(
-        &mut self,
-        req: &str,
-        code: ErrorCode,
-        message: &str,
-    ) -> Option<(Resolved, Option<ClientMsg>)> {
+    pub fn on_error(&mut self, req: &str, code: ErrorCode, message: &str) -> Option<(Resolved, Option<ClientMsg>)> {
         let (path, mut flight) = self.take_flight(req)?;
-        let retry = matches!(code, ErrorCode::SeqGap | ErrorCode::Forbidden)
-            && flight.bumps < MAX_EPOCH_BUMPS;
+        let retry = matches!(code, ErrorCode::SeqGap | ErrorCode::Forbidden) && flight.bumps < MAX_EPOCH_BUMPS;
         if retry {
             let new_req = self.new_req();
             let stream = self.streams.get_mut(&path).expect("exists");
@@ -215,11 +203,7 @@ impl Outbox {
         }
         let error = ClientError::new(code.as_str(), message);
         Some((
-            flight
-                .items
-                .into_iter()
-                .map(|id| (id, Err(error.clone())))
-                .collect(),
+            flight.items.into_iter().map(|id| (id, Err(error.clone()))).collect(),
             None,
         ))
     }
@@ -294,10 +278,7 @@ mod tests {
         // The server saw it the first time: a duplicate ack resolves it once.
         let done = o.on_ack(&req, "o1", true).unwrap();
         assert_eq!(done.len(), 1);
-        assert!(
-            o.on_ack(&req, "o1", true).is_none(),
-            "a second ack is ignored"
-        );
+        assert!(o.on_ack(&req, "o1", true).is_none(), "a second ack is ignored");
         assert!(o.resend().is_empty());
     }
 
@@ -306,9 +287,7 @@ mod tests {
         let mut o = Outbox::new("p".into());
         o.push("s", 1, "1".into());
         let (req, ..) = producer_of(&o.ready()[0]);
-        let (done, retry) = o
-            .on_error(&req, ErrorCode::NotFound, "stream not found")
-            .unwrap();
+        let (done, retry) = o.on_error(&req, ErrorCode::NotFound, "stream not found").unwrap();
         assert!(retry.is_none());
         assert_eq!(done[0].1.as_ref().unwrap_err().code, "not_found");
         o.push("s", 2, "2".into());
@@ -321,9 +300,7 @@ mod tests {
         let mut o = Outbox::new("p".into());
         o.push("s", 1, "1".into());
         let (req, ..) = producer_of(&o.ready()[0]);
-        let (done, retry) = o
-            .on_error(&req, ErrorCode::Forbidden, "stale epoch")
-            .unwrap();
+        let (done, retry) = o.on_error(&req, ErrorCode::Forbidden, "stale epoch").unwrap();
         assert!(done.is_empty());
         let (req2, epoch, seq, _) = producer_of(&retry.unwrap());
         assert_eq!((epoch, seq), (1, 0));

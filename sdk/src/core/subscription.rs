@@ -72,14 +72,20 @@ impl Cursor {
     /// Keeps only messages after the last offset, in order, and advances.
     /// `next` (the frame's resume offset) also advances the cursor, which
     /// pins down where a `now` subscription started.
+    ///
+    /// Messages with an empty offset (transports that only know a batch's
+    /// end, such as HTTP) are kept when the batch as a whole is new, and
+    /// are given the batch's `next` offset.
     pub fn accept(&mut self, messages: Vec<Message>, next: &str) -> Vec<Message> {
+        let batch_is_new = self.last.as_deref().is_none_or(|last| next > last);
         let mut fresh = Vec::with_capacity(messages.len());
-        for m in messages {
-            if self
-                .last
-                .as_deref()
-                .is_none_or(|last| m.offset.as_str() > last)
-            {
+        for mut m in messages {
+            if m.offset.is_empty() {
+                if batch_is_new {
+                    m.offset = next.to_owned();
+                    fresh.push(m);
+                }
+            } else if self.last.as_deref().is_none_or(|last| m.offset.as_str() > last) {
                 self.last = Some(m.offset.clone());
                 fresh.push(m);
             }
@@ -139,6 +145,18 @@ mod tests {
         assert_eq!(c.resume_from(), "now");
         assert!(c.accept(vec![], "07").is_empty());
         assert_eq!(c.resume_from(), "07", "a reconnect resumes where now was");
+    }
+
+    #[test]
+    fn batches_without_per_message_offsets_are_new_or_not_as_a_whole() {
+        let mut c = Cursor::new(StartFrom::Beginning);
+        let got = c.accept(vec![msg(""), msg("")], "02");
+        assert_eq!(offsets(&got), ["02", "02"]);
+        assert!(
+            c.accept(vec![msg(""), msg("")], "02").is_empty(),
+            "the same batch again"
+        );
+        assert_eq!(offsets(&c.accept(vec![msg("")], "03")), ["03"]);
     }
 
     #[test]

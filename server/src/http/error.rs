@@ -4,9 +4,7 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::headers::{
-    PRODUCER_EPOCH, PRODUCER_EXPECTED_SEQ, PRODUCER_RECEIVED_SEQ, STREAM_CLOSED, STREAM_NEXT_OFFSET,
-};
+use super::headers::{PRODUCER_EPOCH, PRODUCER_EXPECTED_SEQ, PRODUCER_RECEIVED_SEQ, STREAM_CLOSED, STREAM_NEXT_OFFSET};
 use crate::offset::format_offset;
 use crate::storage::StoreError;
 
@@ -46,9 +44,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
         match e {
-            StoreError::NotFound | StoreError::ForkSourceNotFound => {
-                Self::new(StatusCode::NOT_FOUND, message)
-            }
+            StoreError::NotFound | StoreError::ForkSourceNotFound => Self::new(StatusCode::NOT_FOUND, message),
             StoreError::Gone => Self::new(StatusCode::GONE, message),
             StoreError::Closed { tail } => Self::new(StatusCode::CONFLICT, message)
                 .with_header(STREAM_CLOSED, "true")
@@ -63,9 +59,7 @@ impl From<StoreError> for ApiError {
             StoreError::SeqGap { expected, received } => Self::new(StatusCode::CONFLICT, message)
                 .with_header(PRODUCER_EXPECTED_SEQ, expected)
                 .with_header(PRODUCER_RECEIVED_SEQ, received),
-            StoreError::BadRequest(_) | StoreError::OffsetBeyondTail => {
-                Self::new(StatusCode::BAD_REQUEST, message)
-            }
+            StoreError::BadRequest(_) | StoreError::OffsetBeyondTail => Self::new(StatusCode::BAD_REQUEST, message),
             StoreError::Internal(detail) => {
                 tracing::error!(%detail, "storage failure");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")

@@ -13,8 +13,7 @@ pub const STREAM_CLOSED: HeaderName = HeaderName::from_static("stream-closed");
 pub const STREAM_TTL: HeaderName = HeaderName::from_static("stream-ttl");
 pub const STREAM_EXPIRES_AT: HeaderName = HeaderName::from_static("stream-expires-at");
 pub const STREAM_SEQ: HeaderName = HeaderName::from_static("stream-seq");
-pub const STREAM_SSE_DATA_ENCODING: HeaderName =
-    HeaderName::from_static("stream-sse-data-encoding");
+pub const STREAM_SSE_DATA_ENCODING: HeaderName = HeaderName::from_static("stream-sse-data-encoding");
 pub const STREAM_FORKED_FROM: HeaderName = HeaderName::from_static("stream-forked-from");
 pub const STREAM_FORK_OFFSET: HeaderName = HeaderName::from_static("stream-fork-offset");
 pub const STREAM_FORK_SUB_OFFSET: HeaderName = HeaderName::from_static("stream-fork-sub-offset");
@@ -53,8 +52,7 @@ pub fn text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a 
 /// A non-negative decimal integer with no sign, no leading zeros, no
 /// fraction and no exponent.
 pub fn strict_uint(s: &str) -> Option<u64> {
-    let canonical =
-        s == "0" || (!s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
+    let canonical = s == "0" || (!s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
     if canonical { s.parse().ok() } else { None }
 }
 
@@ -86,16 +84,12 @@ pub fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
             time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
                 .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
                 .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "Stream-Expires-At must be an RFC 3339 timestamp, got {v:?}"
-                    ))
+                    ApiError::bad_request(format!("Stream-Expires-At must be an RFC 3339 timestamp, got {v:?}"))
                 })
         })
         .transpose()?;
     match (ttl, at) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "send Stream-TTL or Stream-Expires-At, not both",
-        )),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("send Stream-TTL or Stream-Expires-At, not both")),
         (Some(ttl), None) => Ok(Expiry::Ttl(ttl)),
         (None, Some(at)) => Ok(Expiry::At(at)),
         (None, None) => Ok(Expiry::Never),
@@ -124,9 +118,7 @@ pub fn producer(headers: &HeaderMap) -> Result<Option<Producer>, ApiError> {
 /// `Stream-Fork-Offset`, a concrete offset.
 pub fn fork_offset(headers: &HeaderMap) -> Result<Option<Pos>, ApiError> {
     text(headers, &STREAM_FORK_OFFSET)?
-        .map(|v| {
-            parse_offset(v).map_err(|e| ApiError::bad_request(format!("Stream-Fork-Offset: {e}")))
-        })
+        .map(|v| parse_offset(v).map_err(|e| ApiError::bad_request(format!("Stream-Fork-Offset: {e}"))))
         .transpose()
 }
 
@@ -167,10 +159,7 @@ mod tests {
 
     #[test]
     fn ttl_and_expiry_are_exclusive() {
-        assert_eq!(
-            expiry(&map(&[(&STREAM_TTL, "60")])).unwrap(),
-            Expiry::Ttl(60)
-        );
+        assert_eq!(expiry(&map(&[(&STREAM_TTL, "60")])).unwrap(), Expiry::Ttl(60));
         assert!(
             expiry(&map(&[
                 (&STREAM_TTL, "60"),

@@ -118,9 +118,7 @@ pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
         seg == "." || seg == ".."
     };
     if path.split('/').any(dots) {
-        return Err(ApiError::bad_request(
-            "stream path must not contain . or .. segments",
-        ));
+        return Err(ApiError::bad_request("stream path must not contain . or .. segments"));
     }
     Ok(())
 }
@@ -141,10 +139,7 @@ fn preflight(req: &Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&allow_headers) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     res
 }
 
@@ -155,18 +150,12 @@ async fn common_headers(req: Request<Body>, next: Next) -> Response {
     let started = std::time::Instant::now();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(headers::EXPOSED),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("cross-origin"),
@@ -181,21 +170,10 @@ mod tests {
 
     #[test]
     fn stream_paths() {
-        assert_eq!(
-            stream_path("/v1/stream/sessions/abc").unwrap(),
-            "sessions/abc"
-        );
+        assert_eq!(stream_path("/v1/stream/sessions/abc").unwrap(), "sessions/abc");
         assert!(stream_path("/v1/stream/").is_err());
-        for bad in [
-            "/v1/stream/a/../b",
-            "/v1/stream/./a",
-            "/v1/stream/a/%2E%2e/b",
-        ] {
-            assert_eq!(
-                stream_path(bad).unwrap_err().status,
-                StatusCode::BAD_REQUEST,
-                "{bad}"
-            );
+        for bad in ["/v1/stream/a/../b", "/v1/stream/./a", "/v1/stream/a/%2E%2e/b"] {
+            assert_eq!(stream_path(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
         }
         assert!(stream_path(&format!("/v1/stream/{}", "x".repeat(MAX_PATH_BYTES + 1))).is_err());
     }

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::headers::{
-    STREAM_CLOSED, STREAM_CURSOR, STREAM_EXPIRES_AT, STREAM_NEXT_OFFSET, STREAM_SSE_DATA_ENCODING,
-    STREAM_TTL, STREAM_UP_TO_DATE,
+    STREAM_CLOSED, STREAM_CURSOR, STREAM_EXPIRES_AT, STREAM_NEXT_OFFSET, STREAM_SSE_DATA_ENCODING, STREAM_TTL,
+    STREAM_UP_TO_DATE,
 };
 use super::{ApiError, AppState};
 use crate::cursor::next_cursor;
@@ -46,8 +46,7 @@ fn parse_query(query: Option<&str>) -> Result<ReadQuery, ApiError> {
                 if offset.is_some() {
                     return Err(ApiError::bad_request("offset is given more than once"));
                 }
-                offset =
-                    Some(parse_start(&value).map_err(|e| ApiError::bad_request(e.to_string()))?);
+                offset = Some(parse_start(&value).map_err(|e| ApiError::bad_request(e.to_string()))?);
             }
             "live" => {
                 if live.is_some() {
@@ -74,11 +73,7 @@ fn parse_query(query: Option<&str>) -> Result<ReadQuery, ApiError> {
             "live reads need an offset (use -1 for the beginning)",
         ));
     }
-    Ok(ReadQuery {
-        offset,
-        live,
-        cursor,
-    })
+    Ok(ReadQuery { offset, live, cursor })
 }
 
 fn set(h: &mut HeaderMap, name: header::HeaderName, value: impl AsRef<str>) {
@@ -95,10 +90,7 @@ fn expiry_headers(h: &mut HeaderMap, expiry: Expiry) {
         Expiry::At(ms) => {
             let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
                 .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                });
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
             if let Some(at) = at {
                 set(h, STREAM_EXPIRES_AT, at);
             }
@@ -172,20 +164,15 @@ fn chunk_headers(h: &mut HeaderMap, chunk: &Chunk) {
 
 fn etag(chunk: &Chunk) -> String {
     let closed = if at_eof(chunk) { ":c" } else { "" };
-    format!(
-        "\"{}:{}:{}{closed}\"",
-        chunk.info.id, chunk.start, chunk.next
-    )
+    format!("\"{}:{}:{}{closed}\"", chunk.info.id, chunk.start, chunk.next)
 }
 
 fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
-    if_none_match
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
-        })
+    if_none_match.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+    })
 }
 
 fn cursor_header(h: &mut HeaderMap, client: Option<u64>) {
@@ -196,12 +183,7 @@ fn cursor_value(client: Option<u64>) -> u64 {
     next_cursor(rules::now_ms(), client, rand::random_range(1..=3600))
 }
 
-async fn catch_up(
-    state: AppState,
-    path: String,
-    from: StartAt,
-    req_headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+async fn catch_up(state: AppState, path: String, from: StartAt, req_headers: &HeaderMap) -> Result<Response, ApiError> {
     let chunk = state
         .storage
         .read(Read {
@@ -231,11 +213,7 @@ async fn catch_up(
     set(
         h,
         header::CACHE_CONTROL,
-        if chunk.pieces.is_empty() {
-            "no-store"
-        } else {
-            CACHEABLE
-        },
+        if chunk.pieces.is_empty() { "no-store" } else { CACHEABLE },
     );
     Ok(res)
 }
@@ -255,12 +233,7 @@ fn no_content(info: &StreamInfo, cursor: Option<u64>) -> Response {
     res
 }
 
-async fn long_poll(
-    state: AppState,
-    path: String,
-    from: StartAt,
-    cursor: Option<u64>,
-) -> Result<Response, ApiError> {
+async fn long_poll(state: AppState, path: String, from: StartAt, cursor: Option<u64>) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.config.long_poll_timeout;
     let mut feed = state.storage.changes(&path);
     let mut from = from;
@@ -327,11 +300,7 @@ fn control_event(out: &mut BytesMut, chunk: &Chunk, cursor: &mut Option<u64>) {
             control.insert("upToDate".into(), true.into());
         }
     }
-    sse_event(
-        out,
-        "control",
-        &serde_json::Value::Object(control).to_string(),
-    );
+    sse_event(out, "control", &serde_json::Value::Object(control).to_string());
 }
 
 /// A `data` event carrying a chunk: JSON arrays and text as is, anything
@@ -342,20 +311,11 @@ fn data_event(out: &mut BytesMut, chunk: &Chunk) {
         let text = String::from_utf8_lossy(&body);
         sse_event(out, "data", &text.replace("\r\n", "\n").replace('\r', "\n"));
     } else {
-        sse_event(
-            out,
-            "data",
-            &base64::engine::general_purpose::STANDARD.encode(&body),
-        );
+        sse_event(out, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
     }
 }
 
-async fn sse(
-    state: AppState,
-    path: String,
-    from: StartAt,
-    cursor: Option<u64>,
-) -> Result<Response, ApiError> {
+async fn sse(state: AppState, path: String, from: StartAt, cursor: Option<u64>) -> Result<Response, ApiError> {
     let mut feed = state.storage.changes(&path);
     // The first read happens before the response starts, so a missing
     // stream is an ordinary 404.
@@ -441,7 +401,5 @@ async fn sse(
 fn tokio_stream_from(
     rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }

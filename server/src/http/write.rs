@@ -7,8 +7,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::headers::{
-    self, PRODUCER_EPOCH, PRODUCER_SEQ, STREAM_CLOSED, STREAM_FORKED_FROM, STREAM_NEXT_OFFSET,
-    STREAM_SEQ,
+    self, PRODUCER_EPOCH, PRODUCER_SEQ, STREAM_CLOSED, STREAM_FORKED_FROM, STREAM_NEXT_OFFSET, STREAM_SEQ,
 };
 use super::{ApiError, AppState, STREAM_PREFIX, source_path};
 use crate::offset::format_offset;
@@ -36,8 +35,7 @@ async fn body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Ap
         return Err(too_large());
     }
     to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             too_large()
         } else {
             ApiError::bad_request(format!("could not read the request body: {e}"))
@@ -69,9 +67,7 @@ pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<R
             offset: headers::fork_offset(h)?,
             sub_offset: headers::fork_sub_offset(h)?,
         }),
-        None if h.contains_key(headers::STREAM_FORK_OFFSET)
-            || h.contains_key(headers::STREAM_FORK_SUB_OFFSET) =>
-        {
+        None if h.contains_key(headers::STREAM_FORK_OFFSET) || h.contains_key(headers::STREAM_FORK_SUB_OFFSET) => {
             return Err(ApiError::bad_request(
                 "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
             ));
@@ -111,11 +107,7 @@ pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<R
 }
 
 /// `POST`: append (with optional producer and `Stream-Seq`) and/or close.
-pub(super) async fn post(
-    state: AppState,
-    path: String,
-    req: Request,
-) -> Result<Response, ApiError> {
+pub(super) async fn post(state: AppState, path: String, req: Request) -> Result<Response, ApiError> {
     let (parts, raw) = req.into_parts();
     let h = &parts.headers;
     let append = Append {

@@ -18,9 +18,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
-use durable_session_protocol::ws::{
-    ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close,
-};
+use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
@@ -29,16 +27,11 @@ use tokio::time::Instant;
 
 use super::{AppState, validate_path};
 use crate::offset::{Pos, StartAt, format_offset, parse_start};
-use crate::storage::{
-    Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules,
-};
+use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules};
 
 /// `GET /v1/ws`: upgrades to the WebSocket protocol.
 pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    let hard_limit = state
-        .config
-        .max_body_bytes
-        .max(state.config.ws_max_frame_bytes);
+    let hard_limit = state.config.max_body_bytes.max(state.config.ws_max_frame_bytes);
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| run(state, socket))
@@ -76,10 +69,7 @@ impl Outbox {
         let len = json.len();
         let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.limit.saturating_mul(2) {
-            self.close(
-                close::SLOW_CONSUMER,
-                "slow consumer: resume from your offsets",
-            );
+            self.close(close::SLOW_CONSUMER, "slow consumer: resume from your offsets");
             return Err(Disconnected);
         }
         self.tx.send(Out::Frame(json)).map_err(|_| Disconnected)
@@ -93,10 +83,7 @@ impl Outbox {
                 break;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                self.close(
-                    close::SLOW_CONSUMER,
-                    "slow consumer: resume from your offsets",
-                );
+                self.close(close::SLOW_CONSUMER, "slow consumer: resume from your offsets");
                 return Err(Disconnected);
             }
         }
@@ -108,12 +95,7 @@ impl Outbox {
     }
 }
 
-fn error_frame(
-    sub: Option<&str>,
-    req: Option<&str>,
-    code: ErrorCode,
-    message: impl Into<String>,
-) -> ServerMsg {
+fn error_frame(sub: Option<&str>, req: Option<&str>, code: ErrorCode, message: impl Into<String>) -> ServerMsg {
     ServerMsg::Error {
         sub: sub.map(str::to_owned),
         req: req.map(str::to_owned),
@@ -342,22 +324,16 @@ impl Connection {
             ));
         }
         if let Err(e) = validate_path(&path) {
-            return self.outbox.send(&error_frame(
-                Some(&sub),
-                None,
-                ErrorCode::BadRequest,
-                e.message,
-            ));
+            return self
+                .outbox
+                .send(&error_frame(Some(&sub), None, ErrorCode::BadRequest, e.message));
         }
         let from = match parse_start(offset) {
             Ok(from) => from,
             Err(e) => {
-                return self.outbox.send(&error_frame(
-                    Some(&sub),
-                    None,
-                    ErrorCode::BadOffset,
-                    e.to_string(),
-                ));
+                return self
+                    .outbox
+                    .send(&error_frame(Some(&sub), None, ErrorCode::BadOffset, e.to_string()));
             }
         };
         let task = tokio::spawn(deliver(
@@ -486,12 +462,7 @@ fn spawn_append_worker(state: AppState, outbox: Outbox) -> mpsc::UnboundedSender
     tx
 }
 
-async fn create(
-    state: &AppState,
-    req: String,
-    path: String,
-    content_type: Option<String>,
-) -> ServerMsg {
+async fn create(state: &AppState, req: String, path: String, content_type: Option<String>) -> ServerMsg {
     if let Err(e) = validate_path(&path) {
         return error_frame(None, Some(&req), ErrorCode::BadRequest, e.message);
     }
@@ -518,12 +489,7 @@ async fn create(
                 closed: created.info.closed,
             }
         }
-        Err(e) => error_frame(
-            None,
-            Some(&req),
-            store_error_code(&e),
-            store_error_message(&e),
-        ),
+        Err(e) => error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e)),
     }
 }
 
@@ -541,26 +507,16 @@ async fn append(
     // JSON payloads name their content type; text and bytes take the stream's.
     let (content_type, body) = match payload {
         None => (None, Bytes::new()),
-        Some(Payload::Json(v)) => (
-            Some("application/json".to_owned()),
-            Bytes::from(v.get().to_owned()),
-        ),
+        Some(Payload::Json(v)) => (Some("application/json".to_owned()), Bytes::from(v.get().to_owned())),
         Some(other) => {
             let info = match state.storage.head(&path).await {
                 Ok(info) => info,
                 Err(e) => {
-                    return error_frame(
-                        None,
-                        Some(&req),
-                        store_error_code(&e),
-                        store_error_message(&e),
-                    );
+                    return error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e));
                 }
             };
             let body = match other {
-                Payload::Text(t) if rules::is_text(&info.content_type) && !info.is_json() => {
-                    Bytes::from(t)
-                }
+                Payload::Text(t) if rules::is_text(&info.content_type) && !info.is_json() => Bytes::from(t),
                 Payload::Base64(b) if !rules::is_text(&info.content_type) => {
                     match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
                         Ok(bytes) => Bytes::from(bytes),
@@ -590,12 +546,7 @@ async fn append(
         }
     };
     if producer.as_ref().is_some_and(|p| p.id.is_empty()) {
-        return error_frame(
-            None,
-            Some(&req),
-            ErrorCode::BadRequest,
-            "producer.id must not be empty",
-        );
+        return error_frame(None, Some(&req), ErrorCode::BadRequest, "producer.id must not be empty");
     }
     if body.is_empty() && !close {
         return error_frame(
@@ -627,11 +578,6 @@ async fn append(
             duplicate: appended.duplicate,
             closed: appended.info.closed,
         },
-        Err(e) => error_frame(
-            None,
-            Some(&req),
-            store_error_code(&e),
-            store_error_message(&e),
-        ),
+        Err(e) => error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e)),
     }
 }

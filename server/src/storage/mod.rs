@@ -190,10 +190,7 @@ impl std::fmt::Display for StoreError {
                 write!(f, "producer epoch is stale (current epoch is {current})")
             }
             Self::SeqGap { expected, received } => {
-                write!(
-                    f,
-                    "producer seq gap: expected {expected}, received {received}"
-                )
+                write!(f, "producer seq gap: expected {expected}, received {received}")
             }
             Self::BadRequest(msg) => f.write_str(msg),
             Self::OffsetBeyondTail => f.write_str("offset is beyond the tail of the stream"),

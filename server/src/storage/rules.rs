@@ -58,36 +58,27 @@ pub struct Pieces {
 pub fn split_body(json: bool, body: &Bytes, allow_empty_array: bool) -> Result<Pieces, StoreError> {
     if !json {
         return Ok(Pieces {
-            pieces: if body.is_empty() {
-                vec![]
-            } else {
-                vec![body.clone()]
-            },
+            pieces: if body.is_empty() { vec![] } else { vec![body.clone()] },
             len: body.len() as Pos,
         });
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return if allow_empty_array {
-            Ok(Pieces {
-                pieces: vec![],
-                len: 0,
-            })
+            Ok(Pieces { pieces: vec![], len: 0 })
         } else {
             Err(StoreError::BadRequest("empty body".into()))
         };
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| StoreError::BadRequest("invalid JSON: body is not UTF-8".into()))?;
-    let value: &RawValue = serde_json::from_str(text)
-        .map_err(|e| StoreError::BadRequest(format!("invalid JSON: {e}")))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| StoreError::BadRequest("invalid JSON: body is not UTF-8".into()))?;
+    let value: &RawValue =
+        serde_json::from_str(text).map_err(|e| StoreError::BadRequest(format!("invalid JSON: {e}")))?;
     let raw = value.get();
     let messages: Vec<&str> = if raw.starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(raw)
-            .map_err(|e| StoreError::BadRequest(format!("invalid JSON: {e}")))?;
+        let items: Vec<&RawValue> =
+            serde_json::from_str(raw).map_err(|e| StoreError::BadRequest(format!("invalid JSON: {e}")))?;
         if items.is_empty() && !allow_empty_array {
-            return Err(StoreError::BadRequest(
-                "empty JSON array: nothing to append".into(),
-            ));
+            return Err(StoreError::BadRequest("empty JSON array: nothing to append".into()));
         }
         items.into_iter().map(RawValue::get).collect()
     } else {
@@ -122,10 +113,7 @@ pub enum ProducerVerdict {
 /// assert_eq!(check_producer(Some((0, 1)), &p(0, 1)), Ok(ProducerVerdict::Duplicate { last_seq: 1 }));
 /// assert!(check_producer(Some((1, 0)), &p(0, 2)).is_err()); // stale epoch
 /// ```
-pub fn check_producer(
-    stored: Option<(u64, u64)>,
-    req: &Producer,
-) -> Result<ProducerVerdict, StoreError> {
+pub fn check_producer(stored: Option<(u64, u64)>, req: &Producer) -> Result<ProducerVerdict, StoreError> {
     match stored {
         None if req.seq == 0 => Ok(ProducerVerdict::Accept),
         None => Err(StoreError::SeqGap {
@@ -155,9 +143,7 @@ pub fn check_producer(
 /// Checks a `Stream-Seq` against the last one accepted (byte-wise order).
 pub fn check_stream_seq(last: Option<&str>, next: &str) -> Result<(), StoreError> {
     match last {
-        Some(last) if next.as_bytes() <= last.as_bytes() => Err(StoreError::SeqRegression {
-            last: last.to_owned(),
-        }),
+        Some(last) if next.as_bytes() <= last.as_bytes() => Err(StoreError::SeqRegression { last: last.to_owned() }),
         _ => Ok(()),
     }
 }
@@ -226,10 +212,7 @@ mod tests {
     #[test]
     fn invalid_json_is_a_bad_request() {
         for bad in ["{", "[1,]", "nope", "{\"a\":1}}"] {
-            assert!(
-                matches!(json(bad, false), Err(StoreError::BadRequest(_))),
-                "{bad}"
-            );
+            assert!(matches!(json(bad, false), Err(StoreError::BadRequest(_))), "{bad}");
         }
     }
 
@@ -263,18 +246,12 @@ mod tests {
             check_producer(Some((2, 5)), &p(3, 1)),
             Err(StoreError::BadRequest(_))
         ));
-        assert_eq!(
-            check_producer(Some((2, 5)), &p(3, 0)),
-            Ok(ProducerVerdict::Accept)
-        );
+        assert_eq!(check_producer(Some((2, 5)), &p(3, 0)), Ok(ProducerVerdict::Accept));
         assert_eq!(
             check_producer(Some((2, 5)), &p(2, 3)),
             Ok(ProducerVerdict::Duplicate { last_seq: 5 })
         );
-        assert_eq!(
-            check_producer(Some((2, 5)), &p(2, 6)),
-            Ok(ProducerVerdict::Accept)
-        );
+        assert_eq!(check_producer(Some((2, 5)), &p(2, 6)), Ok(ProducerVerdict::Accept));
         assert_eq!(
             check_producer(Some((2, 5)), &p(2, 8)),
             Err(StoreError::SeqGap {
@@ -290,10 +267,7 @@ mod tests {
         assert!(check_stream_seq(Some("a"), "b").is_ok());
         assert!(check_stream_seq(Some("b"), "b").is_err());
         assert!(check_stream_seq(Some("b"), "a").is_err());
-        assert!(
-            check_stream_seq(Some("9"), "10").is_err(),
-            "lexicographic, not numeric"
-        );
+        assert!(check_stream_seq(Some("9"), "10").is_err(), "lexicographic, not numeric");
     }
 
     #[test]

@@ -23,8 +23,7 @@ use tokio::sync::oneshot;
 
 use super::rules::{self, ProducerVerdict};
 use super::{
-    Append, Appended, Chunk, CreateStream, Created, Expiry, Read, Storage, StoreError, StoreResult,
-    StreamInfo,
+    Append, Appended, Chunk, CreateStream, Created, Expiry, Read, Storage, StoreError, StoreResult, StreamInfo,
 };
 use crate::changes::{ChangeFeed, ChangeHub};
 use crate::offset::{Pos, StartAt};
@@ -150,11 +149,9 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn find(conn: &Connection, path: &str) -> StoreResult<Option<Row>> {
-    conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS} FROM streams WHERE path = ?1"
-    ))
-    .and_then(|mut st| st.query_row([path], Row::from_sql).optional())
-    .map_err(internal)
+    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE path = ?1"))
+        .and_then(|mut st| st.query_row([path], Row::from_sql).optional())
+        .map_err(internal)
 }
 
 fn find_by_id(conn: &Connection, id: i64) -> StoreResult<Option<Row>> {
@@ -175,10 +172,7 @@ struct Touches(Mutex<HashMap<i64, i64>>);
 
 impl Touches {
     fn touch(&self, id: i64, now: i64) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, now);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id, now);
     }
 
     fn effective(&self, row: &Row) -> i64 {
@@ -240,9 +234,7 @@ fn collect(
              WHERE stream_id = ?1 AND end_pos > ?2 AND start_pos < ?3 ORDER BY end_pos",
         )
         .map_err(internal)?;
-    let mut rows = st
-        .query(params![id, *pos as i64, limit as i64])
-        .map_err(internal)?;
+    let mut rows = st.query(params![id, *pos as i64, limit as i64]).map_err(internal)?;
     while let Some(r) = rows.next().map_err(internal)? {
         if *used >= budget && !out.is_empty() {
             break;
@@ -280,15 +272,7 @@ fn read_chunk(conn: &Connection, touches: &Touches, req: &Read) -> StoreResult<C
     let mut next = start;
     if start < row.tail {
         let mut used = 0;
-        collect(
-            conn,
-            row.id,
-            &mut next,
-            row.tail,
-            req.max_bytes,
-            &mut pieces,
-            &mut used,
-        )?;
+        collect(conn, row.id, &mut next, row.tail, req.max_bytes, &mut pieces, &mut used)?;
     }
     Ok(Chunk {
         info: row.info(),
@@ -299,17 +283,9 @@ fn read_chunk(conn: &Connection, touches: &Touches, req: &Read) -> StoreResult<C
 }
 
 /// Writes pieces from position `start`; returns the new tail.
-fn insert_pieces(
-    conn: &Connection,
-    id: i64,
-    json: bool,
-    start: Pos,
-    pieces: &[Bytes],
-) -> StoreResult<Pos> {
+fn insert_pieces(conn: &Connection, id: i64, json: bool, start: Pos, pieces: &[Bytes]) -> StoreResult<Pos> {
     let mut st = conn
-        .prepare_cached(
-            "INSERT INTO chunks (stream_id, start_pos, end_pos, data) VALUES (?1, ?2, ?3, ?4)",
-        )
+        .prepare_cached("INSERT INTO chunks (stream_id, start_pos, end_pos, data) VALUES (?1, ?2, ?3, ?4)")
         .map_err(internal)?;
     let mut pos = start;
     for piece in pieces {
@@ -447,9 +423,7 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -485,8 +459,7 @@ impl SqliteStorage {
     /// Opens (creating if needed) the database in `dir` and starts the
     /// writer thread. Must be called inside a Tokio runtime.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| internal(format!("cannot create data dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| internal(format!("cannot create data dir {}: {e}", dir.display())))?;
         let db_path = dir.join("streams.sqlite3");
         let conn = open_connection(&db_path, false)
             .map_err(|e| internal(format!("cannot open {}: {e}", db_path.display())))?;
@@ -577,21 +550,13 @@ impl SqliteStorage {
     ) -> StoreResult<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop();
+            let pooled = inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match pooled {
                 Some(conn) => conn,
                 None => open_connection(&inner.db_path, true).map_err(internal)?,
             };
             let result = op(&conn, &inner.touches);
-            inner
-                .readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
+            inner.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
             result
         })
         .await
@@ -621,9 +586,7 @@ fn housekeeping(conn: &Connection, touches: &Touches, effects: &mut Effects) -> 
     };
     for row in candidates.iter().filter(|r| expired(touches, r, now)) {
         let path: Option<String> = conn
-            .query_row("SELECT path FROM streams WHERE id = ?1", [row.id], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT path FROM streams WHERE id = ?1", [row.id], |r| r.get(0))
             .optional()
             .map_err(internal)?
             .flatten();
@@ -663,12 +626,7 @@ fn check_same_config(row: &Row, req: &CreateStream) -> StoreResult<()> {
     Ok(())
 }
 
-fn create(
-    conn: &Connection,
-    touches: &Touches,
-    req: CreateStream,
-    effects: &mut Effects,
-) -> StoreResult<Created> {
+fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut Effects) -> StoreResult<Created> {
     let now = rules::now_ms();
     if let Some(row) = find(conn, &req.path)? {
         if row.deleted {
@@ -721,9 +679,7 @@ fn create(
                 .checked_add(fork.sub_offset)
                 .filter(|at| *at <= src.tail)
                 .ok_or_else(|| {
-                    StoreError::BadRequest(
-                        "Stream-Fork-Sub-Offset is past the end of the source data".into(),
-                    )
+                    StoreError::BadRequest("Stream-Fork-Sub-Offset is past the end of the source data".into())
                 })?;
             (
                 src.content_type.clone(),
@@ -776,12 +732,7 @@ fn create(
     })
 }
 
-fn append(
-    conn: &Connection,
-    touches: &Touches,
-    req: Append,
-    effects: &mut Effects,
-) -> StoreResult<Appended> {
+fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effects) -> StoreResult<Appended> {
     let now = rules::now_ms();
     let row = match find(conn, &req.path)? {
         None => return Err(StoreError::NotFound),
@@ -831,9 +782,7 @@ fn append(
     }
     if let Some(p) = &req.producer {
         let stored: Option<(u64, u64)> = conn
-            .prepare_cached(
-                "SELECT epoch, last_seq FROM producers WHERE stream_id = ?1 AND producer_id = ?2",
-            )
+            .prepare_cached("SELECT epoch, last_seq FROM producers WHERE stream_id = ?1 AND producer_id = ?2")
             .and_then(|mut st| {
                 st.query_row(params![row.id, p.id], |r| {
                     Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
@@ -855,10 +804,7 @@ fn append(
     let pieces = if has_body {
         rules::split_body(row.is_json(), &req.body, false)?
     } else {
-        rules::Pieces {
-            pieces: vec![],
-            len: 0,
-        }
+        rules::Pieces { pieces: vec![], len: 0 }
     };
     let tail = insert_pieces(conn, row.id, row.is_json(), row.tail, &pieces.pieces)?;
     let closer = req.producer.as_ref().filter(|_| req.close);
@@ -902,12 +848,7 @@ fn append(
     })
 }
 
-fn delete(
-    conn: &Connection,
-    touches: &Touches,
-    path: String,
-    effects: &mut Effects,
-) -> StoreResult<()> {
+fn delete(conn: &Connection, touches: &Touches, path: String, effects: &mut Effects) -> StoreResult<()> {
     let now = rules::now_ms();
     let row = live_row(conn, touches, &path, now)?;
     remove(conn, touches, &row, true)?;
@@ -930,16 +871,13 @@ impl Storage for SqliteStorage {
     }
 
     async fn read(&self, req: Read) -> StoreResult<Chunk> {
-        self.query(move |conn, touches| read_chunk(conn, touches, &req))
-            .await
+        self.query(move |conn, touches| read_chunk(conn, touches, &req)).await
     }
 
     async fn head(&self, path: &str) -> StoreResult<StreamInfo> {
         let path = path.to_owned();
-        self.query(move |conn, touches| {
-            live_row(conn, touches, &path, rules::now_ms()).map(|row| row.info())
-        })
-        .await
+        self.query(move |conn, touches| live_row(conn, touches, &path, rules::now_ms()).map(|row| row.info()))
+            .await
     }
 
     async fn delete(&self, path: &str) -> StoreResult<()> {

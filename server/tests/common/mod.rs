@@ -26,9 +26,7 @@ impl TestServer {
     pub async fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = Server::open(dir.path(), config).expect("open storage");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(listener, async {
@@ -63,9 +61,7 @@ pub mod ws {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    pub type Socket = tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >;
+    pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
     pub struct Client {
         pub socket: Socket,
@@ -75,9 +71,7 @@ pub mod ws {
         /// Connects and consumes the `hello` frame.
         pub async fn connect(base: &str) -> Self {
             let url = format!("{}/v1/ws", base.replacen("http://", "ws://", 1));
-            let (socket, _) = tokio_tungstenite::connect_async(url)
-                .await
-                .expect("connect");
+            let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
             let mut c = Self { socket };
             match c.next().await {
                 ServerMsg::Hello { .. } => c,
@@ -90,10 +84,7 @@ pub mod ws {
         }
 
         pub async fn send_raw(&mut self, text: &str) {
-            self.socket
-                .send(Message::text(text.to_owned()))
-                .await
-                .expect("send");
+            self.socket.send(Message::text(text.to_owned())).await.expect("send");
         }
 
         /// The next protocol frame, skipping heartbeats; panics after 10 s.

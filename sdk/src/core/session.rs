@@ -1,0 +1,246 @@
+//! A session as an app sees it: the chat view folded from its events, the
+//! offset it has reached, and a snapshot of both that survives a reload.
+
+use durable_session_protocol::session::{RunMode, SessionEvent};
+use durable_session_protocol::ws::Payload;
+use serde::{Deserialize, Serialize};
+
+use super::chat::ChatView;
+use super::client::SubscriptionEvent;
+
+/// One delivered session event and the offset to resume from after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub offset: String,
+    /// The event as JSON text.
+    pub json: String,
+}
+
+/// What one subscription event changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// New events, in order.
+    pub events: Vec<Envelope>,
+    /// The view was rebuilt from scratch (after a `reset`).
+    pub reset: bool,
+    /// The view changed.
+    pub changed: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    offset: String,
+    received: u64,
+    view: ChatView,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// The state of one session for an app.
+///
+/// ```
+/// use durable_sessions::core::session::SessionModel;
+/// use durable_sessions::core::client::SubscriptionEvent;
+/// use durable_sessions::protocol::ws::{Message, Payload};
+/// let mut model = SessionModel::default();
+/// let json = r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#;
+/// let applied = model.apply(SubscriptionEvent::Messages(vec![Message {
+///     offset: "0000000000000000_0000000000000001".into(),
+///     payload: Payload::json(json).unwrap(),
+/// }]));
+/// assert!(applied.changed);
+/// assert_eq!(model.view().items().len(), 1);
+/// let restored = SessionModel::restore(&model.snapshot().unwrap()).unwrap();
+/// assert_eq!(restored.view(), model.view());
+/// assert_eq!(restored.offset(), model.offset());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionModel {
+    view: ChatView,
+    offset: Option<String>,
+    received: u64,
+}
+
+impl SessionModel {
+    /// The chat view.
+    pub fn view(&self) -> &ChatView {
+        &self.view
+    }
+
+    /// The offset after the last event folded in.
+    pub fn offset(&self) -> Option<&str> {
+        self.offset.as_deref()
+    }
+
+    /// Session events received (since the model started, snapshots included).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Folds a subscription event in.
+    pub fn apply(&mut self, event: SubscriptionEvent) -> Applied {
+        let mut applied = Applied::default();
+        match event {
+            SubscriptionEvent::Messages(messages) => {
+                for m in messages {
+                    let Payload::Json(raw) = m.payload else { continue };
+                    self.view.apply_json(raw.get());
+                    self.received += 1;
+                    self.offset = Some(m.offset.clone());
+                    applied.events.push(Envelope {
+                        offset: m.offset,
+                        json: raw.get().to_owned(),
+                    });
+                    applied.changed = true;
+                }
+            }
+            SubscriptionEvent::UpToDate { offset } => {
+                if self.offset.as_deref().is_none_or(|o| offset.as_str() > o) {
+                    self.offset = Some(offset);
+                }
+            }
+            SubscriptionEvent::Reset { .. } => {
+                self.view = ChatView::default();
+                self.offset = None;
+                applied.reset = true;
+                applied.changed = true;
+            }
+            SubscriptionEvent::Closed | SubscriptionEvent::Error(_) => {}
+        }
+        applied
+    }
+
+    /// The model as JSON, to store and [`SessionModel::restore`] later.
+    /// `None` before anything was received.
+    pub fn snapshot(&self) -> Option<String> {
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            offset: self.offset.clone()?,
+            received: self.received,
+            view: self.view.clone(),
+        };
+        serde_json::to_string(&snapshot).ok()
+    }
+
+    /// A model from a snapshot; `None` if it is unreadable or from another
+    /// version (the caller then starts from the beginning).
+    pub fn restore(json: &str) -> Option<Self> {
+        let s: Snapshot = serde_json::from_str(json).ok()?;
+        (s.version == SNAPSHOT_VERSION).then_some(Self {
+            view: s.view,
+            offset: Some(s.offset),
+            received: s.received,
+        })
+    }
+}
+
+/// A `user_message` event as JSON.
+pub fn user_message(id: &str, author: &str, text: &str, mode: RunMode) -> String {
+    SessionEvent::UserMessage {
+        id: id.into(),
+        author: author.into(),
+        text: text.into(),
+        mode,
+    }
+    .to_json()
+}
+
+/// A `cancel` event as JSON.
+pub fn cancel(run_id: &str, by: &str) -> String {
+    SessionEvent::Cancel {
+        run_id: run_id.into(),
+        by: by.into(),
+    }
+    .to_json()
+}
+
+/// A `steer` event as JSON.
+pub fn steer(run_id: &str, text: &str, by: &str) -> String {
+    SessionEvent::Steer {
+        run_id: run_id.into(),
+        text: text.into(),
+        by: by.into(),
+    }
+    .to_json()
+}
+
+#[cfg(test)]
+mod tests {
+    use durable_session_protocol::ws::Message;
+
+    use super::*;
+    use crate::core::chat::RunState;
+
+    fn messages(events: &[(&str, &str)]) -> SubscriptionEvent {
+        SubscriptionEvent::Messages(
+            events
+                .iter()
+                .map(|(o, j)| Message {
+                    offset: (*o).into(),
+                    payload: Payload::json(j).unwrap(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn folds_counts_and_tracks_the_offset() {
+        let mut m = SessionModel::default();
+        let a = m.apply(messages(&[
+            (
+                "01",
+                r#"{"type":"run_started","run_id":"r","agent":"a","in_reply_to":"m"}"#,
+            ),
+            ("02", r#"{"type":"text_delta","run_id":"r","agent":"a","delta":"hi"}"#),
+        ]));
+        assert_eq!(a.events.len(), 2);
+        assert_eq!(m.offset(), Some("02"));
+        assert_eq!(m.received(), 2);
+        assert_eq!(m.view().run("r").unwrap().state, RunState::Streaming);
+        m.apply(SubscriptionEvent::UpToDate { offset: "02".into() });
+        assert_eq!(m.offset(), Some("02"));
+    }
+
+    #[test]
+    fn a_reset_starts_the_view_over() {
+        let mut m = SessionModel::default();
+        m.apply(messages(&[(
+            "01",
+            r#"{"type":"user_message","id":"m","author":"a","text":"x"}"#,
+        )]));
+        let a = m.apply(SubscriptionEvent::Reset { reason: "gone".into() });
+        assert!(a.reset && a.changed);
+        assert!(m.view().items().is_empty());
+        assert_eq!(m.offset(), None);
+        assert_eq!(m.snapshot(), None);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_reject_garbage() {
+        let mut m = SessionModel::default();
+        m.apply(messages(&[(
+            "07",
+            r#"{"type":"user_message","id":"m","author":"a","text":"x"}"#,
+        )]));
+        let restored = SessionModel::restore(&m.snapshot().unwrap()).unwrap();
+        assert_eq!(restored, m);
+        assert!(SessionModel::restore("{}").is_none());
+        assert!(
+            SessionModel::restore(
+                r#"{"version":99,"offset":"1","received":0,"view":{"items":[],"runs":{},"events":0}}"#
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn event_builders() {
+        assert_eq!(cancel("r", "me"), r#"{"type":"cancel","run_id":"r","by":"me"}"#);
+        assert_eq!(
+            steer("r", "go", "me"),
+            r#"{"type":"steer","run_id":"r","text":"go","by":"me"}"#
+        );
+        assert!(user_message("m", "a", "t", RunMode::Multi).contains(r#""mode":"multi""#));
+    }
+}
