@@ -8,11 +8,26 @@
 //! - [`core`]: the pure state machine (offsets, reconnect policy, connection
 //!   states, outbox, chat view) — no I/O, unit-tested natively;
 //! - `native` (feature `native`): a tokio WebSocket transport, used by the
-//!   demo agents and Rust tests.
+//!   demo agents and Rust tests;
+//! - `web` (feature `web`, wasm32): browser WebSocket and HTTP transports,
+//!   page integration (network and visibility events, offsets persisted in
+//!   `localStorage`) and [`web::WebSession`], the session API the bindings
+//!   share;
+//! - the JavaScript API of the npm package (feature `js`);
+//! - `leptos` (feature `leptos`): `use_session`, returning signals.
 
 pub mod core;
 
 #[cfg(feature = "native")]
 pub mod native;
+
+#[cfg(feature = "web")]
+pub mod web;
+
+#[cfg(feature = "js")]
+mod js;
+
+#[cfg(feature = "leptos")]
+pub mod leptos;
 
 pub use durable_session_protocol as protocol;

@@ -1,0 +1,271 @@
+//! The HTTP link: the frame model of `/v1/ws` carried out with plain
+//! Durable Streams HTTP requests, so the same core works against any
+//! Durable Streams server.
+//!
+//! `subscribe` becomes a catch-up `GET` followed by long-polls (offsets from
+//! `Stream-Next-Offset`), `append` a `POST` with the idempotent-producer
+//! headers, `create` a `PUT`, `ping` is answered at once. A network failure
+//! of any request is reported as a lost link: the core then reconnects and
+//! resumes every subscription from its offset and resends unacknowledged
+//! appends, exactly as over WebSocket.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Weak;
+
+use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ServerMsg};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{AbortController, Headers, RequestCache, RequestInit, Response};
+
+use super::client::{Inner, deliver};
+use super::socket::js_error_text;
+
+/// Requests of one link (one "connection").
+pub(crate) struct HttpLink {
+    client: Weak<RefCell<Inner>>,
+    generation: u64,
+    subs: HashMap<String, AbortController>,
+}
+
+impl Drop for HttpLink {
+    fn drop(&mut self) {
+        for (_, abort) in self.subs.drain() {
+            abort.abort();
+        }
+    }
+}
+
+/// A finished HTTP exchange.
+struct Reply {
+    status: u16,
+    headers: Headers,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).ok().flatten()
+    }
+}
+
+fn stream_url(base: &str, path: &str) -> String {
+    let encoded: Vec<String> = path.split('/').map(|s| String::from(js_sys::encode_uri_component(s))).collect();
+    format!("{base}/v1/stream/{}", encoded.join("/"))
+}
+
+async fn fetch(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Option<&str>,
+    abort: Option<&AbortController>,
+) -> Result<Reply, String> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    init.set_cache(RequestCache::NoStore);
+    let h = Headers::new().map_err(|e| js_error_text(&e))?;
+    for (name, value) in headers {
+        h.set(name, value).map_err(|e| js_error_text(&e))?;
+    }
+    init.set_headers(&h);
+    if let Some(body) = body {
+        init.set_body(&JsValue::from_str(body));
+    }
+    if let Some(abort) = abort {
+        init.set_signal(Some(&abort.signal()));
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(|e| format!("network error: {}", js_error_text(&e)))?;
+    let response: Response = response.dyn_into().map_err(|_| "not a response".to_owned())?;
+    let text = JsFuture::from(response.text().map_err(|e| js_error_text(&e))?)
+        .await
+        .map_err(|e| format!("network error: {}", js_error_text(&e)))?;
+    Ok(Reply { status: response.status(), headers: response.headers(), body: text.as_string().unwrap_or_default() })
+}
+
+/// The error frame for a failed request.
+fn error_for(reply: &Reply) -> (ErrorCode, String) {
+    let code = match reply.status {
+        400 => ErrorCode::BadRequest,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        410 => ErrorCode::Gone,
+        409 if reply.header("stream-closed").is_some_and(|v| v.eq_ignore_ascii_case("true")) => ErrorCode::Closed,
+        409 if reply.header("producer-expected-seq").is_some() => ErrorCode::SeqGap,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::TooLarge,
+        _ => ErrorCode::Internal,
+    };
+    let message = reply.body.trim();
+    let message = if message.is_empty() { format!("HTTP {}", reply.status) } else { message.to_owned() };
+    (code, message)
+}
+
+/// The messages of a read response.
+fn messages_of(reply: &Reply) -> Vec<Message> {
+    let json = reply.header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
+    if reply.body.is_empty() {
+        return Vec::new();
+    }
+    if json {
+        let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(&reply.body).unwrap_or_default();
+        items.into_iter().map(|raw| Message { offset: String::new(), payload: Payload::Json(raw) }).collect()
+    } else {
+        vec![Message { offset: String::new(), payload: Payload::Text(reply.body.clone()) }]
+    }
+}
+
+impl HttpLink {
+    pub(crate) fn new(client: Weak<RefCell<Inner>>, generation: u64) -> Self {
+        Self { client, generation, subs: HashMap::new() }
+    }
+
+    /// Carries out a frame. Returns an immediate answer, if any; others are
+    /// delivered later.
+    pub(crate) fn handle(&mut self, msg: ClientMsg) -> Option<ServerMsg> {
+        // `handle` runs while the client is borrowed; the requests start
+        // later (spawn_local), when they may read the client again.
+        match msg {
+            ClientMsg::Ping { t } => Some(ServerMsg::Pong { t }),
+            ClientMsg::Pong { .. } => None,
+            ClientMsg::Unsubscribe { sub } => {
+                if let Some(abort) = self.subs.remove(&sub) {
+                    abort.abort();
+                }
+                Some(ServerMsg::Unsubscribed { sub })
+            }
+            ClientMsg::Subscribe { sub, path, offset } => {
+                let abort = AbortController::new().ok()?;
+                self.subs.insert(sub.clone(), abort.clone());
+                let (client, generation) = (self.client.clone(), self.generation);
+                wasm_bindgen_futures::spawn_local(read_loop(client, generation, sub, path, offset, abort));
+                None
+            }
+            ClientMsg::Create { req, path, content_type } => {
+                let (client, generation) = (self.client.clone(), self.generation);
+                wasm_bindgen_futures::spawn_local(async move {
+                    let Some(base) = base_of(&client) else { return };
+                    let ct = content_type.unwrap_or_else(|| "application/json".into());
+                    let reply = fetch("PUT", &stream_url(&base, &path), &[("content-type", ct)], None, None).await;
+                    let frame = reply.map(|r| match r.status {
+                        200 | 201 => ServerMsg::Ack {
+                            req,
+                            offset: r.header("stream-next-offset").unwrap_or_default(),
+                            duplicate: r.status == 200,
+                            closed: false,
+                        },
+                        _ => {
+                            let (code, message) = error_for(&r);
+                            ServerMsg::Error { sub: None, req: Some(req), code, message }
+                        }
+                    });
+                    send_back(&client, generation, frame);
+                });
+                None
+            }
+            ClientMsg::Append { req, path, payload, producer, close } => {
+                let (client, generation) = (self.client.clone(), self.generation);
+                wasm_bindgen_futures::spawn_local(async move {
+                    let Some(base) = base_of(&client) else { return };
+                    let (content_type, body) = match &payload {
+                        Some(Payload::Json(raw)) => ("application/json", Some(raw.get().to_owned())),
+                        Some(Payload::Text(t)) => ("text/plain", Some(t.clone())),
+                        Some(Payload::Base64(_)) | None => ("application/json", None),
+                    };
+                    let mut headers = vec![("content-type", content_type.to_owned())];
+                    if let Some(p) = &producer {
+                        headers.push(("producer-id", p.id.clone()));
+                        headers.push(("producer-epoch", p.epoch.to_string()));
+                        headers.push(("producer-seq", p.seq.to_string()));
+                    }
+                    if close {
+                        headers.push(("stream-closed", "true".into()));
+                    }
+                    let reply = fetch("POST", &stream_url(&base, &path), &headers, body.as_deref(), None).await;
+                    let frame = reply.map(|r| match r.status {
+                        200 | 204 => ServerMsg::Ack {
+                            req,
+                            offset: r.header("stream-next-offset").unwrap_or_default(),
+                            duplicate: r.status == 204 && producer.is_some() && body.is_some(),
+                            closed: r.header("stream-closed").is_some(),
+                        },
+                        _ => {
+                            let (code, message) = error_for(&r);
+                            ServerMsg::Error { sub: None, req: Some(req), code, message }
+                        }
+                    });
+                    send_back(&client, generation, frame);
+                });
+                None
+            }
+        }
+    }
+}
+
+fn base_of(client: &Weak<RefCell<Inner>>) -> Option<String> {
+    client.upgrade().map(|rc| rc.borrow().http_base.clone())
+}
+
+fn send_back(client: &Weak<RefCell<Inner>>, generation: u64, frame: Result<ServerMsg, String>) {
+    if let Some(rc) = client.upgrade() {
+        deliver(&rc, generation, frame);
+    }
+}
+
+/// Catch-up reads until up to date, then long-polls, forever (until aborted
+/// or the link is replaced).
+async fn read_loop(
+    client: Weak<RefCell<Inner>>,
+    generation: u64,
+    sub: String,
+    path: String,
+    offset: String,
+    abort: AbortController,
+) {
+    let Some(base) = base_of(&client) else { return };
+    let url = stream_url(&base, &path);
+    let mut offset = offset;
+    let mut cursor: Option<String> = None;
+    let mut live = false;
+    let mut announced = false;
+    loop {
+        let mut query = format!("offset={}", js_sys::encode_uri_component(&offset));
+        if live {
+            query.push_str("&live=long-poll");
+            if let Some(c) = &cursor {
+                query.push_str(&format!("&cursor={}", js_sys::encode_uri_component(c)));
+            }
+        }
+        let reply = fetch("GET", &format!("{url}?{query}"), &[], None, Some(&abort)).await;
+        if abort.signal().aborted() {
+            return;
+        }
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => return send_back(&client, generation, Err(e)),
+        };
+        if !matches!(reply.status, 200 | 204) {
+            let (code, message) = error_for(&reply);
+            let code = if code == ErrorCode::BadRequest { ErrorCode::BadOffset } else { code };
+            return send_back(&client, generation, Ok(ServerMsg::Error { sub: Some(sub), req: None, code, message }));
+        }
+        let next = reply.header("stream-next-offset").unwrap_or_else(|| offset.clone());
+        let up_to_date = reply.header("stream-up-to-date").is_some() || reply.status == 204;
+        let closed = reply.header("stream-closed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        cursor = reply.header("stream-cursor").or(cursor);
+        let messages = messages_of(&reply);
+        if !messages.is_empty() || !announced || closed {
+            announced = true;
+            let frame = ServerMsg::Events { sub: sub.clone(), messages, next: next.clone(), up_to_date, closed };
+            send_back(&client, generation, Ok(frame));
+        }
+        if closed {
+            return;
+        }
+        offset = next;
+        live = up_to_date;
+    }
+}

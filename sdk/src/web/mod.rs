@@ -1,0 +1,38 @@
+//! Browser transports and integration (feature `web`, target wasm32).
+//!
+//! [`WebClient`] drives the pure [`crate::core::client::ClientCore`] with a
+//! browser `WebSocket` (or HTTP, see [`Transport`]), one `setTimeout`, and
+//! listeners for `online`, `offline`, `visibilitychange` and `pageshow` that
+//! make it probe or retry the link at once. Callbacks to the app run only
+//! after the client released its own state, from a queue, so an app callback
+//! may call back into the client freely. Everything — socket, timer,
+//! listeners — is released by [`WebClient::close`] or when the last handle
+//! is dropped.
+
+mod client;
+mod http;
+mod persist;
+mod session;
+mod socket;
+
+pub use client::{Listener, SubscriptionHandle, Transport, WebClient, WebOptions};
+pub use persist::OffsetStore;
+pub use session::{SessionOptions, WebSession};
+
+/// Milliseconds since the Unix epoch, from the browser clock.
+pub(crate) fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// A random 64-bit value from `Math.random` (jitter seeds and ids; not for
+/// secrets).
+pub(crate) fn random_u64() -> u64 {
+    let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    let lo = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    (hi << 32) | lo
+}
+
+/// A short random id (`prefix-xxxxxxxxxxxx`).
+pub fn random_id(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", random_u64() & 0xffff_ffff_ffff)
+}
