@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the npm package into sdk/pkg: the Wasm (size-tuned profile), the
+# wasm-bindgen JS glue and TypeScript types, wasm-opt, and package.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+out=sdk/pkg
+echo "[build] compiling the SDK to wasm32 (profile wasm-release)"
+cargo build -p durable-sessions --lib --target wasm32-unknown-unknown --profile wasm-release --features js --quiet
+echo "[build] generating JS glue and TypeScript types"
+rm -rf "$out"
+wasm-bindgen --target web --out-dir "$out" --out-name durable_sessions \
+  target/wasm32-unknown-unknown/wasm-release/durable_sessions.wasm
+echo "[build] wasm-opt -Oz"
+wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
+  --enable-sign-ext --enable-mutable-globals \
+  "$out/durable_sessions_bg.wasm" -o "$out/durable_sessions_bg.wasm"
+cp sdk/npm/package.json sdk/npm/README.md "$out/"
+echo "[build] $out ready: $(ls "$out" | tr '\n' ' ')"

@@ -1,0 +1,433 @@
+//! The JavaScript API of the npm package (feature `js`).
+//!
+//! A thin layer over [`crate::web`]: options are read from plain JS objects,
+//! events and views are handed out as plain JS objects, failures are `Error`
+//! objects with a `code`, and every method has a real TypeScript type
+//! (`types.d.ts` below, checked by `tsc` in the tests).
+
+mod iter;
+mod types;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use durable_session_protocol::session::RunMode;
+use js_sys::{Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::core::ClientError;
+use crate::core::outbox::AppendAck;
+use crate::core::session::Envelope;
+use crate::web::{SessionOptions, SessionUpdate, Transport, WebClient, WebOptions, WebSession};
+
+/// A JS `Error` with a `code` property.
+fn js_error(e: &ClientError) -> JsValue {
+    let err = js_sys::Error::new(&e.message);
+    let _ = Reflect::set(&err, &"code".into(), &e.code.as_str().into());
+    err.set_name("DurableSessionError");
+    err.into()
+}
+
+fn invalid(message: &str) -> JsValue {
+    js_error(&ClientError::new("invalid_argument", message))
+}
+
+fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
+    if !obj.is_object() {
+        return None;
+    }
+    Reflect::get(obj, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn get_string(obj: &JsValue, key: &str) -> Result<Option<String>, JsValue> {
+    get(obj, key)
+        .map(|v| v.as_string().ok_or_else(|| invalid(&format!("option {key} must be a string"))))
+        .transpose()
+}
+
+fn get_ms(obj: &JsValue, key: &str) -> Result<Option<u64>, JsValue> {
+    get(obj, key)
+        .map(|v| match v.as_f64() {
+            Some(n) if n.is_finite() && n >= 0.0 => Ok(n as u64),
+            _ => Err(invalid(&format!("option {key} must be a non-negative number"))),
+        })
+        .transpose()
+}
+
+fn ack_object(ack: &AppendAck) -> JsValue {
+    let obj = Object::new();
+    let _ = Reflect::set(&obj, &"offset".into(), &ack.offset.as_str().into());
+    let _ = Reflect::set(&obj, &"duplicate".into(), &ack.duplicate.into());
+    obj.into()
+}
+
+fn envelope_object(e: &Envelope) -> JsValue {
+    let obj = Object::new();
+    let _ = Reflect::set(&obj, &"offset".into(), &e.offset.as_str().into());
+    let event = js_sys::JSON::parse(&e.json).unwrap_or(JsValue::NULL);
+    let _ = Reflect::set(&obj, &"event".into(), &event);
+    obj.into()
+}
+
+fn to_promise(
+    fut: impl std::future::Future<Output = Result<AppendAck, ClientError>> + 'static,
+    map: impl FnOnce(&AppendAck) -> JsValue + 'static,
+) -> Promise {
+    future_to_promise(async move {
+        match fut.await {
+            Ok(ack) => Ok(map(&ack)),
+            Err(e) => Err(js_error(&e)),
+        }
+    })
+}
+
+/// A function that runs `f` once when called from JS.
+fn unsubscribe_fn(f: impl FnOnce() + 'static) -> Function {
+    Closure::once_into_js(f).unchecked_into()
+}
+
+fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
+    let mut o = WebOptions::new(get_string(options, "url")?.unwrap_or_default());
+    match get_string(options, "transport")?.as_deref() {
+        None | Some("websocket") => o.transport = Transport::WebSocket,
+        Some("http") => o.transport = Transport::Http,
+        Some(other) => return Err(invalid(&format!("transport must be \"websocket\" or \"http\", not {other:?}"))),
+    }
+    if let Some(backoff) = get(options, "backoff") {
+        if let Some(v) = get_ms(&backoff, "minMs")? {
+            o.core.backoff.min_ms = v;
+        }
+        if let Some(v) = get_ms(&backoff, "maxMs")? {
+            o.core.backoff.max_ms = v;
+        }
+        if let Some(v) = get(&backoff, "factor") {
+            o.core.backoff.factor =
+                v.as_f64().filter(|f| *f >= 1.0).ok_or_else(|| invalid("backoff.factor must be a number ≥ 1"))?;
+        }
+    }
+    if let Some(v) = get_ms(options, "pingIntervalMs")? {
+        o.core.ping_interval_ms = v.max(1);
+    }
+    if let Some(v) = get_ms(options, "heartbeatTimeoutMs")? {
+        o.core.heartbeat_timeout_ms = v.max(1);
+    }
+    if let Some(v) = get_ms(options, "connectTimeoutMs")? {
+        o.core.connect_timeout_ms = v.max(1);
+    }
+    if let Some(v) = get_ms(options, "suspendAfterMs")? {
+        o.core.suspend_after_ms = v;
+    }
+    if let Some(token) = get(options, "token") {
+        let token: Function = token.dyn_into().map_err(|_| invalid("token must be a function"))?;
+        o.token = Some(Rc::new(move || {
+            let token = token.clone();
+            Box::pin(async move {
+                let value = token
+                    .call0(&JsValue::NULL)
+                    .map_err(|e| ClientError::new("token_failed", crate::web::js_error_text(&e)))?;
+                let value = wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value))
+                    .await
+                    .map_err(|e| ClientError::new("token_failed", crate::web::js_error_text(&e)))?;
+                value.as_string().ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
+            })
+        }));
+    }
+    Ok(o)
+}
+
+/// A connection to a durable-sessions server.
+#[wasm_bindgen(js_name = DurableClient)]
+pub struct JsClient {
+    client: WebClient,
+    listeners: Rc<RefCell<HashMap<u64, crate::web::Listener>>>,
+    next: RefCell<u64>,
+}
+
+#[wasm_bindgen(js_class = DurableClient)]
+impl JsClient {
+    /// Starts connecting. Throws (code `invalid_url` / `invalid_argument`)
+    /// for unusable options.
+    #[wasm_bindgen(constructor)]
+    pub fn new(#[wasm_bindgen(unchecked_param_type = "ClientOptions")] options: JsValue) -> Result<JsClient, JsValue> {
+        let options = options_from_js(&options)?;
+        let client = WebClient::new(options).map_err(|e| js_error(&e))?;
+        Ok(Self { client, listeners: Rc::default(), next: RefCell::new(0) })
+    }
+
+    /// The current connection state.
+    #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
+    pub fn state(&self) -> JsValue {
+        self.client.state().state.as_str().into()
+    }
+
+    /// Calls `listener` on every connection state change; returns a function
+    /// that removes it.
+    #[wasm_bindgen(js_name = onStateChange, unchecked_return_type = "() => void")]
+    pub fn on_state_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
+    ) -> Function {
+        let handle = self.client.on_state(move |change| {
+            let obj = Object::new();
+            let _ = Reflect::set(&obj, &"state".into(), &change.state.as_str().into());
+            let _ = Reflect::set(&obj, &"previous".into(), &change.previous.as_str().into());
+            let _ = Reflect::set(&obj, &"reason".into(), &change.reason.as_str().into());
+            if let Some(ms) = change.retry_in_ms {
+                let _ = Reflect::set(&obj, &"retryInMs".into(), &(ms as f64).into());
+            }
+            let _ = listener.call1(&JsValue::NULL, &obj);
+        });
+        let id = {
+            let mut next = self.next.borrow_mut();
+            *next += 1;
+            *next
+        };
+        self.listeners.borrow_mut().insert(id, handle);
+        let listeners = Rc::downgrade(&self.listeners);
+        unsubscribe_fn(move || {
+            if let Some(l) = listeners.upgrade() {
+                l.borrow_mut().remove(&id);
+            }
+        })
+    }
+
+    /// Opens a session (creating it if needed).
+    pub fn session(
+        &self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "SessionOptions | undefined")] options: JsValue,
+    ) -> Result<JsSession, JsValue> {
+        if id.is_empty() || id.contains('/') {
+            return Err(invalid("a session id must be non-empty and contain no '/'"));
+        }
+        let mut o = SessionOptions::default();
+        if let Some(author) = get_string(&options, "author")? {
+            o.author = author;
+        }
+        if let Some(persist) = get(&options, "persist") {
+            o.persist = persist.as_bool().ok_or_else(|| invalid("persist must be a boolean"))?;
+        }
+        Ok(JsSession::new(WebSession::open(&self.client, id, o)))
+    }
+
+    /// Probes the connection now (the SDK also does on `online` and when the
+    /// page becomes visible).
+    #[wasm_bindgen(js_name = checkConnection)]
+    pub fn check_connection(&self) {
+        self.client.check_connection("app check");
+    }
+
+    /// Kills the connection the way a network failure would; the client
+    /// reconnects and resumes by itself.
+    #[wasm_bindgen(js_name = dropConnection)]
+    pub fn drop_connection(&self) {
+        self.client.drop_connection();
+    }
+
+    /// Closes the client and releases its socket, timers and listeners.
+    pub fn close(&self) {
+        self.client.close();
+        self.listeners.borrow_mut().clear();
+    }
+}
+
+type JsCallbacks = Rc<RefCell<Vec<(u64, Function)>>>;
+
+/// One session: its events, its chat view, and actions.
+#[wasm_bindgen(js_name = Session)]
+pub struct JsSession {
+    session: WebSession,
+    on_event: JsCallbacks,
+    on_change: JsCallbacks,
+    on_error: JsCallbacks,
+    on_reset: JsCallbacks,
+    iterators: Rc<RefCell<Vec<iter::Feed>>>,
+    next: Rc<RefCell<u64>>,
+    _updates: crate::web::UpdateListener,
+}
+
+fn call_all(callbacks: &JsCallbacks, arg: &JsValue) {
+    let callbacks: Vec<Function> = callbacks.borrow().iter().map(|(_, f)| f.clone()).collect();
+    for f in callbacks {
+        let _ = f.call1(&JsValue::NULL, arg);
+    }
+}
+
+fn items_value(session: &WebSession) -> JsValue {
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    serde::Serialize::serialize(session.view().items(), &serializer).unwrap_or(JsValue::NULL)
+}
+
+impl JsSession {
+    fn new(session: WebSession) -> Self {
+        let on_event: JsCallbacks = Rc::default();
+        let on_change: JsCallbacks = Rc::default();
+        let on_error: JsCallbacks = Rc::default();
+        let on_reset: JsCallbacks = Rc::default();
+        let iterators: Rc<RefCell<Vec<iter::Feed>>> = Rc::default();
+        let (ev, ch, er, rs, it) = (on_event.clone(), on_change.clone(), on_error.clone(), on_reset.clone(), iterators.clone());
+        let weak_session = session.clone();
+        let updates = session.on_update(move |u: &SessionUpdate| {
+            if let Some(reason) = &u.reset_reason {
+                call_all(&rs, &reason.as_str().into());
+            }
+            for e in &u.events {
+                let value = envelope_object(e);
+                call_all(&ev, &value);
+                it.borrow_mut().retain(|feed| feed.push(value.clone()));
+            }
+            if let Some(e) = &u.error {
+                let err = js_error(e);
+                call_all(&er, &err);
+                it.borrow_mut().retain(|feed| feed.fail(err.clone()));
+            }
+            if (!u.events.is_empty() || u.reset) && !ch.borrow().is_empty() {
+                call_all(&ch, &items_value(&weak_session));
+            }
+        });
+        Self { session, on_event, on_change, on_error, on_reset, iterators, next: Rc::default(), _updates: updates }
+    }
+
+    fn register(&self, list: &JsCallbacks, listener: Function) -> Function {
+        let id = {
+            let mut next = self.next.borrow_mut();
+            *next += 1;
+            *next
+        };
+        list.borrow_mut().push((id, listener));
+        let list = Rc::downgrade(list);
+        unsubscribe_fn(move || {
+            if let Some(l) = list.upgrade() {
+                l.borrow_mut().retain(|(i, _)| *i != id);
+            }
+        })
+    }
+}
+
+#[wasm_bindgen(js_class = Session)]
+impl JsSession {
+    /// The session id.
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> String {
+        self.session.id().to_owned()
+    }
+
+    /// The offset reached (persist it, or let the SDK do it).
+    #[wasm_bindgen(getter)]
+    pub fn offset(&self) -> Option<String> {
+        self.session.offset()
+    }
+
+    /// Session events received so far (restored ones included).
+    #[wasm_bindgen(getter)]
+    pub fn received(&self) -> f64 {
+        self.session.received() as f64
+    }
+
+    /// The transcript: user messages and runs, folded from the events.
+    #[wasm_bindgen(unchecked_return_type = "ChatItem[]")]
+    pub fn items(&self) -> JsValue {
+        items_value(&self.session)
+    }
+
+    /// Calls `listener` with every new event, in order, exactly once.
+    #[wasm_bindgen(js_name = onEvent, unchecked_return_type = "() => void")]
+    pub fn on_event(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(envelope: SessionEnvelope) => void")] listener: Function,
+    ) -> Function {
+        self.register(&self.on_event, listener)
+    }
+
+    /// Calls `listener` with the whole transcript after every change.
+    #[wasm_bindgen(js_name = onChange, unchecked_return_type = "() => void")]
+    pub fn on_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(items: ChatItem[]) => void")] listener: Function,
+    ) -> Function {
+        self.register(&self.on_change, listener)
+    }
+
+    /// Calls `listener` when the subscription fails for good (e.g. `not_found`).
+    #[wasm_bindgen(js_name = onError, unchecked_return_type = "() => void")]
+    pub fn on_error(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(error: DurableSessionError) => void")] listener: Function,
+    ) -> Function {
+        self.register(&self.on_error, listener)
+    }
+
+    /// Calls `listener` when the server reset the stream; the transcript is
+    /// then rebuilt from the beginning (never a silent jump).
+    #[wasm_bindgen(js_name = onReset, unchecked_return_type = "() => void")]
+    pub fn on_reset(&self, #[wasm_bindgen(unchecked_param_type = "(reason: string) => void")] listener: Function) -> Function {
+        self.register(&self.on_reset, listener)
+    }
+
+    /// New events as an async iterator: `for await (const e of session.events())`.
+    #[wasm_bindgen(unchecked_return_type = "AsyncIterableIterator<SessionEnvelope>")]
+    pub fn events(&self) -> JsValue {
+        let (feed, iterator) = iter::Feed::new();
+        self.iterators.borrow_mut().push(feed);
+        iterator
+    }
+
+    /// Sends a `user_message`. Resolves with its id once stored.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SendResult>")]
+    pub fn send(
+        &self,
+        text: &str,
+        #[wasm_bindgen(unchecked_param_type = "SendOptions | undefined")] options: JsValue,
+    ) -> Result<Promise, JsValue> {
+        let mode = match get_string(&options, "mode")?.as_deref() {
+            None | Some("single") => RunMode::Single,
+            Some("multi") => RunMode::Multi,
+            Some(other) => return Err(invalid(&format!("mode must be \"single\" or \"multi\", not {other:?}"))),
+        };
+        let (id, fut) = self.session.send(text, mode);
+        Ok(to_promise(fut, move |ack| {
+            let obj = ack_object(ack);
+            let _ = Reflect::set(&obj, &"id".into(), &id.as_str().into());
+            obj
+        }))
+    }
+
+    /// Asks the agent to stop run `runId` (a `cancel` event).
+    #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
+    pub fn cancel(&self, #[wasm_bindgen(js_name = runId)] run_id: &str) -> Promise {
+        to_promise(self.session.cancel(run_id), ack_object)
+    }
+
+    /// Changes the direction of run `runId` (a `steer` event).
+    #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
+    pub fn steer(&self, #[wasm_bindgen(js_name = runId)] run_id: &str, text: &str) -> Promise {
+        to_promise(self.session.steer(run_id, text), ack_object)
+    }
+
+    /// Appends any session event (a JSON object with a `type`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
+    pub fn append(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "SessionEvent | { type: string; [key: string]: unknown }")] event: JsValue,
+    ) -> Result<Promise, JsValue> {
+        let is_event = event.is_object()
+            && !js_sys::Array::is_array(&event)
+            && get(&event, "type").is_some_and(|t| t.is_string());
+        if !is_event {
+            return Err(js_error(&ClientError::new("invalid_event", "an event is an object with a string `type`")));
+        }
+        let json = js_sys::JSON::stringify(&event)
+            .map_err(|_| js_error(&ClientError::new("invalid_event", "the event cannot be serialized as JSON")))?;
+        Ok(to_promise(self.session.append(String::from(json)), ack_object))
+    }
+
+    /// Ends the subscription (the client stays open) and ends iterators.
+    pub fn close(&self) {
+        self.session.close();
+        for feed in self.iterators.borrow_mut().drain(..) {
+            feed.end();
+        }
+    }
+}
