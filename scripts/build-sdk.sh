@@ -10,11 +10,11 @@ echo "[build] compiling the SDK to wasm32 (profile wasm-release)"
 cargo build -p durable-sessions --lib --target wasm32-unknown-unknown --profile wasm-release --features js --quiet
 echo "[build] generating JS glue and TypeScript types"
 rm -rf "$out"
-wasm-bindgen --target web --out-dir "$out" --out-name durable_sessions \
+wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$out" --out-name durable_sessions \
   target/wasm32-unknown-unknown/wasm-release/durable_sessions.wasm
-echo "[build] wasm-opt -Oz"
-wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
-  --enable-sign-ext --enable-mutable-globals \
+echo "[build] wasm-opt -Oz (binaryen from npm, pinned in package.json)"
+npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
+  --enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers \
   "$out/durable_sessions_bg.wasm" -o "$out/durable_sessions_bg.wasm"
-cp sdk/npm/package.json sdk/npm/README.md "$out/"
+node scripts/finish-pkg.mjs
 echo "[build] $out ready: $(ls "$out" | tr '\n' ' ')"

@@ -20,7 +20,10 @@ fi
 stamp=node_modules/.setup-lock-stamp
 if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   say "installing npm packages from package-lock.json"
-  npm ci --no-audit --no-fund --loglevel=error
+  # Not `npm ci`: the registry here lacks some other platforms' optional
+  # binaries (e.g. msgpackr-extract for macOS), which `npm ci` insists on
+  # finding in the lock. --no-save installs the locked versions, unchanged.
+  npm install --no-audit --no-fund --no-save --loglevel=error
   cp package-lock.json "$stamp"
 else
   say "npm packages are up to date"

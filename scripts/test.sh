@@ -26,15 +26,28 @@ run cargo test --workspace -- --show-output
 step "Durable Streams conformance suite (@durable-streams/server-conformance-tests)"
 run npx vitest run --config tests/vitest.config.mjs
 
-# Sum what every runner reported (cargo: "test result: ok. N passed; M failed";
-# vitest: "Tests  N passed").
+step "SDK in headless Chromium (wasm-bindgen-test): our server + agent, and the Node reference server"
+run bash scripts/test-wasm.sh
+
+step "npm package: build, TypeScript types (tsc --noEmit), a page importing it in Chromium"
+bash scripts/build-sdk.sh
+npx tsc -p tests/package/tsconfig.json
+run node --test tests/package/
+
+step "npm run size"
+node scripts/size.mjs
+
+# Sum what every runner reported (cargo and wasm-bindgen-test: "test result:
+# ok. N passed; M failed"; vitest: "Tests  N passed"; node: "# pass N").
 plain=$(sed -e 's/\x1b\[[0-9;]*m//g' "$log")
 passed=$(printf '%s\n' "$plain" | awk '
   /^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^passed/) s += $(i-1) }
   /^ *Tests / { for (i = 1; i <= NF; i++) if ($i == "passed") s += $(i-1) }
+  /^# pass / { s += $3 }
   END { print s + 0 }')
 failed=$(printf '%s\n' "$plain" | awk '
   /^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^failed/) s += $(i-1) }
+  /^# fail / { s += $3 }
   END { print s + 0 }')
 step "summary"
 echo "tests: ${passed} passed, ${failed} failed"

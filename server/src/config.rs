@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// How long subscriptions wait for a paused client to catch up before it
     /// is closed as a slow consumer (close code 4002).
     pub ws_slow_consumer_timeout: Duration,
+    /// Enables `POST /v1/test/drop-connections`, which cuts every WebSocket
+    /// without a close frame, as a network failure would. For tests only.
+    pub test_hooks: bool,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             ws_max_frame_bytes: 1024 * 1024,
             ws_max_queued_bytes: 8 * 1024 * 1024,
             ws_slow_consumer_timeout: Duration::from_secs(10),
+            test_hooks: false,
         }
     }
 }

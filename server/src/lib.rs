@@ -64,6 +64,7 @@ impl Server {
                 storage,
                 config: Arc::new(config),
                 shutdown,
+                cut_connections: tokio::sync::broadcast::channel(1).0,
             },
             stopping,
         }

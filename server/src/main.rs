@@ -32,6 +32,11 @@ struct Args {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, default_value_t = ServerConfig::default().max_body_bytes, value_name = "N")]
     max_body_bytes: usize,
+
+    /// Enable test hooks (POST /v1/test/drop-connections cuts every WebSocket
+    /// like a network failure). Never in production.
+    #[arg(long)]
+    test_hooks: bool,
 }
 
 #[tokio::main]
@@ -54,6 +59,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig {
         long_poll_timeout: Duration::from_millis(args.long_poll_timeout_ms),
         max_body_bytes: args.max_body_bytes,
+        test_hooks: args.test_hooks,
         ..ServerConfig::default()
     };
     let server = Server::open(&args.data_dir, config)?;

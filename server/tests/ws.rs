@@ -372,3 +372,31 @@ async fn slow_consumers_are_closed_and_resume_from_their_offset() {
     let rest = collect(&mut c, "s", BATCHES * 1000 - received).await;
     assert_eq!(received + rest.len(), BATCHES * 1000);
 }
+
+/// The `--test-hooks` cut: connections end with no close frame; off by default.
+#[tokio::test]
+async fn the_test_hook_cuts_connections_like_a_network_failure() {
+    let plain = TestServer::start().await;
+    let res = plain
+        .client
+        .post(format!("{}/v1/test/drop-connections", plain.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "off unless enabled");
+
+    let s = TestServer::start_with(ServerConfig {
+        test_hooks: true,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(&s.base).await;
+    let res = s
+        .client
+        .post(format!("{}/v1/test/drop-connections", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(c.closed().await, None, "no close frame");
+}

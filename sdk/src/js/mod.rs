@@ -126,10 +126,10 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
             Box::pin(async move {
                 let value = token
                     .call0(&JsValue::NULL)
-                    .map_err(|e| ClientError::new("token_failed", crate::web::js_error_text(&e)))?;
+                    .map_err(|e| ClientError::new("token_failed", crate::web::socket::js_error_text(&e)))?;
                 let value = wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value))
                     .await
-                    .map_err(|e| ClientError::new("token_failed", crate::web::js_error_text(&e)))?;
+                    .map_err(|e| ClientError::new("token_failed", crate::web::socket::js_error_text(&e)))?;
                 value.as_string().ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
             })
         }));
@@ -150,8 +150,8 @@ impl JsClient {
     /// Starts connecting. Throws (code `invalid_url` / `invalid_argument`)
     /// for unusable options.
     #[wasm_bindgen(constructor)]
-    pub fn new(#[wasm_bindgen(unchecked_param_type = "ClientOptions")] options: JsValue) -> Result<JsClient, JsValue> {
-        let options = options_from_js(&options)?;
+    pub fn new(#[wasm_bindgen(unchecked_param_type = "ClientOptions")] options: Option<Object>) -> Result<JsClient, JsValue> {
+        let options = options_from_js(&options.map_or(JsValue::UNDEFINED, Into::into))?;
         let client = WebClient::new(options).map_err(|e| js_error(&e))?;
         Ok(Self { client, listeners: Rc::default(), next: RefCell::new(0) })
     }
@@ -197,8 +197,9 @@ impl JsClient {
     pub fn session(
         &self,
         id: &str,
-        #[wasm_bindgen(unchecked_param_type = "SessionOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "SessionOptions")] options: Option<Object>,
     ) -> Result<JsSession, JsValue> {
+        let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);
         if id.is_empty() || id.contains('/') {
             return Err(invalid("a session id must be non-empty and contain no '/'"));
         }
@@ -379,8 +380,9 @@ impl JsSession {
     pub fn send(
         &self,
         text: &str,
-        #[wasm_bindgen(unchecked_param_type = "SendOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "SendOptions")] options: Option<Object>,
     ) -> Result<Promise, JsValue> {
+        let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);
         let mode = match get_string(&options, "mode")?.as_deref() {
             None | Some("single") => RunMode::Single,
             Some("multi") => RunMode::Multi,

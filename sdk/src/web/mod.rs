@@ -13,12 +13,11 @@ mod client;
 mod http;
 mod persist;
 mod session;
-mod socket;
+pub(crate) mod socket;
 
 pub use client::{Listener, SubscriptionHandle, TokenFuture, TokenProvider, Transport, WebClient, WebOptions};
 pub use persist::OffsetStore;
 pub use session::{SessionOptions, SessionUpdate, UpdateListener, WebSession};
-pub(crate) use socket::js_error_text;
 
 /// Milliseconds since the Unix epoch, from the browser clock.
 pub(crate) fn now_ms() -> u64 {

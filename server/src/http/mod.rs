@@ -39,6 +39,8 @@ pub struct AppState {
     /// Becomes `true` when the server begins shutting down; WebSocket
     /// connections then close with code 1001.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Fired by the `drop-connections` test hook.
+    pub cut_connections: tokio::sync::broadcast::Sender<()>,
 }
 
 /// The HTTP application: streams, a health check, and a plain 404 elsewhere.
@@ -49,19 +51,31 @@ pub struct AppState {
 /// use durable_session_server::{config::ServerConfig, http, storage::sqlite::SqliteStorage};
 /// let storage = Arc::new(SqliteStorage::open(std::path::Path::new(".data"))?);
 /// let (_stop, shutdown) = tokio::sync::watch::channel(false);
-/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown });
+/// let cut_connections = tokio::sync::broadcast::channel(1).0;
+/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown, cut_connections });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4437").await?;
 /// axum::serve(listener, app).await?;
 /// # Ok(()) }
 /// ```
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/stream/{*path}", any(stream))
-        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/ws", get(ws::upgrade));
+    if state.config.test_hooks {
+        router = router.route("/v1/test/drop-connections", axum::routing::post(drop_connections));
+    }
+    router
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn(common_headers))
         .with_state(state)
+}
+
+/// Test hook: cuts every WebSocket connection without a close frame.
+async fn drop_connections(State(state): State<AppState>) -> Response {
+    let cut = state.cut_connections.send(()).unwrap_or(0);
+    tracing::info!(connections = cut, "test hook: cutting WebSocket connections");
+    (StatusCode::OK, format!("cut {cut} connections\n")).into_response()
 }
 
 async fn stream(State(state): State<AppState>, req: Request) -> Response {

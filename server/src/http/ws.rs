@@ -184,6 +184,8 @@ async fn run(state: AppState, socket: WebSocket) {
     heartbeat.tick().await;
     let mut last_seen = Instant::now();
     let mut shutdown = state.shutdown.clone();
+    let mut cut = state.cut_connections.subscribe();
+    let mut abrupt = false;
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -218,6 +220,10 @@ async fn run(state: AppState, socket: WebSocket) {
                 outbox.close(close::GOING_AWAY, "server shutting down");
                 break;
             }
+            Ok(()) = cut.recv() => {
+                abrupt = true;
+                break;
+            }
         }
     }
     for (_, task) in conn.subs.drain() {
@@ -225,7 +231,13 @@ async fn run(state: AppState, socket: WebSocket) {
     }
     drop(conn);
     drop(outbox);
-    let _ = writer.await;
+    if abrupt {
+        // As a network failure would: no close frame, the TCP connection just ends.
+        writer.abort();
+        drop(stream);
+    } else {
+        let _ = writer.await;
+    }
 }
 
 /// A request to apply in order.

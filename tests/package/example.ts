@@ -1,0 +1,57 @@
+// Type-checked by `tsc --noEmit` (tests/package/tsconfig.json): the npm
+// package's public surface as an app uses it. It is compiled, not run.
+import init, {
+  DurableClient,
+  type ChatItem,
+  type ConnectionState,
+  type DurableSessionError,
+  type SessionEnvelope,
+  type StateChange,
+} from "durable-sessions";
+
+export async function demo(): Promise<void> {
+  await init();
+  const client = new DurableClient({
+    url: "http://127.0.0.1:4437",
+    transport: "websocket",
+    backoff: { minMs: 250, maxMs: 10_000, factor: 2 },
+    heartbeatTimeoutMs: 10_000,
+    token: async () => "secret",
+  });
+  const state: ConnectionState = client.state;
+  const stop: () => void = client.onStateChange((change: StateChange) => {
+    const retry: number | undefined = change.retryInMs;
+    console.log(change.state, change.previous, change.reason, retry, state);
+  });
+  const session = client.session("demo", { author: "ada", persist: true });
+  const other = new DurableClient().session("other");
+  await other.send("options are optional");
+  session.onChange((items: ChatItem[]) => {
+    for (const item of items) {
+      if (item.kind === "run") {
+        const lanes: string[] = item.lanes.map((l) => `${l.agent}: ${l.text}`);
+        console.log(item.runId, item.state, item.text, lanes);
+      } else {
+        console.log(item.author, item.text);
+      }
+    }
+  });
+  session.onError((e: DurableSessionError) => console.error(e.code, e.message));
+  const sent = await session.send("hello", { mode: "multi" });
+  const id: string = sent.id;
+  const { offset, duplicate } = await session.cancel("run-1");
+  await session.steer("run-1", "shorter");
+  await session.append({ type: "note", text: "anything with a type" });
+  for await (const envelope of session.events()) {
+    const e: SessionEnvelope = envelope;
+    if (e.event.type === "text_delta") {
+      const delta: string = e.event.delta;
+      console.log(delta);
+    }
+    break;
+  }
+  console.log(id, offset, duplicate, session.offset, session.received);
+  stop();
+  session.close();
+  client.close();
+}
