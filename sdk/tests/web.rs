@@ -78,13 +78,11 @@ async fn stored_events(base: &str, path: &str) -> Vec<serde_json::Value> {
     serde_json::from_str(&body).unwrap()
 }
 
-fn record(
-    session: &WebSession,
-) -> (
-    Rc<RefCell<Vec<(String, serde_json::Value)>>>,
-    durable_sessions::web::UpdateListener,
-) {
-    let log: Rc<RefCell<Vec<(String, serde_json::Value)>>> = Rc::default();
+/// Every event delivered to a session, with its offset.
+type Log = Rc<RefCell<Vec<(String, serde_json::Value)>>>;
+
+fn record(session: &WebSession) -> (Log, durable_sessions::web::UpdateListener) {
+    let log: Log = Rc::default();
     let l = log.clone();
     let listener = session.on_update(move |u| {
         for e in &u.events {

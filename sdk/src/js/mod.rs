@@ -38,12 +38,17 @@ fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
     if !obj.is_object() {
         return None;
     }
-    Reflect::get(obj, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
+    Reflect::get(obj, &key.into())
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
 }
 
 fn get_string(obj: &JsValue, key: &str) -> Result<Option<String>, JsValue> {
     get(obj, key)
-        .map(|v| v.as_string().ok_or_else(|| invalid(&format!("option {key} must be a string"))))
+        .map(|v| {
+            v.as_string()
+                .ok_or_else(|| invalid(&format!("option {key} must be a string")))
+        })
         .transpose()
 }
 
@@ -93,7 +98,11 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
     match get_string(options, "transport")?.as_deref() {
         None | Some("websocket") => o.transport = Transport::WebSocket,
         Some("http") => o.transport = Transport::Http,
-        Some(other) => return Err(invalid(&format!("transport must be \"websocket\" or \"http\", not {other:?}"))),
+        Some(other) => {
+            return Err(invalid(&format!(
+                "transport must be \"websocket\" or \"http\", not {other:?}"
+            )));
+        }
     }
     if let Some(backoff) = get(options, "backoff") {
         if let Some(v) = get_ms(&backoff, "minMs")? {
@@ -103,8 +112,10 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
             o.core.backoff.max_ms = v;
         }
         if let Some(v) = get(&backoff, "factor") {
-            o.core.backoff.factor =
-                v.as_f64().filter(|f| *f >= 1.0).ok_or_else(|| invalid("backoff.factor must be a number ≥ 1"))?;
+            o.core.backoff.factor = v
+                .as_f64()
+                .filter(|f| *f >= 1.0)
+                .ok_or_else(|| invalid("backoff.factor must be a number ≥ 1"))?;
         }
     }
     if let Some(v) = get_ms(options, "pingIntervalMs")? {
@@ -130,7 +141,9 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
                 let value = wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value))
                     .await
                     .map_err(|e| ClientError::new("token_failed", crate::web::socket::js_error_text(&e)))?;
-                value.as_string().ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
+                value
+                    .as_string()
+                    .ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
             })
         }));
     }
@@ -150,10 +163,16 @@ impl JsClient {
     /// Starts connecting. Throws (code `invalid_url` / `invalid_argument`)
     /// for unusable options.
     #[wasm_bindgen(constructor)]
-    pub fn new(#[wasm_bindgen(unchecked_param_type = "ClientOptions")] options: Option<Object>) -> Result<JsClient, JsValue> {
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "ClientOptions")] options: Option<Object>,
+    ) -> Result<JsClient, JsValue> {
         let options = options_from_js(&options.map_or(JsValue::UNDEFINED, Into::into))?;
         let client = WebClient::new(options).map_err(|e| js_error(&e))?;
-        Ok(Self { client, listeners: Rc::default(), next: RefCell::new(0) })
+        Ok(Self {
+            client,
+            listeners: Rc::default(),
+            next: RefCell::new(0),
+        })
     }
 
     /// The current connection state.
@@ -268,7 +287,13 @@ impl JsSession {
         let on_error: JsCallbacks = Rc::default();
         let on_reset: JsCallbacks = Rc::default();
         let iterators: Rc<RefCell<Vec<iter::Feed>>> = Rc::default();
-        let (ev, ch, er, rs, it) = (on_event.clone(), on_change.clone(), on_error.clone(), on_reset.clone(), iterators.clone());
+        let (ev, ch, er, rs, it) = (
+            on_event.clone(),
+            on_change.clone(),
+            on_error.clone(),
+            on_reset.clone(),
+            iterators.clone(),
+        );
         let weak_session = session.clone();
         let updates = session.on_update(move |u: &SessionUpdate| {
             if let Some(reason) = &u.reset_reason {
@@ -288,7 +313,16 @@ impl JsSession {
                 call_all(&ch, &items_value(&weak_session));
             }
         });
-        Self { session, on_event, on_change, on_error, on_reset, iterators, next: Rc::default(), _updates: updates }
+        Self {
+            session,
+            on_event,
+            on_change,
+            on_error,
+            on_reset,
+            iterators,
+            next: Rc::default(),
+            _updates: updates,
+        }
     }
 
     fn register(&self, list: &JsCallbacks, listener: Function) -> Function {
@@ -363,7 +397,10 @@ impl JsSession {
     /// Calls `listener` when the server reset the stream; the transcript is
     /// then rebuilt from the beginning (never a silent jump).
     #[wasm_bindgen(js_name = onReset, unchecked_return_type = "() => void")]
-    pub fn on_reset(&self, #[wasm_bindgen(unchecked_param_type = "(reason: string) => void")] listener: Function) -> Function {
+    pub fn on_reset(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(reason: string) => void")] listener: Function,
+    ) -> Function {
         self.register(&self.on_reset, listener)
     }
 
@@ -412,16 +449,23 @@ impl JsSession {
     #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
     pub fn append(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "SessionEvent | { type: string; [key: string]: unknown }")] event: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "SessionEvent | { type: string; [key: string]: unknown }")]
+        event: JsValue,
     ) -> Result<Promise, JsValue> {
-        let is_event = event.is_object()
-            && !js_sys::Array::is_array(&event)
-            && get(&event, "type").is_some_and(|t| t.is_string());
+        let is_event =
+            event.is_object() && !js_sys::Array::is_array(&event) && get(&event, "type").is_some_and(|t| t.is_string());
         if !is_event {
-            return Err(js_error(&ClientError::new("invalid_event", "an event is an object with a string `type`")));
+            return Err(js_error(&ClientError::new(
+                "invalid_event",
+                "an event is an object with a string `type`",
+            )));
         }
-        let json = js_sys::JSON::stringify(&event)
-            .map_err(|_| js_error(&ClientError::new("invalid_event", "the event cannot be serialized as JSON")))?;
+        let json = js_sys::JSON::stringify(&event).map_err(|_| {
+            js_error(&ClientError::new(
+                "invalid_event",
+                "the event cannot be serialized as JSON",
+            ))
+        })?;
         Ok(to_promise(self.session.append(String::from(json)), ack_object))
     }
 

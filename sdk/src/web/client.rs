@@ -65,7 +65,12 @@ impl WebOptions {
 
 /// The HTTP base (`http://host:port`) and WebSocket URL of a server URL.
 pub(crate) fn endpoints(url: &str, origin: Option<String>) -> Result<(String, String), ClientError> {
-    let invalid = || ClientError::new("invalid_url", format!("not a server URL: {url:?} (use http(s)://host:port)"));
+    let invalid = || {
+        ClientError::new(
+            "invalid_url",
+            format!("not a server URL: {url:?} (use http(s)://host:port)"),
+        )
+    };
     let url = url.trim();
     let base = if url.is_empty() || url.starts_with('/') {
         origin.ok_or_else(invalid)?
@@ -431,7 +436,10 @@ impl WebClient {
             id
         };
         pump(&self.inner);
-        SubscriptionHandle { client: self.clone(), id }
+        SubscriptionHandle {
+            client: self.clone(),
+            id,
+        }
     }
 
     /// Calls `on_change` on every connection state change.
@@ -440,7 +448,10 @@ impl WebClient {
         inner.next_listener += 1;
         let id = inner.next_listener;
         inner.state_listeners.insert(id, Rc::new(RefCell::new(on_change)));
-        Listener { client: Rc::downgrade(&self.inner), id }
+        Listener {
+            client: Rc::downgrade(&self.inner),
+            id,
+        }
     }
 
     /// The latest state change.
@@ -503,7 +514,9 @@ fn check(rc: &Rc<RefCell<Inner>>, reason: &str) {
 /// trigger a reconnect check.
 fn page_listeners(weak: &Weak<RefCell<Inner>>) -> Vec<EventListener> {
     let mut listeners = Vec::new();
-    let Some(window) = web_sys::window() else { return listeners };
+    let Some(window) = web_sys::window() else {
+        return listeners;
+    };
     for event in ["online", "offline", "pageshow"] {
         let weak = weak.clone();
         listeners.push(EventListener::new(&window, event, move |_| {
@@ -535,8 +548,14 @@ mod tests {
         let ok = |u: &str, o: Option<&str>| endpoints(u, o.map(str::to_owned)).unwrap();
         assert_eq!(ok("http://h:1", None), ("http://h:1".into(), "ws://h:1/v1/ws".into()));
         assert_eq!(ok("https://h/", None), ("https://h".into(), "wss://h/v1/ws".into()));
-        assert_eq!(ok("ws://h:1/v1/ws", None), ("http://h:1".into(), "ws://h:1/v1/ws".into()));
-        assert_eq!(ok("", Some("http://o:8")), ("http://o:8".into(), "ws://o:8/v1/ws".into()));
+        assert_eq!(
+            ok("ws://h:1/v1/ws", None),
+            ("http://h:1".into(), "ws://h:1/v1/ws".into())
+        );
+        assert_eq!(
+            ok("", Some("http://o:8")),
+            ("http://o:8".into(), "ws://o:8/v1/ws".into())
+        );
         assert!(endpoints("ftp://x", None).is_err());
         assert!(endpoints("/", None).is_err());
     }

@@ -50,7 +50,10 @@ impl Reply {
 }
 
 fn stream_url(base: &str, path: &str) -> String {
-    let encoded: Vec<String> = path.split('/').map(|s| String::from(js_sys::encode_uri_component(s))).collect();
+    let encoded: Vec<String> = path
+        .split('/')
+        .map(|s| String::from(js_sys::encode_uri_component(s)))
+        .collect();
     format!("{base}/v1/stream/{}", encoded.join("/"))
 }
 
@@ -83,7 +86,11 @@ async fn fetch(
     let text = JsFuture::from(response.text().map_err(|e| js_error_text(&e))?)
         .await
         .map_err(|e| format!("network error: {}", js_error_text(&e)))?;
-    Ok(Reply { status: response.status(), headers: response.headers(), body: text.as_string().unwrap_or_default() })
+    Ok(Reply {
+        status: response.status(),
+        headers: response.headers(),
+        body: text.as_string().unwrap_or_default(),
+    })
 }
 
 /// The error frame for a failed request.
@@ -93,34 +100,58 @@ fn error_for(reply: &Reply) -> (ErrorCode, String) {
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
         410 => ErrorCode::Gone,
-        409 if reply.header("stream-closed").is_some_and(|v| v.eq_ignore_ascii_case("true")) => ErrorCode::Closed,
+        409 if reply
+            .header("stream-closed")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")) =>
+        {
+            ErrorCode::Closed
+        }
         409 if reply.header("producer-expected-seq").is_some() => ErrorCode::SeqGap,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::TooLarge,
         _ => ErrorCode::Internal,
     };
     let message = reply.body.trim();
-    let message = if message.is_empty() { format!("HTTP {}", reply.status) } else { message.to_owned() };
+    let message = if message.is_empty() {
+        format!("HTTP {}", reply.status)
+    } else {
+        message.to_owned()
+    };
     (code, message)
 }
 
 /// The messages of a read response.
 fn messages_of(reply: &Reply) -> Vec<Message> {
-    let json = reply.header("content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
+    let json = reply
+        .header("content-type")
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
     if reply.body.is_empty() {
         return Vec::new();
     }
     if json {
         let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(&reply.body).unwrap_or_default();
-        items.into_iter().map(|raw| Message { offset: String::new(), payload: Payload::Json(raw) }).collect()
+        items
+            .into_iter()
+            .map(|raw| Message {
+                offset: String::new(),
+                payload: Payload::Json(raw),
+            })
+            .collect()
     } else {
-        vec![Message { offset: String::new(), payload: Payload::Text(reply.body.clone()) }]
+        vec![Message {
+            offset: String::new(),
+            payload: Payload::Text(reply.body.clone()),
+        }]
     }
 }
 
 impl HttpLink {
     pub(crate) fn new(client: Weak<RefCell<Inner>>, generation: u64) -> Self {
-        Self { client, generation, subs: HashMap::new() }
+        Self {
+            client,
+            generation,
+            subs: HashMap::new(),
+        }
     }
 
     /// Carries out a frame. Returns an immediate answer, if any; others are
@@ -144,7 +175,11 @@ impl HttpLink {
                 wasm_bindgen_futures::spawn_local(read_loop(client, generation, sub, path, offset, abort));
                 None
             }
-            ClientMsg::Create { req, path, content_type } => {
+            ClientMsg::Create {
+                req,
+                path,
+                content_type,
+            } => {
                 let (client, generation) = (self.client.clone(), self.generation);
                 wasm_bindgen_futures::spawn_local(async move {
                     let Some(base) = base_of(&client) else { return };
@@ -159,14 +194,25 @@ impl HttpLink {
                         },
                         _ => {
                             let (code, message) = error_for(&r);
-                            ServerMsg::Error { sub: None, req: Some(req), code, message }
+                            ServerMsg::Error {
+                                sub: None,
+                                req: Some(req),
+                                code,
+                                message,
+                            }
                         }
                     });
                     send_back(&client, generation, frame);
                 });
                 None
             }
-            ClientMsg::Append { req, path, payload, producer, close } => {
+            ClientMsg::Append {
+                req,
+                path,
+                payload,
+                producer,
+                close,
+            } => {
                 let (client, generation) = (self.client.clone(), self.generation);
                 wasm_bindgen_futures::spawn_local(async move {
                     let Some(base) = base_of(&client) else { return };
@@ -194,7 +240,12 @@ impl HttpLink {
                         },
                         _ => {
                             let (code, message) = error_for(&r);
-                            ServerMsg::Error { sub: None, req: Some(req), code, message }
+                            ServerMsg::Error {
+                                sub: None,
+                                req: Some(req),
+                                code,
+                                message,
+                            }
                         }
                     });
                     send_back(&client, generation, frame);
@@ -249,17 +300,38 @@ async fn read_loop(
         };
         if !matches!(reply.status, 200 | 204) {
             let (code, message) = error_for(&reply);
-            let code = if code == ErrorCode::BadRequest { ErrorCode::BadOffset } else { code };
-            return send_back(&client, generation, Ok(ServerMsg::Error { sub: Some(sub), req: None, code, message }));
+            let code = if code == ErrorCode::BadRequest {
+                ErrorCode::BadOffset
+            } else {
+                code
+            };
+            return send_back(
+                &client,
+                generation,
+                Ok(ServerMsg::Error {
+                    sub: Some(sub),
+                    req: None,
+                    code,
+                    message,
+                }),
+            );
         }
         let next = reply.header("stream-next-offset").unwrap_or_else(|| offset.clone());
         let up_to_date = reply.header("stream-up-to-date").is_some() || reply.status == 204;
-        let closed = reply.header("stream-closed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let closed = reply
+            .header("stream-closed")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         cursor = reply.header("stream-cursor").or(cursor);
         let messages = messages_of(&reply);
         if !messages.is_empty() || !announced || closed {
             announced = true;
-            let frame = ServerMsg::Events { sub: sub.clone(), messages, next: next.clone(), up_to_date, closed };
+            let frame = ServerMsg::Events {
+                sub: sub.clone(),
+                messages,
+                next: next.clone(),
+                up_to_date,
+                closed,
+            };
             send_back(&client, generation, Ok(frame));
         }
         if closed {

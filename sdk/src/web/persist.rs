@@ -15,7 +15,10 @@ impl OffsetStore {
     /// `localStorage` (or it is disabled).
     pub fn new(http_base: &str) -> Option<Self> {
         let storage = web_sys::window()?.local_storage().ok()??;
-        Some(Self { storage, prefix: format!("durable-sessions/v1/{http_base}/") })
+        Some(Self {
+            storage,
+            prefix: format!("durable-sessions/v1/{http_base}/"),
+        })
     }
 
     fn key(&self, path: &str) -> String {

@@ -36,7 +36,10 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { author: random_id("user"), persist: true }
+        Self {
+            author: random_id("user"),
+            persist: true,
+        }
     }
 }
 
@@ -109,8 +112,14 @@ impl WebSession {
     /// Opens session `id` (creating it if needed) on `client`.
     pub fn open(client: &WebClient, id: &str, options: SessionOptions) -> Self {
         let path = session_path(id);
-        let store = options.persist.then(|| OffsetStore::new(&client.inner.borrow().http_base)).flatten();
-        let restored = store.as_ref().and_then(|s| s.load(&path)).and_then(|json| SessionModel::restore(&json));
+        let store = options
+            .persist
+            .then(|| OffsetStore::new(&client.inner.borrow().http_base))
+            .flatten();
+        let restored = store
+            .as_ref()
+            .and_then(|s| s.load(&path))
+            .and_then(|json| SessionModel::restore(&json));
         let start = match restored.as_ref().and_then(|m| m.offset()) {
             Some(offset) => StartFrom::Offset(offset.to_owned()),
             None => StartFrom::Beginning,
@@ -129,7 +138,11 @@ impl WebSession {
             _pagehide: RefCell::new(None),
         });
         let weak = Rc::downgrade(&inner);
-        let opts = SubscribeOptions { start: start.into(), reset: ResetPolicy::FromBeginning, create: true };
+        let opts = SubscribeOptions {
+            start: start.into(),
+            reset: ResetPolicy::FromBeginning,
+            create: true,
+        };
         let sub = client.subscribe(&path, opts, move |event| {
             if let Some(inner) = weak.upgrade() {
                 on_event(&inner, event);
@@ -182,8 +195,14 @@ impl WebSession {
     pub fn on_update(&self, on_update: impl FnMut(&SessionUpdate) + 'static) -> UpdateListener {
         let mut next = self.inner.next_listener.borrow_mut();
         *next += 1;
-        self.inner.listeners.borrow_mut().push((*next, Rc::new(RefCell::new(on_update))));
-        UpdateListener { session: Rc::downgrade(&self.inner), id: *next }
+        self.inner
+            .listeners
+            .borrow_mut()
+            .push((*next, Rc::new(RefCell::new(on_update))));
+        UpdateListener {
+            session: Rc::downgrade(&self.inner),
+            id: *next,
+        }
     }
 
     /// Appends an event (JSON text).

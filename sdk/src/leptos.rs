@@ -1,0 +1,203 @@
+//! Leptos hooks (feature `leptos`): a session as signals.
+//!
+//! ```no_run
+//! use leptos::prelude::*;
+//! use durable_sessions::leptos::use_session;
+//!
+//! #[component]
+//! fn Chat() -> impl IntoView {
+//!     let session = use_session("demo");
+//!     let send = session.send;
+//!     view! {
+//!         <p>{move || session.state.get().as_str()}</p>
+//!         <ul>{move || session.items.get().len()} " items"</ul>
+//!         <button on:click=move |_| send.run(("hello".to_string(), Default::default()))>"Send"</button>
+//!     }
+//! }
+//! ```
+
+use durable_session_protocol::session::RunMode;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::core::ClientError;
+use crate::core::chat::ChatItem;
+use crate::core::state::ConnectionState;
+use crate::web::{SessionOptions, Transport, WebClient, WebOptions, WebSession};
+
+/// Options of [`use_session_with_options`].
+#[derive(Clone)]
+pub struct UseSessionOptions {
+    /// A client to share between sessions; by default the hook opens its own
+    /// connection to `url` and closes it on cleanup.
+    pub client: Option<WebClient>,
+    /// The server (default: the page's origin).
+    pub url: String,
+    pub transport: Transport,
+    /// Author of sent messages and controls (default: a random id).
+    pub author: Option<String>,
+    /// Keep offset and transcript in `localStorage` (default `true`).
+    pub persist: bool,
+}
+
+impl Default for UseSessionOptions {
+    fn default() -> Self {
+        Self {
+            client: None,
+            url: String::new(),
+            transport: Transport::WebSocket,
+            author: None,
+            persist: true,
+        }
+    }
+}
+
+/// What [`use_session`] returns: signals to render and callbacks to act.
+#[derive(Clone, Copy)]
+pub struct UseSessionReturn {
+    /// The transcript: user messages and runs.
+    pub items: Signal<Vec<ChatItem>>,
+    /// The connection state.
+    pub state: Signal<ConnectionState>,
+    /// When retrying: milliseconds until the next attempt (at the time of the change).
+    pub retry_in_ms: Signal<Option<u64>>,
+    /// Why the state last changed.
+    pub state_reason: Signal<String>,
+    /// The offset reached.
+    pub offset: Signal<Option<String>>,
+    /// Session events received.
+    pub received: Signal<u64>,
+    /// The last error (a failed append, or the subscription failing).
+    pub error: Signal<Option<ClientError>>,
+    /// Sends a user message.
+    pub send: Callback<(String, RunMode)>,
+    /// Cancels a run by id.
+    pub cancel: Callback<String>,
+    /// Steers a run: `(run_id, text)`.
+    pub steer: Callback<(String, String)>,
+    /// Kills the connection as a network failure would (it reconnects by itself).
+    pub drop_connection: Callback<()>,
+}
+
+/// [`use_session_with_options`] with defaults: the page's own server.
+pub fn use_session(id: &str) -> UseSessionReturn {
+    use_session_with_options(id, UseSessionOptions::default())
+}
+
+/// Opens session `id` for the life of the calling component (closed in
+/// `on_cleanup`) and exposes it as signals.
+pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSessionReturn {
+    let own_client = options.client.is_none();
+    let client = match options.client {
+        Some(c) => Ok(c),
+        None => {
+            let mut o = WebOptions::new(options.url);
+            o.transport = options.transport;
+            WebClient::new(o)
+        }
+    };
+    let items = RwSignal::new(Vec::<ChatItem>::new());
+    let state = RwSignal::new(ConnectionState::Connecting);
+    let retry_in_ms = RwSignal::new(None::<u64>);
+    let state_reason = RwSignal::new(String::new());
+    let offset = RwSignal::new(None::<String>);
+    let received = RwSignal::new(0u64);
+    let error = RwSignal::new(None::<ClientError>);
+    let session = StoredValue::new_local(None::<WebSession>);
+    let client_slot = StoredValue::new_local(None::<WebClient>);
+    match client {
+        Err(e) => error.set(Some(e)),
+        Ok(client) => {
+            let mut session_options = SessionOptions {
+                persist: options.persist,
+                ..Default::default()
+            };
+            if let Some(author) = options.author {
+                session_options.author = author;
+            }
+            let s = WebSession::open(&client, id, session_options);
+            let refresh = {
+                let s = s.clone();
+                move || {
+                    items.set(s.view().items().to_vec());
+                    offset.set(s.offset());
+                    received.set(s.received());
+                }
+            };
+            refresh();
+            let updates = s.on_update({
+                let refresh = refresh.clone();
+                move |u| {
+                    if let Some(e) = &u.error {
+                        error.set(Some(e.clone()));
+                    }
+                    if !u.events.is_empty() || u.reset || u.up_to_date {
+                        refresh();
+                    }
+                }
+            });
+            let apply = move |c: &crate::core::state::StateChange| {
+                state.set(c.state);
+                retry_in_ms.set(c.retry_in_ms);
+                state_reason.set(c.reason.clone());
+            };
+            apply(&client.state());
+            let states = client.on_state(apply);
+            let listeners = StoredValue::new_local(Some((updates, states)));
+            session.set_value(Some(s));
+            client_slot.set_value(Some(client));
+            on_cleanup(move || {
+                listeners.set_value(None);
+                if let Some(s) = session.try_update_value(Option::take).flatten() {
+                    s.close();
+                }
+                if let Some(c) = client_slot.try_update_value(Option::take).flatten()
+                    && own_client
+                {
+                    c.close();
+                }
+            });
+        }
+    }
+    let report = move |result: Result<crate::core::outbox::AppendAck, ClientError>| {
+        if let Err(e) = result {
+            error.set(Some(e));
+        }
+    };
+    let send = Callback::new(move |(text, mode): (String, RunMode)| {
+        if let Some(s) = session.with_value(Clone::clone) {
+            let (_, sent) = s.send(&text, mode);
+            spawn_local(async move { report(sent.await) });
+        }
+    });
+    let cancel = Callback::new(move |run_id: String| {
+        if let Some(s) = session.with_value(Clone::clone) {
+            let done = s.cancel(&run_id);
+            spawn_local(async move { report(done.await) });
+        }
+    });
+    let steer = Callback::new(move |(run_id, text): (String, String)| {
+        if let Some(s) = session.with_value(Clone::clone) {
+            let done = s.steer(&run_id, &text);
+            spawn_local(async move { report(done.await) });
+        }
+    });
+    let drop_connection = Callback::new(move |()| {
+        if let Some(c) = client_slot.with_value(Clone::clone) {
+            c.drop_connection();
+        }
+    });
+    UseSessionReturn {
+        items: items.into(),
+        state: state.into(),
+        retry_in_ms: retry_in_ms.into(),
+        state_reason: state_reason.into(),
+        offset: offset.into(),
+        received: received.into(),
+        error: error.into(),
+        send,
+        cancel,
+        steer,
+        drop_connection,
+    }
+}
