@@ -81,7 +81,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 Some(SubscriptionEvent::Messages(messages)) => {
                     for m in messages {
                         let Payload::Json(raw) = m.payload else { continue };
-                        let Ok(IndexEvent::SessionCreated { session_id }) = serde_json::from_str(raw.get()) else { continue };
+                        let Some(IndexEvent::SessionCreated { session_id }) = IndexEvent::parse(&raw) else { continue };
                         if known.insert(session_id.clone()) {
                             tracing::info!(%session_id, "joining session");
                             sessions.spawn(session_loop(client.clone(), config.clone(), session_id));
@@ -100,7 +100,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
 }
 
 async fn append(client: &Client, path: &str, event: SessionEvent) -> bool {
-    match client.append(path, &event).await {
+    match client.append_event(path, &event).await {
         Ok(_) => true,
         Err(e) => {
             tracing::warn!(%path, error = %e, "append failed");
@@ -122,7 +122,7 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                 Some(SubscriptionEvent::Messages(messages)) => {
                     for m in messages {
                         let Payload::Json(raw) = m.payload else { continue };
-                        let Ok(event) = serde_json::from_str::<SessionEvent>(raw.get()) else { continue };
+                        let Ok(event) = SessionEvent::parse(&raw) else { continue };
                         if let Some((run_id, control)) = state.apply(&event)
                             && let Some(run) = runs.get(&run_id)
                         {

@@ -95,7 +95,7 @@ mod tests {
     use super::*;
 
     fn ev(json: &str) -> SessionEvent {
-        serde_json::from_str(json).unwrap()
+        SessionEvent::parse(json).unwrap()
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Tab {
 
     async fn send(&self, event: SessionEvent) {
         self.client
-            .append(&self.path, &event)
+            .append_event(&self.path, &event)
             .await
             .expect("append acknowledged");
     }
@@ -118,7 +118,7 @@ impl Tab {
     fn events(&self) -> Vec<SessionEvent> {
         self.log
             .iter()
-            .filter_map(|(_, json)| serde_json::from_str(json).ok())
+            .filter_map(|(_, json)| SessionEvent::parse(json).ok())
             .collect()
     }
 
@@ -133,7 +133,7 @@ impl Tab {
                         let Payload::Json(raw) = m.payload else {
                             panic!("JSON session")
                         };
-                        self.log.push((m.offset, raw.get().to_owned()));
+                        self.log.push((m.offset, raw));
                     }
                 }
                 Ok(Some(SubscriptionEvent::UpToDate { .. })) => self.up_to_date_at.push(self.log.len()),

@@ -8,5 +8,6 @@
 //!
 //! Pure Rust, no I/O: every part of the project can depend on it.
 
+pub mod json;
 pub mod session;
 pub mod ws;

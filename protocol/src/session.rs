@@ -6,12 +6,13 @@
 //!
 //! ```
 //! use durable_session_protocol::session::SessionEvent;
-//! let e: SessionEvent = serde_json::from_str(r#"{"type":"cancel","run_id":"r1","by":"tab-b"}"#).unwrap();
+//! let e = SessionEvent::parse(r#"{"type":"cancel","run_id":"r1","by":"tab-b"}"#).unwrap();
 //! assert_eq!(e, SessionEvent::Cancel { run_id: "r1".into(), by: "tab-b".into() });
 //! assert_eq!(e.run_id(), Some("r1"));
+//! assert_eq!(e.to_json(), r#"{"type":"cancel","run_id":"r1","by":"tab-b"}"#);
 //! ```
 
-use serde::{Deserialize, Serialize};
+use crate::json::{self, Json, Obj};
 
 /// Stream path prefix of sessions.
 pub const SESSIONS_PREFIX: &str = "sessions/";
@@ -45,34 +46,73 @@ pub fn session_id_of(path: &str) -> Option<&str> {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunStatus {
     Completed,
     Cancelled,
     Failed,
 }
 
+impl RunStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "completed" => Some(Self::Completed),
+            "cancelled" => Some(Self::Cancelled),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
 /// Who answers a user message: one agent, or an orchestrator with sub-agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RunMode {
     #[default]
     Single,
     Multi,
 }
 
+impl RunMode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Multi => "multi",
+        }
+    }
+}
+
+/// Why a JSON text is not a session event this version understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError(pub String);
+
+impl std::fmt::Display for EventError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EventError {}
+
 /// One event of a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     /// A person's message. Written by a client.
     UserMessage {
         id: String,
         author: String,
         text: String,
-        /// `multi` asks for an orchestrator with sub-agents. Default `single`.
-        #[serde(default, skip_serializing_if = "is_default")]
+        /// `multi` asks for an orchestrator with sub-agents. Default `single`
+        /// (and then not written).
         mode: RunMode,
     },
     /// An agent starts answering `in_reply_to`.
@@ -103,13 +143,8 @@ pub enum SessionEvent {
     RunFinished {
         run_id: String,
         status: RunStatus,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-}
-
-fn is_default<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
 }
 
 impl SessionEvent {
@@ -127,18 +162,164 @@ impl SessionEvent {
         }
     }
 
+    /// The event's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::UserMessage { .. } => "user_message",
+            Self::RunStarted { .. } => "run_started",
+            Self::TextDelta { .. } => "text_delta",
+            Self::Progress { .. } => "progress",
+            Self::Cancel { .. } => "cancel",
+            Self::Steer { .. } => "steer",
+            Self::SteerApplied { .. } => "steer_applied",
+            Self::RunFinished { .. } => "run_finished",
+        }
+    }
+
     /// The event as JSON text.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("session events always serialize")
+        let mut o = Obj::new();
+        o.str("type", self.type_name());
+        match self {
+            Self::UserMessage { id, author, text, mode } => {
+                o.str("id", id).str("author", author).str("text", text);
+                if *mode != RunMode::Single {
+                    o.str("mode", mode.as_str());
+                }
+            }
+            Self::RunStarted {
+                run_id,
+                agent,
+                in_reply_to,
+            } => {
+                o.str("run_id", run_id)
+                    .str("agent", agent)
+                    .str("in_reply_to", in_reply_to);
+            }
+            Self::TextDelta { run_id, agent, delta } => {
+                o.str("run_id", run_id).str("agent", agent).str("delta", delta);
+            }
+            Self::Progress { run_id, agent, text } => {
+                o.str("run_id", run_id).str("agent", agent).str("text", text);
+            }
+            Self::Cancel { run_id, by } => {
+                o.str("run_id", run_id).str("by", by);
+            }
+            Self::Steer { run_id, text, by } => {
+                o.str("run_id", run_id).str("text", text).str("by", by);
+            }
+            Self::SteerApplied { run_id, text } => {
+                o.str("run_id", run_id).str("text", text);
+            }
+            Self::RunFinished { run_id, status, reason } => {
+                o.str("run_id", run_id)
+                    .str("status", status.as_str())
+                    .opt_str("reason", reason.as_deref());
+            }
+        }
+        o.finish()
+    }
+
+    /// Parses an event from JSON text. Fields other than the type's own are
+    /// ignored; an unknown `type` is an error (readers skip such events).
+    pub fn parse(text: &str) -> Result<Self, EventError> {
+        let v = json::parse(text).map_err(|e| EventError(format!("not JSON: {e}")))?;
+        Self::from_json(&v)
+    }
+
+    /// An event from a parsed JSON value.
+    pub fn from_json(v: &Json<'_>) -> Result<Self, EventError> {
+        let ty = v
+            .get("type")
+            .and_then(Json::str)
+            .ok_or_else(|| EventError("an event needs a string \"type\"".into()))?;
+        let s = |key: &str| {
+            v.get(key)
+                .and_then(Json::str)
+                .map(str::to_owned)
+                .ok_or_else(|| EventError(format!("{ty} needs a string {key:?}")))
+        };
+        Ok(match ty {
+            "user_message" => Self::UserMessage {
+                id: s("id")?,
+                author: s("author")?,
+                text: s("text")?,
+                mode: match v.get("mode").and_then(Json::str) {
+                    Some("multi") => RunMode::Multi,
+                    _ => RunMode::Single,
+                },
+            },
+            "run_started" => Self::RunStarted {
+                run_id: s("run_id")?,
+                agent: s("agent")?,
+                in_reply_to: s("in_reply_to")?,
+            },
+            "text_delta" => Self::TextDelta {
+                run_id: s("run_id")?,
+                agent: s("agent")?,
+                delta: s("delta")?,
+            },
+            "progress" => Self::Progress {
+                run_id: s("run_id")?,
+                agent: s("agent")?,
+                text: s("text")?,
+            },
+            "cancel" => Self::Cancel {
+                run_id: s("run_id")?,
+                by: s("by")?,
+            },
+            "steer" => Self::Steer {
+                run_id: s("run_id")?,
+                text: s("text")?,
+                by: s("by")?,
+            },
+            "steer_applied" => Self::SteerApplied {
+                run_id: s("run_id")?,
+                text: s("text")?,
+            },
+            "run_finished" => Self::RunFinished {
+                run_id: s("run_id")?,
+                status: RunStatus::parse(&s("status")?).ok_or_else(|| EventError("unknown run status".into()))?,
+                reason: v.get("reason").and_then(Json::str).map(str::to_owned),
+            },
+            other => return Err(EventError(format!("unknown event type {other:?}"))),
+        })
     }
 }
 
 /// Events of the session index stream ([`SESSION_INDEX_PATH`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexEvent {
     /// The stream `sessions/{session_id}` was created.
     SessionCreated { session_id: String },
+}
+
+impl IndexEvent {
+    /// The event as JSON text.
+    ///
+    /// ```
+    /// use durable_session_protocol::session::IndexEvent;
+    /// let e = IndexEvent::SessionCreated { session_id: "a".into() };
+    /// assert_eq!(e.to_json(), r#"{"type":"session_created","session_id":"a"}"#);
+    /// assert_eq!(IndexEvent::parse(&e.to_json()), Some(e));
+    /// ```
+    pub fn to_json(&self) -> String {
+        let Self::SessionCreated { session_id } = self;
+        let mut o = Obj::new();
+        o.str("type", "session_created").str("session_id", session_id);
+        o.finish()
+    }
+
+    /// Parses an index event; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let v = json::parse(text).ok()?;
+        match v.get("type").and_then(Json::str)? {
+            "session_created" => Some(Self::SessionCreated {
+                session_id: v.get("session_id").and_then(Json::str)?.to_owned(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,16 +370,32 @@ mod tests {
             },
         ];
         for e in events {
-            let back: SessionEvent = serde_json::from_str(&e.to_json()).unwrap();
-            assert_eq!(back, e);
+            assert_eq!(SessionEvent::parse(&e.to_json()).unwrap(), e);
+            // The JSON is what serde_json reads too.
+            let value: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+            assert_eq!(value["type"], e.type_name());
         }
     }
 
     #[test]
     fn single_mode_is_the_default_and_omitted() {
         let json = r#"{"type":"user_message","id":"m","author":"a","text":"t"}"#;
-        let e: SessionEvent = serde_json::from_str(json).unwrap();
-        assert_eq!(e.to_json(), json);
+        assert_eq!(SessionEvent::parse(json).unwrap().to_json(), json);
+    }
+
+    #[test]
+    fn unknown_and_malformed_events_are_errors() {
+        for bad in [
+            "{}",
+            r#"{"type":"future"}"#,
+            r#"{"type":"cancel","run_id":"r"}"#,
+            "[",
+            r#"{"type":"run_finished","run_id":"r","status":"maybe"}"#,
+        ] {
+            assert!(SessionEvent::parse(bad).is_err(), "{bad}");
+        }
+        let extra = r#"{"type":"cancel","run_id":"r","by":"b","extra":[1]}"#;
+        assert!(SessionEvent::parse(extra).is_ok(), "unknown fields are ignored");
     }
 
     #[test]

@@ -14,8 +14,7 @@
 //! assert!(ServerMsg::parse(r#"{"op":"pong"}"#).is_ok());
 //! ```
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use crate::json::{self, Json, Obj};
 
 /// Where the WebSocket endpoint is mounted.
 pub const WS_PATH: &str = "/v1/ws";
@@ -36,8 +35,7 @@ pub mod close {
 }
 
 /// Machine-readable error codes of `error` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// Not a JSON object, not UTF-8, or a field of the wrong type/missing.
     BadFrame,
@@ -89,10 +87,31 @@ impl ErrorCode {
             Self::Internal => "internal",
         }
     }
+
+    /// The code of a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "bad_frame" => Self::BadFrame,
+            "unknown_op" => Self::UnknownOp,
+            "too_large" => Self::TooLarge,
+            "bad_offset" => Self::BadOffset,
+            "bad_request" => Self::BadRequest,
+            "not_found" => Self::NotFound,
+            "gone" => Self::Gone,
+            "conflict" => Self::Conflict,
+            "closed" => Self::Closed,
+            "forbidden" => Self::Forbidden,
+            "seq_gap" => Self::SeqGap,
+            "duplicate_sub" => Self::DuplicateSub,
+            "unknown_sub" => Self::UnknownSub,
+            "internal" => Self::Internal,
+            _ => return None,
+        })
+    }
 }
 
 /// An idempotent producer's identity on one append.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerIds {
     pub id: String,
     pub epoch: u64,
@@ -100,40 +119,43 @@ pub struct ProducerIds {
 }
 
 /// Content of an append or of a delivered message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
-    /// A JSON value (JSON-mode streams). On append, an array is flattened
-    /// one level into several messages.
-    Json(Box<RawValue>),
+    /// JSON text (JSON-mode streams). On append, an array is flattened one
+    /// level into several messages.
+    Json(String),
     /// UTF-8 text (`text/*` streams).
     Text(String),
     /// Bytes in standard base64 (any other content type).
     Base64(String),
 }
 
-impl PartialEq for Payload {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Json(a), Self::Json(b)) => a.get() == b.get(),
-            (Self::Text(a), Self::Text(b)) | (Self::Base64(a), Self::Base64(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Payload {}
-
 impl Payload {
-    /// A JSON payload from JSON text.
-    pub fn json(text: &str) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(text.to_owned()).map(Self::Json)
+    /// A JSON payload from JSON text, validated.
+    ///
+    /// ```
+    /// use durable_session_protocol::ws::Payload;
+    /// assert_eq!(Payload::json(" [1] ").unwrap(), Payload::Json("[1]".into()));
+    /// assert!(Payload::json("{").is_err());
+    /// ```
+    pub fn json(text: &str) -> Result<Self, json::JsonError> {
+        json::parse(text).map(|v| Self::Json(v.raw.to_owned()))
+    }
+
+    fn write(&self, o: &mut Obj) {
+        match self {
+            Self::Json(raw) => o.raw("data", raw),
+            Self::Text(t) => o.str("text", t),
+            Self::Base64(b) => o.str("base64", b),
+        };
     }
 }
 
 /// One delivered message and the offset to resume from after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// The stream offset just after this message.
+    /// The stream offset just after this message (empty when the transport
+    /// only knows the offset after the whole batch).
     pub offset: String,
     pub payload: Payload,
 }
@@ -231,186 +253,170 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// The flat wire shape of every frame.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Wire {
+/// A parsed frame being read field by field.
+struct Fields<'a> {
+    v: Json<'a>,
     op: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    sub: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    req: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    offset: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    content_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    data: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    base64: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    producer: Option<ProducerIds>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    close: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    t: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    heartbeat_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_frame_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    messages: Option<Vec<WireMessage>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    up_to_date: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    closed: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    duplicate: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    code: Option<ErrorCode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct WireMessage {
-    offset: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    data: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    base64: Option<String>,
-}
-
-fn split_payload(payload: Option<Payload>) -> (Option<Box<RawValue>>, Option<String>, Option<String>) {
-    match payload {
-        None => (None, None, None),
-        Some(Payload::Json(v)) => (Some(v), None, None),
-        Some(Payload::Text(t)) => (None, Some(t), None),
-        Some(Payload::Base64(b)) => (None, None, Some(b)),
-    }
-}
-
-/// At most one of `data`, `text`, `base64`.
-fn join_payload(
-    data: Option<Box<RawValue>>,
-    text: Option<String>,
-    base64: Option<String>,
-) -> Result<Option<Payload>, &'static str> {
-    match (data, text, base64) {
-        (None, None, None) => Ok(None),
-        (Some(d), None, None) => Ok(Some(Payload::Json(d))),
-        (None, Some(t), None) => Ok(Some(Payload::Text(t))),
-        (None, None, Some(b)) => Ok(Some(Payload::Base64(b))),
-        _ => Err("send at most one of data, text and base64"),
-    }
-}
-
-fn parse_wire(text: &str) -> Result<Wire, FrameError> {
-    serde_json::from_str::<Wire>(text).map_err(|e| {
-        // Try to recover the ids so the error can be attributed.
-        let ids: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(text).ok();
-        let id = |k: &str| {
-            ids.as_ref()
-                .and_then(|m| m.get(k))
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
-        FrameError {
+impl<'a> Fields<'a> {
+    fn parse(text: &'a str) -> Result<Self, FrameError> {
+        let fail = |message: String| FrameError {
             code: ErrorCode::BadFrame,
-            message: format!("malformed frame: {e}"),
-            sub: id("sub"),
-            req: id("req"),
+            message,
+            sub: None,
+            req: None,
+        };
+        let v = json::parse(text).map_err(|e| fail(format!("malformed frame: {e}")))?;
+        if !v.is_object() {
+            return Err(fail("a frame is a JSON object".into()));
         }
-    })
-}
+        let op = v
+            .get("op")
+            .and_then(Json::str)
+            .ok_or_else(|| fail("a frame needs a string field \"op\"".into()))?;
+        Ok(Self { op: op.to_owned(), v })
+    }
 
-fn to_json(wire: &Wire) -> String {
-    serde_json::to_string(wire).expect("frames always serialize")
+    fn id(&self, key: &str) -> Option<String> {
+        self.v.get(key).and_then(Json::str).map(str::to_owned)
+    }
+
+    fn fail(&self, code: ErrorCode, message: String) -> FrameError {
+        FrameError {
+            code,
+            message,
+            sub: self.id("sub"),
+            req: self.id("req"),
+        }
+    }
+
+    fn wrong(&self, key: &str, kind: &str) -> FrameError {
+        self.fail(
+            ErrorCode::BadFrame,
+            format!("{}: field {key:?} must be {kind}", self.op),
+        )
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<String>, FrameError> {
+        match self.v.get(key) {
+            None => Ok(None),
+            Some(v) if v.is_null() => Ok(None),
+            Some(v) => v
+                .str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| self.wrong(key, "a string")),
+        }
+    }
+
+    fn str(&self, key: &str) -> Result<String, FrameError> {
+        self.opt_str(key)?.ok_or_else(|| self.wrong(key, "a string"))
+    }
+
+    fn opt_u64(&self, key: &str) -> Result<Option<u64>, FrameError> {
+        match self.v.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .u64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a non-negative integer")),
+        }
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, FrameError> {
+        match self.v.get(key) {
+            None => Ok(None),
+            Some(v) => v.bool().map(Some).ok_or_else(|| self.wrong(key, "a boolean")),
+        }
+    }
+
+    /// At most one of `data`, `text`, `base64`, from `v`.
+    fn payload_of(&self, v: &Json<'_>) -> Result<Option<Payload>, FrameError> {
+        let string = |key| match v.get(key) {
+            None => Ok(None),
+            Some(s) => s
+                .str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| self.wrong(key, "a string")),
+        };
+        let data = v.get("data").map(|d| Payload::Json(d.raw.to_owned()));
+        let text = string("text")?.map(Payload::Text);
+        let base64 = string("base64")?.map(Payload::Base64);
+        let mut present = [data, text, base64].into_iter().flatten();
+        let first = present.next();
+        if present.next().is_some() {
+            return Err(self.fail(ErrorCode::BadFrame, "send at most one of data, text and base64".into()));
+        }
+        Ok(first)
+    }
 }
 
 impl ClientMsg {
     /// Parses a client frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
-        let w = parse_wire(text)?;
-        let fail = |code, message: String| FrameError {
-            code,
-            message,
-            sub: w.sub.clone(),
-            req: w.req.clone(),
-        };
-        let need = |field: Option<String>, name: &str| {
-            field.ok_or_else(|| fail(ErrorCode::BadFrame, format!("{} needs a string field {name:?}", w.op)))
-        };
-        Ok(match w.op.as_str() {
+        let f = Fields::parse(text)?;
+        Ok(match f.op.as_str() {
             "subscribe" => ClientMsg::Subscribe {
-                sub: need(w.sub.clone(), "sub")?,
-                path: need(w.path.clone(), "path")?,
-                offset: w.offset.clone().unwrap_or_else(|| "-1".into()),
+                sub: f.str("sub")?,
+                path: f.str("path")?,
+                offset: f.opt_str("offset")?.unwrap_or_else(|| "-1".into()),
             },
-            "unsubscribe" => ClientMsg::Unsubscribe {
-                sub: need(w.sub.clone(), "sub")?,
-            },
+            "unsubscribe" => ClientMsg::Unsubscribe { sub: f.str("sub")? },
             "create" => ClientMsg::Create {
-                req: need(w.req.clone(), "req")?,
-                path: need(w.path.clone(), "path")?,
-                content_type: w.content_type.clone(),
+                req: f.str("req")?,
+                path: f.str("path")?,
+                content_type: f.opt_str("content_type")?,
             },
             "append" => {
-                let req = need(w.req.clone(), "req")?;
-                let path = need(w.path.clone(), "path")?;
-                let payload = join_payload(w.data, w.text, w.base64).map_err(|m| FrameError {
-                    code: ErrorCode::BadFrame,
-                    message: m.into(),
-                    sub: None,
-                    req: Some(req.clone()),
-                })?;
+                let producer = match f.v.get("producer") {
+                    None => None,
+                    Some(p) => {
+                        let id = p.get("id").and_then(Json::str);
+                        let epoch = p.get("epoch").and_then(Json::u64);
+                        let seq = p.get("seq").and_then(Json::u64);
+                        match (id, epoch, seq) {
+                            (Some(id), Some(epoch), Some(seq)) => Some(ProducerIds {
+                                id: id.to_owned(),
+                                epoch,
+                                seq,
+                            }),
+                            _ => return Err(f.wrong("producer", "{id: string, epoch: integer ≥ 0, seq: integer ≥ 0}")),
+                        }
+                    }
+                };
                 ClientMsg::Append {
-                    req,
-                    path,
-                    payload,
-                    producer: w.producer,
-                    close: w.close.unwrap_or(false),
+                    req: f.str("req")?,
+                    path: f.str("path")?,
+                    payload: f.payload_of(&f.v)?,
+                    producer,
+                    close: f.opt_bool("close")?.unwrap_or(false),
                 }
             }
-            "ping" => ClientMsg::Ping { t: w.t },
-            "pong" => ClientMsg::Pong { t: w.t },
-            other => return Err(fail(ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
+            "ping" => ClientMsg::Ping { t: f.opt_u64("t")? },
+            "pong" => ClientMsg::Pong { t: f.opt_u64("t")? },
+            other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
         })
     }
 
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
-        let w = match self.clone() {
-            ClientMsg::Subscribe { sub, path, offset } => Wire {
-                op: "subscribe".into(),
-                sub: Some(sub),
-                path: Some(path),
-                offset: Some(offset),
-                ..Wire::default()
-            },
-            ClientMsg::Unsubscribe { sub } => Wire {
-                op: "unsubscribe".into(),
-                sub: Some(sub),
-                ..Wire::default()
-            },
+        let mut o = Obj::new();
+        match self {
+            ClientMsg::Subscribe { sub, path, offset } => o
+                .str("op", "subscribe")
+                .str("sub", sub)
+                .str("path", path)
+                .str("offset", offset),
+            ClientMsg::Unsubscribe { sub } => o.str("op", "unsubscribe").str("sub", sub),
             ClientMsg::Create {
                 req,
                 path,
                 content_type,
-            } => Wire {
-                op: "create".into(),
-                req: Some(req),
-                path: Some(path),
-                content_type,
-                ..Wire::default()
-            },
+            } => o
+                .str("op", "create")
+                .str("req", req)
+                .str("path", path)
+                .opt_str("content_type", content_type.as_deref()),
             ClientMsg::Append {
                 req,
                 path,
@@ -418,184 +424,154 @@ impl ClientMsg {
                 producer,
                 close,
             } => {
-                let (data, text, base64) = split_payload(payload);
-                Wire {
-                    op: "append".into(),
-                    req: Some(req),
-                    path: Some(path),
-                    data,
-                    text,
-                    base64,
-                    producer,
-                    close: close.then_some(true),
-                    ..Wire::default()
+                o.str("op", "append").str("req", req).str("path", path);
+                if let Some(p) = payload {
+                    p.write(&mut o);
                 }
+                if let Some(p) = producer {
+                    let mut po = Obj::new();
+                    po.str("id", &p.id).u64("epoch", p.epoch).u64("seq", p.seq);
+                    o.raw("producer", &po.finish());
+                }
+                if *close {
+                    o.bool("close", true);
+                }
+                &mut o
             }
-            ClientMsg::Ping { t } => Wire {
-                op: "ping".into(),
-                t,
-                ..Wire::default()
-            },
-            ClientMsg::Pong { t } => Wire {
-                op: "pong".into(),
-                t,
-                ..Wire::default()
-            },
+            ClientMsg::Ping { t } => ping(&mut o, "ping", *t),
+            ClientMsg::Pong { t } => ping(&mut o, "pong", *t),
         };
-        to_json(&w)
+        o.finish()
     }
+}
+
+fn ping<'o>(o: &'o mut Obj, op: &str, t: Option<u64>) -> &'o mut Obj {
+    o.str("op", op);
+    if let Some(t) = t {
+        o.u64("t", t);
+    }
+    o
 }
 
 impl ServerMsg {
     /// Parses a server frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
-        let w = parse_wire(text)?;
-        let fail = |message: String| FrameError {
-            code: ErrorCode::BadFrame,
-            message,
-            sub: w.sub.clone(),
-            req: w.req.clone(),
-        };
-        let need = |field: Option<String>, name: &str| {
-            field.ok_or_else(|| fail(format!("{} needs a string field {name:?}", w.op)))
-        };
-        Ok(match w.op.as_str() {
+        let f = Fields::parse(text)?;
+        Ok(match f.op.as_str() {
             "hello" => ServerMsg::Hello {
-                heartbeat_ms: w.heartbeat_ms.unwrap_or(0),
-                max_frame_bytes: w.max_frame_bytes.unwrap_or(0),
+                heartbeat_ms: f.opt_u64("heartbeat_ms")?.unwrap_or(0),
+                max_frame_bytes: f.opt_u64("max_frame_bytes")?.unwrap_or(0),
             },
             "events" => {
-                let sub = need(w.sub.clone(), "sub")?;
-                let next = need(w.next.clone(), "next")?;
                 let mut messages = Vec::new();
-                for m in w.messages.unwrap_or_default() {
-                    let payload = join_payload(m.data, m.text, m.base64)
-                        .map_err(|e| fail(e.into()))?
-                        .ok_or_else(|| fail("a message needs data, text or base64".into()))?;
+                for m in f.v.get("messages").and_then(Json::array).unwrap_or_default() {
+                    let offset = m
+                        .get("offset")
+                        .and_then(Json::str)
+                        .ok_or_else(|| f.wrong("messages", "offset-carrying messages"))?;
+                    let payload = f
+                        .payload_of(m)?
+                        .ok_or_else(|| f.wrong("messages", "messages with data, text or base64"))?;
                     messages.push(Message {
-                        offset: m.offset,
+                        offset: offset.to_owned(),
                         payload,
                     });
                 }
                 ServerMsg::Events {
-                    sub,
+                    sub: f.str("sub")?,
                     messages,
-                    next,
-                    up_to_date: w.up_to_date.unwrap_or(false),
-                    closed: w.closed.unwrap_or(false),
+                    next: f.str("next")?,
+                    up_to_date: f.opt_bool("up_to_date")?.unwrap_or(false),
+                    closed: f.opt_bool("closed")?.unwrap_or(false),
                 }
             }
             "ack" => ServerMsg::Ack {
-                req: need(w.req.clone(), "req")?,
-                offset: need(w.offset.clone(), "offset")?,
-                duplicate: w.duplicate.unwrap_or(false),
-                closed: w.closed.unwrap_or(false),
+                req: f.str("req")?,
+                offset: f.str("offset")?,
+                duplicate: f.opt_bool("duplicate")?.unwrap_or(false),
+                closed: f.opt_bool("closed")?.unwrap_or(false),
             },
             "error" => ServerMsg::Error {
-                sub: w.sub.clone(),
-                req: w.req.clone(),
-                code: w.code.ok_or_else(|| fail("error needs a code".into()))?,
-                message: w.message.clone().unwrap_or_default(),
+                sub: f.opt_str("sub")?,
+                req: f.opt_str("req")?,
+                code: ErrorCode::parse(&f.str("code")?).ok_or_else(|| f.wrong("code", "a known error code"))?,
+                message: f.opt_str("message")?.unwrap_or_default(),
             },
-            "unsubscribed" => ServerMsg::Unsubscribed {
-                sub: need(w.sub.clone(), "sub")?,
-            },
-            "ping" => ServerMsg::Ping { t: w.t },
-            "pong" => ServerMsg::Pong { t: w.t },
-            other => {
-                return Err(FrameError {
-                    code: ErrorCode::UnknownOp,
-                    message: format!("unknown op {other:?}"),
-                    sub: w.sub.clone(),
-                    req: w.req.clone(),
-                });
-            }
+            "unsubscribed" => ServerMsg::Unsubscribed { sub: f.str("sub")? },
+            "ping" => ServerMsg::Ping { t: f.opt_u64("t")? },
+            "pong" => ServerMsg::Pong { t: f.opt_u64("t")? },
+            other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
         })
     }
 
     /// The frame as JSON text.
     pub fn to_json(&self) -> String {
-        let w = match self.clone() {
+        let mut o = Obj::new();
+        match self {
             ServerMsg::Hello {
                 heartbeat_ms,
                 max_frame_bytes,
-            } => Wire {
-                op: "hello".into(),
-                heartbeat_ms: Some(heartbeat_ms),
-                max_frame_bytes: Some(max_frame_bytes),
-                ..Wire::default()
-            },
+            } => o
+                .str("op", "hello")
+                .u64("heartbeat_ms", *heartbeat_ms)
+                .u64("max_frame_bytes", *max_frame_bytes),
             ServerMsg::Events {
                 sub,
                 messages,
                 next,
                 up_to_date,
                 closed,
-            } => Wire {
-                op: "events".into(),
-                sub: Some(sub),
-                messages: Some(
-                    messages
-                        .into_iter()
-                        .map(|m| {
-                            let (data, text, base64) = split_payload(Some(m.payload));
-                            WireMessage {
-                                offset: m.offset,
-                                data,
-                                text,
-                                base64,
-                            }
-                        })
-                        .collect(),
-                ),
-                next: Some(next),
-                up_to_date: Some(up_to_date),
-                closed: closed.then_some(true),
-                ..Wire::default()
-            },
+            } => {
+                let items: Vec<String> = messages
+                    .iter()
+                    .map(|m| {
+                        let mut mo = Obj::new();
+                        mo.str("offset", &m.offset);
+                        m.payload.write(&mut mo);
+                        mo.finish()
+                    })
+                    .collect();
+                o.str("op", "events")
+                    .str("sub", sub)
+                    .raw("messages", &json::array(items.iter().map(String::as_str)))
+                    .str("next", next)
+                    .bool("up_to_date", *up_to_date);
+                if *closed {
+                    o.bool("closed", true);
+                }
+                &mut o
+            }
             ServerMsg::Ack {
                 req,
                 offset,
                 duplicate,
                 closed,
-            } => Wire {
-                op: "ack".into(),
-                req: Some(req),
-                offset: Some(offset),
-                duplicate: duplicate.then_some(true),
-                closed: closed.then_some(true),
-                ..Wire::default()
-            },
+            } => {
+                o.str("op", "ack").str("req", req).str("offset", offset);
+                if *duplicate {
+                    o.bool("duplicate", true);
+                }
+                if *closed {
+                    o.bool("closed", true);
+                }
+                &mut o
+            }
             ServerMsg::Error {
                 sub,
                 req,
                 code,
                 message,
-            } => Wire {
-                op: "error".into(),
-                sub,
-                req,
-                code: Some(code),
-                message: Some(message),
-                ..Wire::default()
-            },
-            ServerMsg::Unsubscribed { sub } => Wire {
-                op: "unsubscribed".into(),
-                sub: Some(sub),
-                ..Wire::default()
-            },
-            ServerMsg::Ping { t } => Wire {
-                op: "ping".into(),
-                t,
-                ..Wire::default()
-            },
-            ServerMsg::Pong { t } => Wire {
-                op: "pong".into(),
-                t,
-                ..Wire::default()
-            },
+            } => o
+                .str("op", "error")
+                .opt_str("sub", sub.as_deref())
+                .opt_str("req", req.as_deref())
+                .str("code", code.as_str())
+                .str("message", message),
+            ServerMsg::Unsubscribed { sub } => o.str("op", "unsubscribed").str("sub", sub),
+            ServerMsg::Ping { t } => ping(&mut o, "ping", *t),
+            ServerMsg::Pong { t } => ping(&mut o, "pong", *t),
         };
-        to_json(&w)
+        o.finish()
     }
 }
 
@@ -703,6 +679,28 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadFrame);
         let e = ClientMsg::parse(r#"{"op":"append","req":"r","path":"p","data":1,"text":"x"}"#).unwrap_err();
         assert_eq!((e.code, e.req.as_deref()), (ErrorCode::BadFrame, Some("r")));
+        for bad in [
+            "[1]",
+            "{}",
+            r#"{"op":5}"#,
+            r#"{"op":"ping","t":-1}"#,
+            r#"{"op":"append","req":"r","path":"p","producer":{"id":"p"}}"#,
+        ] {
+            assert_eq!(ClientMsg::parse(bad).unwrap_err().code, ErrorCode::BadFrame, "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_payloads_keep_their_exact_text() {
+        let f = ClientMsg::parse(r#"{"op":"append","req":"r","path":"p","data":{"b": [1, 2],"a":"é"}}"#).unwrap();
+        let ClientMsg::Append {
+            payload: Some(Payload::Json(raw)),
+            ..
+        } = f
+        else {
+            panic!()
+        };
+        assert_eq!(raw, r#"{"b": [1, 2],"a":"é"}"#);
     }
 
     #[test]

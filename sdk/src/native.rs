@@ -4,10 +4,12 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
+//! use durable_sessions::protocol::session::SessionEvent;
 //! use durable_sessions::native::{Client, NativeOptions};
 //! let client = Client::connect(NativeOptions::new("ws://127.0.0.1:4437/v1/ws"));
 //! let mut sub = client.subscribe("sessions/demo", SubscribeOptions { create: true, ..Default::default() }).await;
-//! client.append("sessions/demo", &serde_json::json!({"type": "user_message", "id": "m1", "author": "ada", "text": "hi"})).await?;
+//! let hello = SessionEvent::UserMessage { id: "m1".into(), author: "ada".into(), text: "hi".into(), mode: Default::default() };
+//! client.append_event("sessions/demo", &hello).await?;
 //! while let Some(event) = sub.next().await {
 //!     if let SubscriptionEvent::Messages(messages) = event {
 //!         println!("{} new messages", messages.len());
@@ -19,6 +21,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use durable_session_protocol::session::SessionEvent;
 use durable_session_protocol::ws::ServerMsg;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -144,16 +147,15 @@ impl Client {
         }
     }
 
-    /// Appends one event (any serializable value, normally a JSON object)
-    /// and resolves once the server acknowledged it durably.
-    pub async fn append(&self, path: &str, event: &impl serde::Serialize) -> Result<AppendAck, ClientError> {
-        let json = serde_json::to_string(event).map_err(|e| ClientError::new("invalid_event", e.to_string()))?;
-        self.append_json(path, json).await
+    /// Appends a session event and resolves once the server acknowledged it
+    /// durably.
+    pub async fn append_event(&self, path: &str, event: &SessionEvent) -> Result<AppendAck, ClientError> {
+        self.append_json(path, event.to_json()).await
     }
 
-    /// Appends one event given as JSON text.
+    /// Appends one message given as JSON text.
     pub async fn append_json(&self, path: &str, json: String) -> Result<AppendAck, ClientError> {
-        if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
+        if durable_session_protocol::json::parse(&json).is_err() {
             return Err(ClientError::new("invalid_event", "the event is not valid JSON"));
         }
         let (done, rx) = oneshot::channel();

@@ -210,7 +210,7 @@ async fn http_transport_against(base: &str) {
             if let SubscriptionEvent::Messages(ms) = e {
                 for m in ms {
                     let Payload::Json(raw) = m.payload else { panic!("json") };
-                    c.borrow_mut().push((m.offset, raw.get().to_owned()));
+                    c.borrow_mut().push((m.offset, raw));
                 }
             }
         },
@@ -246,7 +246,7 @@ async fn http_transport_against(base: &str) {
         if let SubscriptionEvent::Messages(ms) = e {
             for m in ms {
                 let Payload::Json(raw) = m.payload else { panic!("json") };
-                r.borrow_mut().push(raw.get().to_owned());
+                r.borrow_mut().push(raw);
             }
         }
     });

@@ -30,7 +30,7 @@ pub async fn record(storage: &dyn Storage, path: &str) {
     let event = IndexEvent::SessionCreated {
         session_id: session_id.to_owned(),
     };
-    let body = serde_json::to_vec(&event).expect("index events serialize");
+    let body = event.to_json();
     let result = storage
         .append(Append {
             path: SESSION_INDEX_PATH.into(),

@@ -61,7 +61,7 @@ fn json_of(messages: &[Message]) -> Vec<String> {
     messages
         .iter()
         .map(|m| match &m.payload {
-            Payload::Json(v) => v.get().to_owned(),
+            Payload::Json(v) => v.clone(),
             other => panic!("expected JSON, got {other:?}"),
         })
         .collect()

@@ -23,12 +23,11 @@
 
 use std::collections::HashMap;
 
+use durable_session_protocol::json::{self, Obj};
 use durable_session_protocol::session::{RunStatus, SessionEvent};
-use serde::{Deserialize, Serialize};
 
 /// A run's lifecycle as the UI shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunState {
     Streaming,
     Completed,
@@ -59,8 +58,7 @@ impl From<RunStatus> for RunState {
 }
 
 /// A person's message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserMessage {
     pub id: String,
     pub author: String,
@@ -68,8 +66,7 @@ pub struct UserMessage {
 }
 
 /// A steer asked for during a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Steer {
     pub text: String,
     pub by: String,
@@ -78,8 +75,7 @@ pub struct Steer {
 }
 
 /// What one sub-agent contributed to a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lane {
     pub agent: String,
     pub text: String,
@@ -87,8 +83,7 @@ pub struct Lane {
 }
 
 /// An agent's answer, streaming or finished.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     pub run_id: String,
     /// The agent that started the run (the orchestrator in multi-agent mode).
@@ -137,17 +132,78 @@ impl Run {
     }
 }
 
-/// One entry of the transcript. Serialized as `{"kind":"user",...}` or
-/// `{"kind":"run",...}` (the shape the JS API hands out).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// One entry of the transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatItem {
     User(UserMessage),
     Run(Run),
 }
 
+impl ChatItem {
+    /// The item as JSON (see [`ChatView::items_json`]).
+    pub fn to_json(&self) -> String {
+        let mut o = Obj::new();
+        match self {
+            ChatItem::User(u) => {
+                o.str("kind", "user")
+                    .str("id", &u.id)
+                    .str("author", &u.author)
+                    .str("text", &u.text);
+            }
+            ChatItem::Run(r) => {
+                let steers: Vec<String> = r
+                    .steers
+                    .iter()
+                    .map(|s| {
+                        let mut so = Obj::new();
+                        so.str("text", &s.text).str("by", &s.by).bool("applied", s.applied);
+                        so.finish()
+                    })
+                    .collect();
+                let lanes: Vec<String> = r
+                    .lanes
+                    .iter()
+                    .map(|l| {
+                        let progress: Vec<String> = l
+                            .progress
+                            .iter()
+                            .map(|p| {
+                                let mut out = String::new();
+                                json::push_str(&mut out, p);
+                                out
+                            })
+                            .collect();
+                        let mut lo = Obj::new();
+                        lo.str("agent", &l.agent)
+                            .str("text", &l.text)
+                            .raw("progress", &json::array(progress.iter().map(String::as_str)));
+                        lo.finish()
+                    })
+                    .collect();
+                o.str("kind", "run")
+                    .str("runId", &r.run_id)
+                    .str("agent", &r.agent)
+                    .str("inReplyTo", &r.in_reply_to)
+                    .str("text", &r.text)
+                    .str("state", r.state.as_str());
+                match &r.reason {
+                    Some(reason) => o.str("reason", reason),
+                    None => o.raw("reason", "null"),
+                };
+                match &r.cancel_requested_by {
+                    Some(by) => o.str("cancelRequestedBy", by),
+                    None => o.raw("cancelRequestedBy", "null"),
+                };
+                o.raw("steers", &json::array(steers.iter().map(String::as_str)))
+                    .raw("lanes", &json::array(lanes.iter().map(String::as_str)));
+            }
+        }
+        o.finish()
+    }
+}
+
 /// Messages and runs of a session, in the order they appeared.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatView {
     items: Vec<ChatItem>,
     runs: HashMap<String, usize>,
@@ -176,6 +232,14 @@ impl ChatView {
         })
     }
 
+    /// The transcript as JSON, in the shape of the JS API's `ChatItem[]`:
+    /// `{"kind":"user",id,author,text}` and `{"kind":"run",runId,agent,
+    /// inReplyTo,text,state,reason,cancelRequestedBy,steers,lanes}`.
+    pub fn items_json(&self) -> String {
+        let items: Vec<String> = self.items.iter().map(ChatItem::to_json).collect();
+        json::array(items.iter().map(String::as_str))
+    }
+
     /// Number of session events folded in (unknown types included).
     pub fn events_seen(&self) -> u64 {
         self.events
@@ -185,7 +249,7 @@ impl ChatView {
     /// counted and otherwise ignored (newer writers may add types); returns
     /// whether the event was understood.
     pub fn apply_json(&mut self, json: &str) -> bool {
-        match serde_json::from_str::<SessionEvent>(json) {
+        match SessionEvent::parse(json) {
             Ok(e) => {
                 self.apply(&e);
                 true
@@ -354,6 +418,26 @@ mod tests {
             }
         }
         assert_eq!(early, live);
+    }
+
+    #[test]
+    fn items_json_has_the_js_shape() {
+        let v = fold(SESSION);
+        let items: serde_json::Value = serde_json::from_str(&v.items_json()).unwrap();
+        assert_eq!(
+            items[0],
+            serde_json::json!({"kind":"user","id":"m1","author":"ada","text":"plan a trip"})
+        );
+        assert_eq!(items[1]["kind"], "run");
+        assert_eq!(items[1]["runId"], "r1");
+        assert_eq!(items[1]["state"], "completed");
+        assert_eq!(items[1]["reason"], serde_json::Value::Null);
+        assert_eq!(
+            items[1]["lanes"][0],
+            serde_json::json!({"agent":"flights","text":"LH 400","progress":["searching"]})
+        );
+        assert_eq!(items[1]["steers"][0]["applied"], true);
+        assert_eq!(items[3]["cancelRequestedBy"], "tab-b");
     }
 
     #[test]

@@ -233,7 +233,7 @@ mod tests {
                 producer: Some(p),
                 payload: Some(Payload::Json(body)),
                 ..
-            } => (req.clone(), p.epoch, p.seq, body.get().to_owned()),
+            } => (req.clone(), p.epoch, p.seq, body.clone()),
             other => panic!("not an append: {other:?}"),
         }
     }

@@ -1,9 +1,9 @@
 //! A session as an app sees it: the chat view folded from its events, the
 //! offset it has reached, and a snapshot of both that survives a reload.
 
+use durable_session_protocol::json::{self, Json, Obj};
 use durable_session_protocol::session::{RunMode, SessionEvent};
 use durable_session_protocol::ws::Payload;
-use serde::{Deserialize, Serialize};
 
 use super::chat::ChatView;
 use super::client::SubscriptionEvent;
@@ -27,15 +27,8 @@ pub struct Applied {
     pub changed: bool,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Snapshot {
-    version: u32,
-    offset: String,
-    received: u64,
-    view: ChatView,
-}
-
-const SNAPSHOT_VERSION: u32 = 1;
+/// Version of the snapshot format: `{"version":2,"offset":…,"events":[…]}`.
+const SNAPSHOT_VERSION: u64 = 2;
 
 /// The state of one session for an app.
 ///
@@ -59,7 +52,8 @@ const SNAPSHOT_VERSION: u32 = 1;
 pub struct SessionModel {
     view: ChatView,
     offset: Option<String>,
-    received: u64,
+    /// Every event folded in, as JSON text (what a snapshot stores).
+    events: Vec<String>,
 }
 
 impl SessionModel {
@@ -75,7 +69,7 @@ impl SessionModel {
 
     /// Session events received (since the model started, snapshots included).
     pub fn received(&self) -> u64 {
-        self.received
+        self.events.len() as u64
     }
 
     /// Folds a subscription event in.
@@ -85,12 +79,12 @@ impl SessionModel {
             SubscriptionEvent::Messages(messages) => {
                 for m in messages {
                     let Payload::Json(raw) = m.payload else { continue };
-                    self.view.apply_json(raw.get());
-                    self.received += 1;
+                    self.view.apply_json(&raw);
                     self.offset = Some(m.offset.clone());
+                    self.events.push(raw.clone());
                     applied.events.push(Envelope {
                         offset: m.offset,
-                        json: raw.get().to_owned(),
+                        json: raw,
                     });
                     applied.changed = true;
                 }
@@ -103,6 +97,7 @@ impl SessionModel {
             SubscriptionEvent::Reset { .. } => {
                 self.view = ChatView::default();
                 self.offset = None;
+                self.events.clear();
                 applied.reset = true;
                 applied.changed = true;
             }
@@ -114,24 +109,30 @@ impl SessionModel {
     /// The model as JSON, to store and [`SessionModel::restore`] later.
     /// `None` before anything was received.
     pub fn snapshot(&self) -> Option<String> {
-        let snapshot = Snapshot {
-            version: SNAPSHOT_VERSION,
-            offset: self.offset.clone()?,
-            received: self.received,
-            view: self.view.clone(),
-        };
-        serde_json::to_string(&snapshot).ok()
+        let mut o = Obj::new();
+        o.u64("version", SNAPSHOT_VERSION)
+            .str("offset", self.offset.as_deref()?)
+            .raw("events", &json::array(self.events.iter().map(String::as_str)));
+        Some(o.finish())
     }
 
-    /// A model from a snapshot; `None` if it is unreadable or from another
-    /// version (the caller then starts from the beginning).
-    pub fn restore(json: &str) -> Option<Self> {
-        let s: Snapshot = serde_json::from_str(json).ok()?;
-        (s.version == SNAPSHOT_VERSION).then_some(Self {
-            view: s.view,
-            offset: Some(s.offset),
-            received: s.received,
-        })
+    /// A model from a snapshot (its events folded again); `None` if it is
+    /// unreadable or from another version (the caller then starts from the
+    /// beginning).
+    pub fn restore(text: &str) -> Option<Self> {
+        let v = json::parse(text).ok()?;
+        if v.get("version").and_then(Json::u64) != Some(SNAPSHOT_VERSION) {
+            return None;
+        }
+        let mut model = Self {
+            offset: Some(v.get("offset").and_then(Json::str)?.to_owned()),
+            ..Self::default()
+        };
+        for event in v.get("events").and_then(Json::array)? {
+            model.view.apply_json(event.raw);
+            model.events.push(event.raw.to_owned());
+        }
+        Some(model)
     }
 }
 

@@ -276,8 +276,7 @@ fn call_all(callbacks: &JsCallbacks, arg: &JsValue) {
 }
 
 fn items_value(session: &WebSession) -> JsValue {
-    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-    serde::Serialize::serialize(session.view().items(), &serializer).unwrap_or(JsValue::NULL)
+    js_sys::JSON::parse(&session.view().items_json()).unwrap_or(JsValue::NULL)
 }
 
 impl JsSession {

@@ -129,13 +129,12 @@ fn messages_of(reply: &Reply) -> Vec<Message> {
         return Vec::new();
     }
     if json {
-        let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(&reply.body).unwrap_or_default();
-        items
-            .into_iter()
-            .map(|raw| Message {
-                offset: String::new(),
-                payload: Payload::Json(raw),
-            })
+        let Ok(parsed) = durable_session_protocol::json::parse(&reply.body) else { return Vec::new() };
+        parsed
+            .array()
+            .unwrap_or_default()
+            .iter()
+            .map(|item| Message { offset: String::new(), payload: Payload::Json(item.raw.to_owned()) })
             .collect()
     } else {
         vec![Message {
@@ -217,7 +216,7 @@ impl HttpLink {
                 wasm_bindgen_futures::spawn_local(async move {
                     let Some(base) = base_of(&client) else { return };
                     let (content_type, body) = match &payload {
-                        Some(Payload::Json(raw)) => ("application/json", Some(raw.get().to_owned())),
+                        Some(Payload::Json(raw)) => ("application/json", Some(raw.clone())),
                         Some(Payload::Text(t)) => ("text/plain", Some(t.clone())),
                         Some(Payload::Base64(_)) | None => ("application/json", None),
                     };

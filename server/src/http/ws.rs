@@ -20,7 +20,6 @@ use base64::Engine;
 use bytes::Bytes;
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -132,6 +131,10 @@ fn store_error_message(e: &StoreError) -> String {
 }
 
 async fn run(state: AppState, socket: WebSocket) {
+    // Listen for shutdown and the test hook before anything is sent, so a
+    // client that has seen `hello` is sure to be covered.
+    let mut shutdown = state.shutdown.clone();
+    let mut cut = state.cut_connections.subscribe();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     let outbox = Outbox {
@@ -183,8 +186,6 @@ async fn run(state: AppState, socket: WebSocket) {
     let mut heartbeat = tokio::time::interval(state.config.ws_heartbeat);
     heartbeat.tick().await;
     let mut last_seen = Instant::now();
-    let mut shutdown = state.shutdown.clone();
-    let mut cut = state.cut_connections.subscribe();
     let mut abrupt = false;
     loop {
         tokio::select! {
@@ -371,11 +372,9 @@ fn messages(chunk: &Chunk) -> Vec<Message> {
         .iter()
         .map(|piece| {
             pos += if json { 1 } else { piece.len() as Pos };
+            // Stored JSON pieces were validated when they were appended.
             let payload = if json {
-                let raw = String::from_utf8_lossy(piece).into_owned();
-                RawValue::from_string(raw)
-                    .map(Payload::Json)
-                    .unwrap_or_else(|_| Payload::Text(String::from_utf8_lossy(piece).into_owned()))
+                Payload::Json(String::from_utf8_lossy(piece).into_owned())
             } else if text {
                 Payload::Text(String::from_utf8_lossy(piece).into_owned())
             } else {
@@ -519,7 +518,7 @@ async fn append(
     // JSON payloads name their content type; text and bytes take the stream's.
     let (content_type, body) = match payload {
         None => (None, Bytes::new()),
-        Some(Payload::Json(v)) => (Some("application/json".to_owned()), Bytes::from(v.get().to_owned())),
+        Some(Payload::Json(v)) => (Some("application/json".to_owned()), Bytes::from(v)),
         Some(other) => {
             let info = match state.storage.head(&path).await {
                 Ok(info) => info,
