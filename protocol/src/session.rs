@@ -237,7 +237,7 @@ impl SessionEvent {
             v.get(key)
                 .and_then(Json::str)
                 .map(str::to_owned)
-                .ok_or_else(|| EventError(format!("{ty} needs a string {key:?}")))
+                .ok_or_else(|| EventError(format!("{ty} needs a string \"{key}\"")))
         };
         Ok(match ty {
             "user_message" => Self::UserMessage {
@@ -282,7 +282,7 @@ impl SessionEvent {
                 status: RunStatus::parse(&s("status")?).ok_or_else(|| EventError("unknown run status".into()))?,
                 reason: v.get("reason").and_then(Json::str).map(str::to_owned),
             },
-            other => return Err(EventError(format!("unknown event type {other:?}"))),
+            other => return Err(EventError(format!("unknown event type \"{other}\""))),
         })
     }
 }

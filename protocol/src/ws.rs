@@ -294,7 +294,7 @@ impl<'a> Fields<'a> {
     fn wrong(&self, key: &str, kind: &str) -> FrameError {
         self.fail(
             ErrorCode::BadFrame,
-            format!("{}: field {key:?} must be {kind}", self.op),
+            format!("{}: field \"{key}\" must be {kind}", self.op),
         )
     }
 
@@ -394,7 +394,7 @@ impl ClientMsg {
             }
             "ping" => ClientMsg::Ping { t: f.opt_u64("t")? },
             "pong" => ClientMsg::Pong { t: f.opt_u64("t")? },
-            other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
+            other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op \"{other}\""))),
         })
     }
 
@@ -500,7 +500,7 @@ impl ServerMsg {
             "unsubscribed" => ServerMsg::Unsubscribed { sub: f.str("sub")? },
             "ping" => ServerMsg::Ping { t: f.opt_u64("t")? },
             "pong" => ServerMsg::Pong { t: f.opt_u64("t")? },
-            other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
+            other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op \"{other}\""))),
         })
     }
 

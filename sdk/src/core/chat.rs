@@ -21,8 +21,6 @@
 //! assert_eq!(run.state, RunState::Streaming);
 //! ```
 
-use std::collections::HashMap;
-
 use durable_session_protocol::json::{self, Obj};
 use durable_session_protocol::session::{RunStatus, SessionEvent};
 
@@ -206,7 +204,6 @@ impl ChatItem {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatView {
     items: Vec<ChatItem>,
-    runs: HashMap<String, usize>,
     events: u64,
 }
 
@@ -218,7 +215,7 @@ impl ChatView {
 
     /// A run by id.
     pub fn run(&self, run_id: &str) -> Option<&Run> {
-        match self.items.get(*self.runs.get(run_id)?) {
+        match self.items.get(self.run_index(run_id)?) {
             Some(ChatItem::Run(r)) => Some(r),
             _ => None,
         }
@@ -261,13 +258,20 @@ impl ChatView {
         }
     }
 
+    /// Where run `run_id` is in the transcript (searched from the end, where
+    /// live runs are).
+    fn run_index(&self, run_id: &str) -> Option<usize> {
+        self.items
+            .iter()
+            .rposition(|i| matches!(i, ChatItem::Run(r) if r.run_id == run_id))
+    }
+
     fn run_mut(&mut self, run_id: &str, agent: &str) -> &mut Run {
-        let i = match self.runs.get(run_id) {
-            Some(i) => *i,
+        let i = match self.run_index(run_id) {
+            Some(i) => i,
             None => {
                 // A run seen before its run_started (e.g. a sub-agent was quicker).
                 self.items.push(ChatItem::Run(Run::new(run_id, agent, "")));
-                self.runs.insert(run_id.into(), self.items.len() - 1);
                 self.items.len() - 1
             }
         };
@@ -293,14 +297,13 @@ impl ChatView {
                 agent,
                 in_reply_to,
             } => {
-                if let Some(&i) = self.runs.get(run_id) {
+                if let Some(i) = self.run_index(run_id) {
                     if let ChatItem::Run(r) = &mut self.items[i] {
                         r.agent = agent.clone();
                         r.in_reply_to = in_reply_to.clone();
                     }
                 } else {
                     self.items.push(ChatItem::Run(Run::new(run_id, agent, in_reply_to)));
-                    self.runs.insert(run_id.clone(), self.items.len() - 1);
                 }
             }
             SessionEvent::TextDelta { run_id, agent, delta } => {

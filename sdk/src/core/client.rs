@@ -13,7 +13,7 @@
 //! # let _ = sub;
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, ServerMsg};
 
@@ -124,10 +124,58 @@ pub enum Output {
     },
 }
 
+/// Subscriptions in creation order (few per client: a list beats a map).
+#[derive(Debug, Default)]
+struct Subs(Vec<(SubId, Sub)>);
+
+impl Subs {
+    fn get(&self, id: &SubId) -> Option<&Sub> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, id: &SubId) -> Option<&mut Sub> {
+        self.0.iter_mut().find(|(i, _)| i == id).map(|(_, s)| s)
+    }
+
+    fn insert(&mut self, id: SubId, sub: Sub) {
+        self.0.push((id, sub));
+    }
+
+    fn remove(&mut self, id: &SubId) -> Option<Sub> {
+        let at = self.0.iter().position(|(i, _)| i == id)?;
+        Some(self.0.remove(at).1)
+    }
+
+    fn ids(&self) -> Vec<SubId> {
+        self.0.iter().map(|(i, _)| *i).collect()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// The wire id of subscription `id` (`s{id}`), and back.
+fn wire_sub(id: SubId) -> String {
+    format!("s{id}")
+}
+
+fn sub_of_wire(wire: &str) -> Option<SubId> {
+    wire.strip_prefix('s')?.parse().ok()
+}
+
+/// The request id of subscription `id`'s create (`c{id}`), and back.
+fn create_req(id: SubId) -> String {
+    format!("c{id}")
+}
+
+fn sub_of_create(req: &str) -> Option<SubId> {
+    req.strip_prefix('c')?.parse().ok()
+}
+
 #[derive(Debug)]
 struct Sub {
     path: String,
-    wire: String,
     start: StartFrom,
     cursor: Cursor,
     reset: ResetPolicy,
@@ -142,9 +190,7 @@ pub struct ClientCore {
     opts: Options,
     state: ConnectionState,
     outputs: VecDeque<Output>,
-    subs: BTreeMap<SubId, Sub>,
-    by_wire: HashMap<String, SubId>,
-    creates: HashMap<String, SubId>,
+    subs: Subs,
     outbox: Outbox,
     rng: Rng,
     next_id: u64,
@@ -168,9 +214,7 @@ impl ClientCore {
             opts,
             state: ConnectionState::Connecting,
             outputs: VecDeque::new(),
-            subs: BTreeMap::new(),
-            by_wire: HashMap::new(),
-            creates: HashMap::new(),
+            subs: Subs::default(),
             outbox,
             rng,
             next_id: 0,
@@ -280,7 +324,7 @@ impl ClientCore {
         self.last_received = now;
         self.next_ping_at = now + self.opts.ping_interval_ms;
         self.set_state(ConnectionState::Connected, "opened", None);
-        let ids: Vec<SubId> = self.subs.keys().copied().collect();
+        let ids = self.subs.ids();
         for id in ids {
             self.open_sub(id);
         }
@@ -298,16 +342,14 @@ impl ClientCore {
         };
         sub.up_to_date = false;
         let msg = if sub.needs_create {
-            let req = format!("c{id}");
-            self.creates.insert(req.clone(), id);
             ClientMsg::Create {
-                req,
+                req: create_req(id),
                 path: sub.path.clone(),
                 content_type: None,
             }
         } else {
             ClientMsg::Subscribe {
-                sub: sub.wire.clone(),
+                sub: wire_sub(id),
                 path: sub.path.clone(),
                 offset: sub.cursor.resume_from().to_owned(),
             }
@@ -344,7 +386,7 @@ impl ClientCore {
             ServerMsg::Ack {
                 req, offset, duplicate, ..
             } => {
-                if let Some(id) = self.creates.remove(&req) {
+                if let Some(id) = self.pending_create(&req) {
                     self.created(id);
                 } else if let Some(resolved) = self.outbox.on_ack(&req, &offset, duplicate) {
                     self.resolve(resolved);
@@ -363,7 +405,7 @@ impl ClientCore {
                 message,
                 ..
             } => {
-                if let Some(id) = self.creates.remove(&req) {
+                if let Some(id) = self.pending_create(&req) {
                     if code == ErrorCode::Conflict {
                         // It exists, with another configuration: read it anyway.
                         self.created(id);
@@ -390,7 +432,7 @@ impl ClientCore {
     }
 
     fn on_events(&mut self, wire: &str, messages: Vec<Message>, next: &str, up_to_date: bool, closed: bool) {
-        let Some(&id) = self.by_wire.get(wire) else {
+        let Some(id) = sub_of_wire(wire) else {
             return;
         };
         let Some(sub) = self.subs.get_mut(&id) else {
@@ -412,7 +454,7 @@ impl ClientCore {
     }
 
     fn on_sub_error(&mut self, wire: &str, code: ErrorCode, message: String) {
-        let Some(&id) = self.by_wire.get(wire) else {
+        let Some(id) = sub_of_wire(wire) else {
             return;
         };
         if code != ErrorCode::Gone {
@@ -444,9 +486,12 @@ impl ClientCore {
     }
 
     fn remove_sub(&mut self, id: SubId) {
-        if let Some(sub) = self.subs.remove(&id) {
-            self.by_wire.remove(&sub.wire);
-        }
+        self.subs.remove(&id);
+    }
+
+    /// The subscription whose create `req` answers, if it awaits one.
+    fn pending_create(&self, req: &str) -> Option<SubId> {
+        sub_of_create(req).filter(|id| self.subs.get(id).is_some_and(|s| s.needs_create))
     }
 
     /// The connection closed or failed to open.
@@ -461,7 +506,6 @@ impl ClientCore {
         }
         self.connect_deadline = None;
         self.probe_deadline = None;
-        self.creates.clear();
         let lost_since = *self.lost_since.get_or_insert(now);
         let suspended = now.saturating_sub(lost_since) >= self.opts.suspend_after_ms;
         let delay = if suspended {
@@ -536,13 +580,10 @@ impl ClientCore {
     pub fn subscribe(&mut self, path: &str, opts: SubscribeOptions) -> SubId {
         let id = self.next_id();
         let start = opts.start.0.unwrap_or(StartFrom::Beginning);
-        let wire = format!("s{id}");
-        self.by_wire.insert(wire.clone(), id);
         self.subs.insert(
             id,
             Sub {
                 path: path.to_owned(),
-                wire,
                 cursor: Cursor::new(start.clone()),
                 start,
                 reset: opts.reset,
@@ -558,12 +599,8 @@ impl ClientCore {
 
     /// Ends a subscription.
     pub fn unsubscribe(&mut self, id: SubId) {
-        if let Some(sub) = self.subs.get(&id) {
-            let wire = sub.wire.clone();
-            self.remove_sub(id);
-            if self.state == ConnectionState::Connected {
-                self.send(ClientMsg::Unsubscribe { sub: wire });
-            }
+        if self.subs.remove(&id).is_some() && self.state == ConnectionState::Connected {
+            self.send(ClientMsg::Unsubscribe { sub: wire_sub(id) });
         }
     }
 
@@ -606,8 +643,6 @@ impl ClientCore {
             .fail_all(&ClientError::new("client_closed", "the client was closed"));
         self.resolve(failed);
         self.subs.clear();
-        self.by_wire.clear();
-        self.creates.clear();
         self.retry_at = None;
     }
 }

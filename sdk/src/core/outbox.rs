@@ -7,7 +7,7 @@
 //! after a reconnect — when its acknowledgement may have been lost — is
 //! acknowledged again instead of written twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Payload, ProducerIds};
 
@@ -44,6 +44,7 @@ struct InFlight {
 
 #[derive(Debug, Default)]
 struct StreamQueue {
+    path: String,
     epoch: u64,
     next_seq: u64,
     queue: VecDeque<(AppendId, String)>,
@@ -57,9 +58,8 @@ pub type Resolved = Vec<(AppendId, Result<AppendAck, ClientError>)>;
 #[derive(Debug)]
 pub struct Outbox {
     producer_id: String,
-    streams: HashMap<String, StreamQueue>,
-    /// Request id → stream path, for requests in flight.
-    by_req: HashMap<String, String>,
+    /// One queue per stream, in first-use order (few per client).
+    streams: Vec<StreamQueue>,
     next_req: u64,
 }
 
@@ -68,25 +68,30 @@ impl Outbox {
     pub fn new(producer_id: String) -> Self {
         Self {
             producer_id,
-            streams: HashMap::new(),
-            by_req: HashMap::new(),
+            streams: Vec::new(),
             next_req: 0,
         }
     }
 
     /// Queues one event (JSON text) for `path`.
     pub fn push(&mut self, path: &str, id: AppendId, json: String) {
-        self.streams
-            .entry(path.to_owned())
-            .or_default()
-            .queue
-            .push_back((id, json));
+        let at = match self.streams.iter().position(|s| s.path == path) {
+            Some(at) => at,
+            None => {
+                self.streams.push(StreamQueue {
+                    path: path.to_owned(),
+                    ..StreamQueue::default()
+                });
+                self.streams.len() - 1
+            }
+        };
+        self.streams[at].queue.push_back((id, json));
     }
 
     /// Number of appends not yet resolved.
     pub fn pending(&self) -> usize {
         self.streams
-            .values()
+            .iter()
             .map(|s| s.queue.len() + s.in_flight.as_ref().map_or(0, |f| f.items.len()))
             .sum()
     }
@@ -95,7 +100,8 @@ impl Outbox {
         ClientMsg::Append {
             req: f.req.clone(),
             path: path.to_owned(),
-            payload: Some(Payload::json(&f.body).expect("batches are valid JSON")),
+            // Batches join events that were valid JSON when queued.
+            payload: Some(Payload::Json(f.body.clone())),
             producer: Some(ProducerIds {
                 id: self.producer_id.clone(),
                 epoch: f.epoch,
@@ -112,16 +118,13 @@ impl Outbox {
 
     /// New batches for streams with nothing in flight. Call when connected.
     pub fn ready(&mut self) -> Vec<ClientMsg> {
-        let idle: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.in_flight.is_none() && !s.queue.is_empty())
-            .map(|(p, _)| p.clone())
-            .collect();
         let mut frames = Vec::new();
-        for path in idle {
+        for at in 0..self.streams.len() {
+            if self.streams[at].in_flight.is_some() || self.streams[at].queue.is_empty() {
+                continue;
+            }
             let req = self.new_req();
-            let stream = self.streams.get_mut(&path).expect("listed above");
+            let stream = &mut self.streams[at];
             let mut items = Vec::new();
             let mut body = String::from("[");
             while let Some((_, json)) = stream.queue.front() {
@@ -130,7 +133,9 @@ impl Outbox {
                 if !fits {
                     break;
                 }
-                let (id, json) = stream.queue.pop_front().expect("front exists");
+                let Some((id, json)) = stream.queue.pop_front() else {
+                    break;
+                };
                 if !items.is_empty() {
                     body.push(',');
                 }
@@ -139,16 +144,15 @@ impl Outbox {
             }
             body.push(']');
             let flight = InFlight {
-                req: req.clone(),
+                req,
                 epoch: stream.epoch,
                 seq: stream.next_seq,
                 items,
                 body,
                 bumps: 0,
             };
-            self.by_req.insert(req, path.clone());
-            frames.push(self.frame(&path, &flight));
-            self.streams.get_mut(&path).expect("exists").in_flight = Some(flight);
+            frames.push(self.frame(&self.streams[at].path, &flight));
+            self.streams[at].in_flight = Some(flight);
         }
         frames
     }
@@ -158,20 +162,22 @@ impl Outbox {
     pub fn resend(&mut self) -> Vec<ClientMsg> {
         self.streams
             .iter()
-            .filter_map(|(path, s)| s.in_flight.as_ref().map(|f| self.frame(path, f)))
+            .filter_map(|s| s.in_flight.as_ref().map(|f| self.frame(&s.path, f)))
             .collect()
     }
 
-    fn take_flight(&mut self, req: &str) -> Option<(String, InFlight)> {
-        let path = self.by_req.remove(req)?;
-        let flight = self.streams.get_mut(&path)?.in_flight.take()?;
-        Some((path, flight))
+    /// The stream whose in-flight request is `req`.
+    fn flight_of(&self, req: &str) -> Option<usize> {
+        self.streams
+            .iter()
+            .position(|s| s.in_flight.as_ref().is_some_and(|f| f.req == req))
     }
 
     /// An `ack` for `req`. `None` when the request is not ours.
     pub fn on_ack(&mut self, req: &str, offset: &str, duplicate: bool) -> Option<Resolved> {
-        let (path, flight) = self.take_flight(req)?;
-        let stream = self.streams.get_mut(&path).expect("exists");
+        let at = self.flight_of(req)?;
+        let stream = &mut self.streams[at];
+        let flight = stream.in_flight.take()?;
         stream.epoch = flight.epoch;
         stream.next_seq = flight.seq + 1;
         let ack = AppendAck {
@@ -185,22 +191,28 @@ impl Outbox {
     /// new epoch and resends (returned as the frame); other errors fail the
     /// batch's appends. `None` when the request is not ours.
     pub fn on_error(&mut self, req: &str, code: ErrorCode, message: &str) -> Option<(Resolved, Option<ClientMsg>)> {
-        let (path, mut flight) = self.take_flight(req)?;
-        let retry = matches!(code, ErrorCode::SeqGap | ErrorCode::Forbidden) && flight.bumps < MAX_EPOCH_BUMPS;
+        let at = self.flight_of(req)?;
+        let retry = matches!(code, ErrorCode::SeqGap | ErrorCode::Forbidden)
+            && self.streams[at]
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.bumps < MAX_EPOCH_BUMPS);
         if retry {
             let new_req = self.new_req();
-            let stream = self.streams.get_mut(&path).expect("exists");
-            stream.epoch = flight.epoch + 1;
+            let stream = &mut self.streams[at];
+            stream.epoch += 1;
             stream.next_seq = 0;
-            flight.epoch = stream.epoch;
+            let epoch = stream.epoch;
+            let flight = stream.in_flight.as_mut()?;
+            flight.epoch = epoch;
             flight.seq = 0;
             flight.bumps += 1;
-            flight.req = new_req.clone();
-            let frame = self.frame(&path, &flight);
-            self.by_req.insert(new_req, path.clone());
-            self.streams.get_mut(&path).expect("exists").in_flight = Some(flight);
-            return Some((Vec::new(), Some(frame)));
+            flight.req = new_req;
+            let stream = &self.streams[at];
+            let frame = stream.in_flight.as_ref().map(|f| self.frame(&stream.path, f));
+            return Some((Vec::new(), frame));
         }
+        let flight = self.streams[at].in_flight.take()?;
         let error = ClientError::new(code.as_str(), message);
         Some((
             flight.items.into_iter().map(|id| (id, Err(error.clone()))).collect(),
@@ -210,9 +222,8 @@ impl Outbox {
 
     /// Fails everything (the client was closed).
     pub fn fail_all(&mut self, error: &ClientError) -> Resolved {
-        self.by_req.clear();
         let mut out = Vec::new();
-        for s in self.streams.values_mut() {
+        for s in &mut self.streams {
             if let Some(f) = s.in_flight.take() {
                 out.extend(f.items.into_iter().map(|id| (id, Err(error.clone()))));
             }

@@ -9,7 +9,6 @@ mod iter;
 mod types;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use durable_session_protocol::session::RunMode;
@@ -100,7 +99,7 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
         Some("http") => o.transport = Transport::Http,
         Some(other) => {
             return Err(invalid(&format!(
-                "transport must be \"websocket\" or \"http\", not {other:?}"
+                "transport must be \"websocket\" or \"http\", not \"{other}\""
             )));
         }
     }
@@ -154,7 +153,7 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
 #[wasm_bindgen(js_name = DurableClient)]
 pub struct JsClient {
     client: WebClient,
-    listeners: Rc<RefCell<HashMap<u64, crate::web::Listener>>>,
+    listeners: Rc<RefCell<Vec<(u64, crate::web::Listener)>>>,
     next: RefCell<u64>,
 }
 
@@ -203,11 +202,11 @@ impl JsClient {
             *next += 1;
             *next
         };
-        self.listeners.borrow_mut().insert(id, handle);
+        self.listeners.borrow_mut().push((id, handle));
         let listeners = Rc::downgrade(&self.listeners);
         unsubscribe_fn(move || {
             if let Some(l) = listeners.upgrade() {
-                l.borrow_mut().remove(&id);
+                l.borrow_mut().retain(|(i, _)| *i != id);
             }
         })
     }
@@ -422,7 +421,11 @@ impl JsSession {
         let mode = match get_string(&options, "mode")?.as_deref() {
             None | Some("single") => RunMode::Single,
             Some("multi") => RunMode::Multi,
-            Some(other) => return Err(invalid(&format!("mode must be \"single\" or \"multi\", not {other:?}"))),
+            Some(other) => {
+                return Err(invalid(&format!(
+                    "mode must be \"single\" or \"multi\", not \"{other}\""
+                )));
+            }
         };
         let (id, fut) = self.session.send(text, mode);
         Ok(to_promise(fut, move |ack| {

@@ -2,7 +2,7 @@
 //! and the page's network and visibility events.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -63,21 +63,27 @@ impl WebOptions {
     }
 }
 
+/// `host:port/v1/ws/` → `host:port`.
+fn strip_ws_path(rest: &str) -> &str {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.strip_suffix(WS_PATH).unwrap_or(rest)
+}
+
 /// The HTTP base (`http://host:port`) and WebSocket URL of a server URL.
 pub(crate) fn endpoints(url: &str, origin: Option<String>) -> Result<(String, String), ClientError> {
     let invalid = || {
         ClientError::new(
             "invalid_url",
-            format!("not a server URL: {url:?} (use http(s)://host:port)"),
+            format!("not a server URL: \"{url}\" (use http(s)://host:port)"),
         )
     };
     let url = url.trim();
     let base = if url.is_empty() || url.starts_with('/') {
         origin.ok_or_else(invalid)?
     } else if let Some(rest) = url.strip_prefix("ws://") {
-        format!("http://{}", rest.trim_end_matches('/').trim_end_matches(WS_PATH))
+        format!("http://{}", strip_ws_path(rest))
     } else if let Some(rest) = url.strip_prefix("wss://") {
-        format!("https://{}", rest.trim_end_matches('/').trim_end_matches(WS_PATH))
+        format!("https://{}", strip_ws_path(rest))
     } else if url.starts_with("http://") || url.starts_with("https://") {
         url.trim_end_matches('/').to_owned()
     } else {
@@ -121,10 +127,10 @@ pub(crate) struct Inner {
     timer: Option<(u64, Timeout)>,
     queue: VecDeque<AppOut>,
     dispatching: bool,
-    subs: HashMap<SubId, EventCallback>,
-    state_listeners: BTreeMap<u64, StateCallback>,
+    subs: Vec<(SubId, EventCallback)>,
+    state_listeners: Vec<(u64, StateCallback)>,
     next_listener: u64,
-    appends: HashMap<AppendId, oneshot::Sender<Result<AppendAck, ClientError>>>,
+    appends: Vec<(AppendId, oneshot::Sender<Result<AppendAck, ClientError>>)>,
     last_state: StateChange,
     _page_listeners: Vec<EventListener>,
 }
@@ -282,7 +288,8 @@ pub(crate) fn pump(rc: &Rc<RefCell<Inner>>) {
                 }
                 Output::Event { sub, event } => inner.queue.push_back(AppOut::Event(sub, event)),
                 Output::Appended { id, result } => {
-                    if let Some(done) = inner.appends.remove(&id) {
+                    if let Some(at) = inner.appends.iter().position(|(i, _)| *i == id) {
+                        let (_, done) = inner.appends.swap_remove(at);
                         let _ = done.send(result);
                     }
                 }
@@ -306,9 +313,11 @@ pub(crate) fn pump(rc: &Rc<RefCell<Inner>>) {
                     inner.dispatching = false;
                     break;
                 }
-                Some(AppOut::State(change)) => Call::State(inner.state_listeners.values().cloned().collect(), change),
-                Some(AppOut::Event(sub, event)) => match inner.subs.get(&sub) {
-                    Some(cb) => Call::Event(cb.clone(), event),
+                Some(AppOut::State(change)) => {
+                    Call::State(inner.state_listeners.iter().map(|(_, cb)| cb.clone()).collect(), change)
+                }
+                Some(AppOut::Event(sub, event)) => match inner.subs.iter().find(|(id, _)| *id == sub) {
+                    Some((_, cb)) => Call::Event(cb.clone(), event),
                     None => continue,
                 },
             }
@@ -353,7 +362,7 @@ impl Drop for Listener {
         if let Some(rc) = self.client.upgrade()
             && let Ok(mut inner) = rc.try_borrow_mut()
         {
-            inner.state_listeners.remove(&self.id);
+            inner.state_listeners.retain(|(id, _)| *id != self.id);
         }
     }
 }
@@ -375,7 +384,7 @@ impl SubscriptionHandle {
 impl Drop for SubscriptionHandle {
     fn drop(&mut self) {
         if let Ok(mut inner) = self.client.inner.try_borrow_mut() {
-            inner.subs.remove(&self.id);
+            inner.subs.retain(|(id, _)| *id != self.id);
             inner.core.unsubscribe(self.id);
         }
         pump(&self.client.inner);
@@ -407,10 +416,10 @@ impl WebClient {
             timer: None,
             queue: VecDeque::new(),
             dispatching: false,
-            subs: HashMap::new(),
-            state_listeners: BTreeMap::new(),
+            subs: Vec::new(),
+            state_listeners: Vec::new(),
             next_listener: 0,
-            appends: HashMap::new(),
+            appends: Vec::new(),
             last_state: initial,
             _page_listeners: Vec::new(),
         }));
@@ -432,7 +441,7 @@ impl WebClient {
         let id = {
             let mut inner = self.inner.borrow_mut();
             let id = inner.core.subscribe(path, opts);
-            inner.subs.insert(id, Rc::new(RefCell::new(on_event)));
+            inner.subs.push((id, Rc::new(RefCell::new(on_event))));
             id
         };
         pump(&self.inner);
@@ -447,7 +456,7 @@ impl WebClient {
         let mut inner = self.inner.borrow_mut();
         inner.next_listener += 1;
         let id = inner.next_listener;
-        inner.state_listeners.insert(id, Rc::new(RefCell::new(on_change)));
+        inner.state_listeners.push((id, Rc::new(RefCell::new(on_change))));
         Listener {
             client: Rc::downgrade(&self.inner),
             id,
@@ -466,7 +475,7 @@ impl WebClient {
         {
             let mut inner = self.inner.borrow_mut();
             let id = inner.core.append(path, json);
-            inner.appends.insert(id, done);
+            inner.appends.push((id, done));
         }
         pump(&self.inner);
         async move {

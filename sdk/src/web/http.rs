@@ -10,7 +10,6 @@
 //! appends, exactly as over WebSocket.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Weak;
 
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ServerMsg};
@@ -25,12 +24,12 @@ use super::socket::js_error_text;
 pub(crate) struct HttpLink {
     client: Weak<RefCell<Inner>>,
     generation: u64,
-    subs: HashMap<String, AbortController>,
+    subs: Vec<(String, AbortController)>,
 }
 
 impl Drop for HttpLink {
     fn drop(&mut self) {
-        for (_, abort) in self.subs.drain() {
+        for (_, abort) in self.subs.drain(..) {
             abort.abort();
         }
     }
@@ -129,12 +128,17 @@ fn messages_of(reply: &Reply) -> Vec<Message> {
         return Vec::new();
     }
     if json {
-        let Ok(parsed) = durable_session_protocol::json::parse(&reply.body) else { return Vec::new() };
+        let Ok(parsed) = durable_session_protocol::json::parse(&reply.body) else {
+            return Vec::new();
+        };
         parsed
             .array()
             .unwrap_or_default()
             .iter()
-            .map(|item| Message { offset: String::new(), payload: Payload::Json(item.raw.to_owned()) })
+            .map(|item| Message {
+                offset: String::new(),
+                payload: Payload::Json(item.raw.to_owned()),
+            })
             .collect()
     } else {
         vec![Message {
@@ -149,7 +153,7 @@ impl HttpLink {
         Self {
             client,
             generation,
-            subs: HashMap::new(),
+            subs: Vec::new(),
         }
     }
 
@@ -162,14 +166,17 @@ impl HttpLink {
             ClientMsg::Ping { t } => Some(ServerMsg::Pong { t }),
             ClientMsg::Pong { .. } => None,
             ClientMsg::Unsubscribe { sub } => {
-                if let Some(abort) = self.subs.remove(&sub) {
-                    abort.abort();
-                }
+                self.subs.retain(|(s, abort)| {
+                    if *s == sub {
+                        abort.abort();
+                    }
+                    *s != sub
+                });
                 Some(ServerMsg::Unsubscribed { sub })
             }
             ClientMsg::Subscribe { sub, path, offset } => {
                 let abort = AbortController::new().ok()?;
-                self.subs.insert(sub.clone(), abort.clone());
+                self.subs.push((sub.clone(), abort.clone()));
                 let (client, generation) = (self.client.clone(), self.generation);
                 wasm_bindgen_futures::spawn_local(read_loop(client, generation, sub, path, offset, abort));
                 None
