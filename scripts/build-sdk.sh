@@ -16,5 +16,7 @@ echo "[build] wasm-opt -Oz (binaryen from npm, pinned in package.json)"
 npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
   --enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers \
   "$out/durable_sessions_bg.wasm" -o "$out/durable_sessions_bg.wasm"
+echo "[build] minifying the JS glue (terser; types stay in the .d.ts)"
+npx --no-install terser "$out/durable_sessions.js" --module --compress --mangle -o "$out/durable_sessions.js"
 node scripts/finish-pkg.mjs
 echo "[build] $out ready: $(ls "$out" | tr '\n' ' ')"

@@ -8,10 +8,20 @@
 mod iter;
 mod types;
 
+/// A free-list allocator a few hundred bytes large instead of the default
+/// dlmalloc (~7 KB): the npm package's budget is 60 KB gzip in all. The Wasm
+/// module is single-threaded, which the allocator relies on.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    // SAFETY: browsers run this module on one thread; it never shares memory.
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use durable_session_protocol::session::RunMode;
+use durable_session_protocol::json::{self, Json, Obj};
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -37,42 +47,54 @@ fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
     if !obj.is_object() {
         return None;
     }
-    Reflect::get(obj, &key.into())
-        .ok()
-        .filter(|v| !v.is_undefined() && !v.is_null())
+    Reflect::get(obj, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
 }
 
-fn get_string(obj: &JsValue, key: &str) -> Result<Option<String>, JsValue> {
-    get(obj, key)
-        .map(|v| {
-            v.as_string()
-                .ok_or_else(|| invalid(&format!("option {key} must be a string")))
-        })
-        .transpose()
+/// Options objects are read as JSON (functions, such as `token`, are read
+/// separately): one parser for every option instead of a check per field.
+fn options_json(options: &JsValue) -> Result<String, JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return Ok("{}".into());
+    }
+    if !options.is_object() {
+        return Err(invalid("options must be an object"));
+    }
+    js_sys::JSON::stringify(options).map(String::from).map_err(|_| invalid("options must be a plain object"))
 }
 
-fn get_ms(obj: &JsValue, key: &str) -> Result<Option<u64>, JsValue> {
-    get(obj, key)
-        .map(|v| match v.as_f64() {
-            Some(n) if n.is_finite() && n >= 0.0 => Ok(n as u64),
-            _ => Err(invalid(&format!("option {key} must be a non-negative number"))),
-        })
-        .transpose()
+fn opt_str<'a>(v: &'a Json<'_>, key: &str) -> Result<Option<&'a str>, JsValue> {
+    match v.get(key) {
+        None => Ok(None),
+        Some(s) if s.is_null() => Ok(None),
+        Some(s) => s.str().map(Some).ok_or_else(|| invalid(&format!("option {key} must be a string"))),
+    }
+}
+
+fn opt_ms(v: &Json<'_>, key: &str) -> Result<Option<u64>, JsValue> {
+    match v.get(key) {
+        None => Ok(None),
+        Some(n) => n.u64().map(Some).ok_or_else(|| invalid(&format!("option {key} must be a whole number ≥ 0"))),
+    }
+}
+
+/// JSON text to a JS value (objects handed to callbacks and promises).
+fn from_json(text: &str) -> JsValue {
+    js_sys::JSON::parse(text).unwrap_or(JsValue::NULL)
+}
+
+fn ack_json(o: &mut Obj, ack: &AppendAck) -> JsValue {
+    o.str("offset", &ack.offset).bool("duplicate", ack.duplicate);
+    from_json(&o.finish())
 }
 
 fn ack_object(ack: &AppendAck) -> JsValue {
-    let obj = Object::new();
-    let _ = Reflect::set(&obj, &"offset".into(), &ack.offset.as_str().into());
-    let _ = Reflect::set(&obj, &"duplicate".into(), &ack.duplicate.into());
-    obj.into()
+    ack_json(&mut Obj::new(), ack)
 }
 
 fn envelope_object(e: &Envelope) -> JsValue {
-    let obj = Object::new();
-    let _ = Reflect::set(&obj, &"offset".into(), &e.offset.as_str().into());
-    let event = js_sys::JSON::parse(&e.json).unwrap_or(JsValue::NULL);
-    let _ = Reflect::set(&obj, &"event".into(), &event);
-    obj.into()
+    let mut o = Obj::new();
+    o.str("offset", &e.offset).raw("event", &e.json);
+    from_json(&o.finish())
 }
 
 fn to_promise(
@@ -93,56 +115,46 @@ fn unsubscribe_fn(f: impl FnOnce() + 'static) -> Function {
 }
 
 fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
-    let mut o = WebOptions::new(get_string(options, "url")?.unwrap_or_default());
-    match get_string(options, "transport")?.as_deref() {
+    let text = options_json(options)?;
+    let v = json::parse(&text).map_err(|_| invalid("options must be a plain object"))?;
+    let mut o = WebOptions::new(opt_str(&v, "url")?.unwrap_or_default());
+    match opt_str(&v, "transport")? {
         None | Some("websocket") => o.transport = Transport::WebSocket,
         Some("http") => o.transport = Transport::Http,
-        Some(other) => {
-            return Err(invalid(&format!(
-                "transport must be \"websocket\" or \"http\", not \"{other}\""
-            )));
+        Some(other) => return Err(invalid(&format!("transport must be \"websocket\" or \"http\", not \"{other}\""))),
+    }
+    if let Some(backoff) = v.get("backoff") {
+        if let Some(ms) = opt_ms(backoff, "minMs")? {
+            o.core.backoff.min_ms = ms;
+        }
+        if let Some(ms) = opt_ms(backoff, "maxMs")? {
+            o.core.backoff.max_ms = ms;
+        }
+        if let Some(factor) = get(&options.clone(), "backoff").and_then(|b| get(&b, "factor")) {
+            o.core.backoff.factor =
+                factor.as_f64().filter(|f| *f >= 1.0).ok_or_else(|| invalid("backoff.factor must be a number ≥ 1"))?;
         }
     }
-    if let Some(backoff) = get(options, "backoff") {
-        if let Some(v) = get_ms(&backoff, "minMs")? {
-            o.core.backoff.min_ms = v;
+    for (key, slot) in [
+        ("pingIntervalMs", &mut o.core.ping_interval_ms),
+        ("heartbeatTimeoutMs", &mut o.core.heartbeat_timeout_ms),
+        ("connectTimeoutMs", &mut o.core.connect_timeout_ms),
+        ("suspendAfterMs", &mut o.core.suspend_after_ms),
+    ] {
+        if let Some(ms) = opt_ms(&v, key)? {
+            *slot = ms.max(1);
         }
-        if let Some(v) = get_ms(&backoff, "maxMs")? {
-            o.core.backoff.max_ms = v;
-        }
-        if let Some(v) = get(&backoff, "factor") {
-            o.core.backoff.factor = v
-                .as_f64()
-                .filter(|f| *f >= 1.0)
-                .ok_or_else(|| invalid("backoff.factor must be a number ≥ 1"))?;
-        }
-    }
-    if let Some(v) = get_ms(options, "pingIntervalMs")? {
-        o.core.ping_interval_ms = v.max(1);
-    }
-    if let Some(v) = get_ms(options, "heartbeatTimeoutMs")? {
-        o.core.heartbeat_timeout_ms = v.max(1);
-    }
-    if let Some(v) = get_ms(options, "connectTimeoutMs")? {
-        o.core.connect_timeout_ms = v.max(1);
-    }
-    if let Some(v) = get_ms(options, "suspendAfterMs")? {
-        o.core.suspend_after_ms = v;
     }
     if let Some(token) = get(options, "token") {
         let token: Function = token.dyn_into().map_err(|_| invalid("token must be a function"))?;
         o.token = Some(Rc::new(move || {
             let token = token.clone();
             Box::pin(async move {
-                let value = token
-                    .call0(&JsValue::NULL)
-                    .map_err(|e| ClientError::new("token_failed", crate::web::socket::js_error_text(&e)))?;
-                let value = wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value))
-                    .await
-                    .map_err(|e| ClientError::new("token_failed", crate::web::socket::js_error_text(&e)))?;
-                value
-                    .as_string()
-                    .ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
+                let failed = |e: &JsValue| ClientError::new("token_failed", crate::web::socket::js_error_text(e));
+                let value = token.call0(&JsValue::NULL).map_err(|e| failed(&e))?;
+                let value =
+                    wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value)).await.map_err(|e| failed(&e))?;
+                value.as_string().ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
             })
         }));
     }
@@ -188,14 +200,14 @@ impl JsClient {
         #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
     ) -> Function {
         let handle = self.client.on_state(move |change| {
-            let obj = Object::new();
-            let _ = Reflect::set(&obj, &"state".into(), &change.state.as_str().into());
-            let _ = Reflect::set(&obj, &"previous".into(), &change.previous.as_str().into());
-            let _ = Reflect::set(&obj, &"reason".into(), &change.reason.as_str().into());
+            let mut o = Obj::new();
+            o.str("state", change.state.as_str())
+                .str("previous", change.previous.as_str())
+                .str("reason", &change.reason);
             if let Some(ms) = change.retry_in_ms {
-                let _ = Reflect::set(&obj, &"retryInMs".into(), &(ms as f64).into());
+                o.u64("retryInMs", ms);
             }
-            let _ = listener.call1(&JsValue::NULL, &obj);
+            let _ = listener.call1(&JsValue::NULL, &from_json(&o.finish()));
         });
         let id = {
             let mut next = self.next.borrow_mut();
@@ -217,16 +229,17 @@ impl JsClient {
         id: &str,
         #[wasm_bindgen(unchecked_param_type = "SessionOptions")] options: Option<Object>,
     ) -> Result<JsSession, JsValue> {
-        let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);
         if id.is_empty() || id.contains('/') {
             return Err(invalid("a session id must be non-empty and contain no '/'"));
         }
+        let text = options_json(&options.map_or(JsValue::UNDEFINED, Into::into))?;
+        let v = json::parse(&text).map_err(|_| invalid("options must be a plain object"))?;
         let mut o = SessionOptions::default();
-        if let Some(author) = get_string(&options, "author")? {
-            o.author = author;
+        if let Some(author) = opt_str(&v, "author")? {
+            o.author = author.to_owned();
         }
-        if let Some(persist) = get(&options, "persist") {
-            o.persist = persist.as_bool().ok_or_else(|| invalid("persist must be a boolean"))?;
+        if let Some(persist) = v.get("persist") {
+            o.persist = persist.bool().ok_or_else(|| invalid("persist must be a boolean"))?;
         }
         Ok(JsSession::new(WebSession::open(&self.client, id, o)))
     }
@@ -417,8 +430,9 @@ impl JsSession {
         text: &str,
         #[wasm_bindgen(unchecked_param_type = "SendOptions")] options: Option<Object>,
     ) -> Result<Promise, JsValue> {
-        let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);
-        let mode = match get_string(&options, "mode")?.as_deref() {
+        let options = options_json(&options.map_or(JsValue::UNDEFINED, Into::into))?;
+        let v = json::parse(&options).map_err(|_| invalid("options must be a plain object"))?;
+        let mode = match opt_str(&v, "mode")? {
             None | Some("single") => RunMode::Single,
             Some("multi") => RunMode::Multi,
             Some(other) => {
@@ -428,11 +442,7 @@ impl JsSession {
             }
         };
         let (id, fut) = self.session.send(text, mode);
-        Ok(to_promise(fut, move |ack| {
-            let obj = ack_object(ack);
-            let _ = Reflect::set(&obj, &"id".into(), &id.as_str().into());
-            obj
-        }))
+        Ok(to_promise(fut, move |ack| ack_json(Obj::new().str("id", &id), ack)))
     }
 
     /// Asks the agent to stop run `runId` (a `cancel` event).
