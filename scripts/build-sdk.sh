@@ -13,7 +13,7 @@ rm -rf "$out"
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$out" --out-name durable_sessions \
   target/wasm32-unknown-unknown/wasm-release/durable_sessions.wasm
 echo "[build] wasm-opt -Oz (binaryen from npm, pinned in package.json)"
-npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
+npx --no-install wasm-opt -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
   --enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers \
   "$out/durable_sessions_bg.wasm" -o "$out/durable_sessions_bg.wasm"
 echo "[build] minifying the JS glue (terser; types stay in the .d.ts)"

@@ -83,6 +83,13 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    /// The text between two positions. They always sit on ASCII
+    /// delimiters, hence on char boundaries; `get` keeps the panic path
+    /// (and its formatting code) out of the Wasm build.
+    fn slice(&self, start: usize, end: usize) -> &'a str {
+        self.s.get(start..end).unwrap_or_default()
+    }
+
     fn err(&self, message: &'static str) -> JsonError {
         JsonError {
             offset: self.i,
@@ -122,13 +129,17 @@ impl<'a> Parser<'a> {
             Some(_) => return Err(self.err("unexpected character")),
         };
         Ok(Json {
-            raw: &self.s[start..self.i],
+            raw: self.slice(start, self.i),
             value,
         })
     }
 
     fn word(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, JsonError> {
-        if self.b[self.i..].starts_with(word.as_bytes()) {
+        if self
+            .b
+            .get(self.i..)
+            .is_some_and(|rest| rest.starts_with(word.as_bytes()))
+        {
             self.i += word.len();
             Ok(value)
         } else {
@@ -165,7 +176,7 @@ impl<'a> Parser<'a> {
                 return Err(self.err("invalid exponent"));
             }
         }
-        Ok(Value::Number(&self.s[start..self.i]))
+        Ok(Value::Number(self.slice(start, self.i)))
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
@@ -192,7 +203,7 @@ impl<'a> Parser<'a> {
             match self.b.get(self.i) {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
-                    let s = &self.s[start..self.i];
+                    let s = self.slice(start, self.i);
                     self.i += 1;
                     return Ok(Cow::Borrowed(s));
                 }
@@ -201,7 +212,7 @@ impl<'a> Parser<'a> {
                 Some(_) => self.i += 1,
             }
         }
-        let mut out = String::from(&self.s[start..self.i]);
+        let mut out = String::from(self.slice(start, self.i));
         loop {
             match self.b.get(self.i) {
                 None => return Err(self.err("unterminated string")),
@@ -255,7 +266,7 @@ impl<'a> Parser<'a> {
                         }
                         self.i += 1;
                     }
-                    out.push_str(&self.s[run..self.i]);
+                    out.push_str(self.slice(run, self.i));
                 }
             }
         }
@@ -378,7 +389,7 @@ pub fn push_str(out: &mut String, s: &str) {
             c if (c as u32) < 0x20 => "",
             _ => continue,
         };
-        out.push_str(&s[run..i]);
+        out.push_str(s.get(run..i).unwrap_or_default());
         if escape.is_empty() {
             out.push_str("\\u00");
             let b = c as u8;
@@ -390,7 +401,7 @@ pub fn push_str(out: &mut String, s: &str) {
         }
         run = i + c.len_utf8();
     }
-    out.push_str(&s[run..]);
+    out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
 }
 

@@ -88,25 +88,33 @@ impl ErrorCode {
         }
     }
 
+    /// Every code.
+    pub const ALL: [Self; 14] = [
+        Self::BadFrame,
+        Self::UnknownOp,
+        Self::TooLarge,
+        Self::BadOffset,
+        Self::BadRequest,
+        Self::NotFound,
+        Self::Gone,
+        Self::Conflict,
+        Self::Closed,
+        Self::Forbidden,
+        Self::SeqGap,
+        Self::DuplicateSub,
+        Self::UnknownSub,
+        Self::Internal,
+    ];
+
     /// The code of a wire name.
+    ///
+    /// ```
+    /// use durable_session_protocol::ws::ErrorCode;
+    /// assert!(ErrorCode::ALL.iter().all(|c| ErrorCode::parse(c.as_str()) == Some(*c)));
+    /// assert_eq!(ErrorCode::parse("nope"), None);
+    /// ```
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "bad_frame" => Self::BadFrame,
-            "unknown_op" => Self::UnknownOp,
-            "too_large" => Self::TooLarge,
-            "bad_offset" => Self::BadOffset,
-            "bad_request" => Self::BadRequest,
-            "not_found" => Self::NotFound,
-            "gone" => Self::Gone,
-            "conflict" => Self::Conflict,
-            "closed" => Self::Closed,
-            "forbidden" => Self::Forbidden,
-            "seq_gap" => Self::SeqGap,
-            "duplicate_sub" => Self::DuplicateSub,
-            "unknown_sub" => Self::UnknownSub,
-            "internal" => Self::Internal,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 

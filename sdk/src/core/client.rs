@@ -13,8 +13,6 @@
 //! # let _ = sub;
 //! ```
 
-use std::collections::VecDeque;
-
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, ServerMsg};
 
 use super::ClientError;
@@ -189,7 +187,7 @@ struct Sub {
 pub struct ClientCore {
     opts: Options,
     state: ConnectionState,
-    outputs: VecDeque<Output>,
+    outputs: Vec<Output>,
     subs: Subs,
     outbox: Outbox,
     rng: Rng,
@@ -213,7 +211,7 @@ impl ClientCore {
         Self {
             opts,
             state: ConnectionState::Connecting,
-            outputs: VecDeque::new(),
+            outputs: Vec::new(),
             subs: Subs::default(),
             outbox,
             rng,
@@ -246,7 +244,7 @@ impl ClientCore {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        (!self.outputs.is_empty()).then(|| self.outputs.remove(0))
     }
 
     /// When [`ClientCore::on_timer`] should run next (absolute ms).
@@ -274,7 +272,7 @@ impl ClientCore {
     fn set_state(&mut self, state: ConnectionState, reason: impl Into<String>, retry_in_ms: Option<u64>) {
         let previous = self.state;
         self.state = state;
-        self.outputs.push_back(Output::State(StateChange {
+        self.outputs.push(Output::State(StateChange {
             state,
             previous,
             reason: reason.into(),
@@ -283,16 +281,16 @@ impl ClientCore {
     }
 
     fn send(&mut self, msg: ClientMsg) {
-        self.outputs.push_back(Output::Send(msg));
+        self.outputs.push(Output::Send(msg));
     }
 
     fn emit(&mut self, sub: SubId, event: SubscriptionEvent) {
-        self.outputs.push_back(Output::Event { sub, event });
+        self.outputs.push(Output::Event { sub, event });
     }
 
     fn resolve(&mut self, resolved: Resolved) {
         for (id, result) in resolved {
-            self.outputs.push_back(Output::Appended { id, result });
+            self.outputs.push(Output::Appended { id, result });
         }
     }
 
@@ -309,7 +307,7 @@ impl ClientCore {
         self.retry_at = None;
         self.connect_deadline = Some(now + self.opts.connect_timeout_ms);
         self.set_state(ConnectionState::Connecting, reason, None);
-        self.outputs.push_back(Output::Connect);
+        self.outputs.push(Output::Connect);
     }
 
     /// The transport opened the connection.
@@ -555,7 +553,7 @@ impl ClientCore {
     }
 
     fn drop_link(&mut self, now: u64, reason: &str) {
-        self.outputs.push_back(Output::Disconnect { reason: reason.into() });
+        self.outputs.push(Output::Disconnect { reason: reason.into() });
         self.on_close(now, reason);
     }
 
@@ -615,7 +613,7 @@ impl ClientCore {
     pub fn append(&mut self, path: &str, json: String) -> AppendId {
         let id = self.next_id();
         if self.state == ConnectionState::Closed {
-            self.outputs.push_back(Output::Appended {
+            self.outputs.push(Output::Appended {
                 id,
                 result: Err(ClientError::new("client_closed", "the client is closed")),
             });
@@ -633,7 +631,7 @@ impl ClientCore {
             return;
         }
         if matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting) {
-            self.outputs.push_back(Output::Disconnect {
+            self.outputs.push(Output::Disconnect {
                 reason: "closed by app".into(),
             });
         }

@@ -7,8 +7,6 @@
 //! after a reconnect — when its acknowledgement may have been lost — is
 //! acknowledged again instead of written twice.
 
-use std::collections::VecDeque;
-
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Payload, ProducerIds};
 
 use super::ClientError;
@@ -47,7 +45,7 @@ struct StreamQueue {
     path: String,
     epoch: u64,
     next_seq: u64,
-    queue: VecDeque<(AppendId, String)>,
+    queue: Vec<(AppendId, String)>,
     in_flight: Option<InFlight>,
 }
 
@@ -85,7 +83,7 @@ impl Outbox {
                 self.streams.len() - 1
             }
         };
-        self.streams[at].queue.push_back((id, json));
+        self.streams[at].queue.push((id, json));
     }
 
     /// Number of appends not yet resolved.
@@ -127,21 +125,21 @@ impl Outbox {
             let stream = &mut self.streams[at];
             let mut items = Vec::new();
             let mut body = String::from("[");
-            while let Some((_, json)) = stream.queue.front() {
+            let mut taken = 0;
+            for (id, json) in &stream.queue {
                 let fits =
                     items.is_empty() || (body.len() + json.len() < MAX_BATCH_BYTES && items.len() < MAX_BATCH_ITEMS);
                 if !fits {
                     break;
                 }
-                let Some((id, json)) = stream.queue.pop_front() else {
-                    break;
-                };
                 if !items.is_empty() {
                     body.push(',');
                 }
-                body.push_str(&json);
-                items.push(id);
+                body.push_str(json);
+                items.push(*id);
+                taken += 1;
             }
+            stream.queue.drain(..taken);
             body.push(']');
             let flight = InFlight {
                 req,

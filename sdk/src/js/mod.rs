@@ -20,8 +20,8 @@ static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use durable_session_protocol::session::RunMode;
 use durable_session_protocol::json::{self, Json, Obj};
+use durable_session_protocol::session::RunMode;
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -47,7 +47,9 @@ fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
     if !obj.is_object() {
         return None;
     }
-    Reflect::get(obj, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
+    Reflect::get(obj, &key.into())
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
 }
 
 /// Options objects are read as JSON (functions, such as `token`, are read
@@ -59,21 +61,29 @@ fn options_json(options: &JsValue) -> Result<String, JsValue> {
     if !options.is_object() {
         return Err(invalid("options must be an object"));
     }
-    js_sys::JSON::stringify(options).map(String::from).map_err(|_| invalid("options must be a plain object"))
+    js_sys::JSON::stringify(options)
+        .map(String::from)
+        .map_err(|_| invalid("options must be a plain object"))
 }
 
 fn opt_str<'a>(v: &'a Json<'_>, key: &str) -> Result<Option<&'a str>, JsValue> {
     match v.get(key) {
         None => Ok(None),
         Some(s) if s.is_null() => Ok(None),
-        Some(s) => s.str().map(Some).ok_or_else(|| invalid(&format!("option {key} must be a string"))),
+        Some(s) => s
+            .str()
+            .map(Some)
+            .ok_or_else(|| invalid(&format!("option {key} must be a string"))),
     }
 }
 
 fn opt_ms(v: &Json<'_>, key: &str) -> Result<Option<u64>, JsValue> {
     match v.get(key) {
         None => Ok(None),
-        Some(n) => n.u64().map(Some).ok_or_else(|| invalid(&format!("option {key} must be a whole number ≥ 0"))),
+        Some(n) => n
+            .u64()
+            .map(Some)
+            .ok_or_else(|| invalid(&format!("option {key} must be a whole number ≥ 0"))),
     }
 }
 
@@ -97,10 +107,11 @@ fn envelope_object(e: &Envelope) -> JsValue {
     from_json(&o.finish())
 }
 
-fn to_promise(
-    fut: impl std::future::Future<Output = Result<AppendAck, ClientError>> + 'static,
-    map: impl FnOnce(&AppendAck) -> JsValue + 'static,
-) -> Promise {
+/// A promise of an append's outcome, mapped to a JS value. Not generic, so
+/// the Wasm holds one copy of the future-to-promise glue.
+type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<AppendAck, ClientError>>>>;
+
+fn to_promise(fut: AckFuture, map: Box<dyn FnOnce(&AppendAck) -> JsValue>) -> Promise {
     future_to_promise(async move {
         match fut.await {
             Ok(ack) => Ok(map(&ack)),
@@ -121,7 +132,11 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
     match opt_str(&v, "transport")? {
         None | Some("websocket") => o.transport = Transport::WebSocket,
         Some("http") => o.transport = Transport::Http,
-        Some(other) => return Err(invalid(&format!("transport must be \"websocket\" or \"http\", not \"{other}\""))),
+        Some(other) => {
+            return Err(invalid(&format!(
+                "transport must be \"websocket\" or \"http\", not \"{other}\""
+            )));
+        }
     }
     if let Some(backoff) = v.get("backoff") {
         if let Some(ms) = opt_ms(backoff, "minMs")? {
@@ -131,8 +146,10 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
             o.core.backoff.max_ms = ms;
         }
         if let Some(factor) = get(&options.clone(), "backoff").and_then(|b| get(&b, "factor")) {
-            o.core.backoff.factor =
-                factor.as_f64().filter(|f| *f >= 1.0).ok_or_else(|| invalid("backoff.factor must be a number ≥ 1"))?;
+            o.core.backoff.factor = factor
+                .as_f64()
+                .filter(|f| *f >= 1.0)
+                .ok_or_else(|| invalid("backoff.factor must be a number ≥ 1"))?;
         }
     }
     for (key, slot) in [
@@ -152,9 +169,12 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
             Box::pin(async move {
                 let failed = |e: &JsValue| ClientError::new("token_failed", crate::web::socket::js_error_text(e));
                 let value = token.call0(&JsValue::NULL).map_err(|e| failed(&e))?;
-                let value =
-                    wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value)).await.map_err(|e| failed(&e))?;
-                value.as_string().ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
+                let value = wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value))
+                    .await
+                    .map_err(|e| failed(&e))?;
+                value
+                    .as_string()
+                    .ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
             })
         }));
     }
@@ -442,19 +462,22 @@ impl JsSession {
             }
         };
         let (id, fut) = self.session.send(text, mode);
-        Ok(to_promise(fut, move |ack| ack_json(Obj::new().str("id", &id), ack)))
+        Ok(to_promise(
+            Box::pin(fut),
+            Box::new(move |ack| ack_json(Obj::new().str("id", &id), ack)),
+        ))
     }
 
     /// Asks the agent to stop run `runId` (a `cancel` event).
     #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
     pub fn cancel(&self, #[wasm_bindgen(js_name = runId)] run_id: &str) -> Promise {
-        to_promise(self.session.cancel(run_id), ack_object)
+        to_promise(Box::pin(self.session.cancel(run_id)), Box::new(ack_object))
     }
 
     /// Changes the direction of run `runId` (a `steer` event).
     #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
     pub fn steer(&self, #[wasm_bindgen(js_name = runId)] run_id: &str, text: &str) -> Promise {
-        to_promise(self.session.steer(run_id, text), ack_object)
+        to_promise(Box::pin(self.session.steer(run_id, text)), Box::new(ack_object))
     }
 
     /// Appends any session event (a JSON object with a `type`).
@@ -478,7 +501,10 @@ impl JsSession {
                 "the event cannot be serialized as JSON",
             ))
         })?;
-        Ok(to_promise(self.session.append(String::from(json)), ack_object))
+        Ok(to_promise(
+            Box::pin(self.session.append(String::from(json))),
+            Box::new(ack_object),
+        ))
     }
 
     /// Ends the subscription (the client stays open) and ends iterators.

@@ -2,13 +2,11 @@
 //! and the page's network and visibility events.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 
 use durable_session_protocol::ws::{ClientMsg, ServerMsg, WS_PATH};
-use futures_channel::oneshot;
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 
@@ -77,7 +75,7 @@ pub(crate) fn endpoints(url: &str, origin: Option<String>) -> Result<(String, St
             format!("not a server URL: \"{url}\" (use http(s)://host:port)"),
         )
     };
-    let url = url.trim();
+    let url = url.trim_ascii();
     let base = if url.is_empty() || url.starts_with('/') {
         origin.ok_or_else(invalid)?
     } else if let Some(rest) = url.strip_prefix("ws://") {
@@ -125,12 +123,12 @@ pub(crate) struct Inner {
     /// ignored.
     pub(crate) generation: u64,
     timer: Option<(u64, Timeout)>,
-    queue: VecDeque<AppOut>,
+    queue: Vec<AppOut>,
     dispatching: bool,
     subs: Vec<(SubId, EventCallback)>,
     state_listeners: Vec<(u64, StateCallback)>,
     next_listener: u64,
-    appends: Vec<(AppendId, oneshot::Sender<Result<AppendAck, ClientError>>)>,
+    appends: Vec<(AppendId, super::slot::Sender<Result<AppendAck, ClientError>>)>,
     last_state: StateChange,
     _page_listeners: Vec<EventListener>,
 }
@@ -284,13 +282,13 @@ pub(crate) fn pump(rc: &Rc<RefCell<Inner>>) {
                 }
                 Output::State(change) => {
                     inner.last_state = change.clone();
-                    inner.queue.push_back(AppOut::State(change));
+                    inner.queue.push(AppOut::State(change));
                 }
-                Output::Event { sub, event } => inner.queue.push_back(AppOut::Event(sub, event)),
+                Output::Event { sub, event } => inner.queue.push(AppOut::Event(sub, event)),
                 Output::Appended { id, result } => {
                     if let Some(at) = inner.appends.iter().position(|(i, _)| *i == id) {
                         let (_, done) = inner.appends.swap_remove(at);
-                        let _ = done.send(result);
+                        done.send(result);
                     }
                 }
             }
@@ -308,7 +306,7 @@ pub(crate) fn pump(rc: &Rc<RefCell<Inner>>) {
         }
         let call = {
             let mut inner = rc.borrow_mut();
-            match inner.queue.pop_front() {
+            match (!inner.queue.is_empty()).then(|| inner.queue.remove(0)) {
                 None => {
                     inner.dispatching = false;
                     break;
@@ -414,7 +412,7 @@ impl WebClient {
             link: Link::None,
             generation: 0,
             timer: None,
-            queue: VecDeque::new(),
+            queue: Vec::new(),
             dispatching: false,
             subs: Vec::new(),
             state_listeners: Vec::new(),
@@ -471,7 +469,7 @@ impl WebClient {
     /// Appends one event (JSON text); resolves once the server acknowledged
     /// it. Queued while offline, retried without duplicates.
     pub fn append(&self, path: &str, json: String) -> impl Future<Output = Result<AppendAck, ClientError>> + 'static {
-        let (done, result) = oneshot::channel();
+        let (done, result) = super::slot::channel();
         {
             let mut inner = self.inner.borrow_mut();
             let id = inner.core.append(path, json);
@@ -481,7 +479,7 @@ impl WebClient {
         async move {
             result
                 .await
-                .unwrap_or_else(|_| Err(ClientError::new("client_closed", "the client was closed")))
+                .unwrap_or_else(|| Err(ClientError::new("client_closed", "the client was closed")))
         }
     }
 
@@ -538,7 +536,7 @@ fn page_listeners(weak: &Weak<RefCell<Inner>>) -> Vec<EventListener> {
         let weak = weak.clone();
         let doc = document.clone();
         listeners.push(EventListener::new(&document, "visibilitychange", move |_| {
-            if doc.visibility_state() == web_sys::VisibilityState::Visible
+            if !doc.hidden()
                 && let Some(rc) = weak.upgrade()
             {
                 check(&rc, "page visible");

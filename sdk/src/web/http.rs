@@ -110,7 +110,7 @@ fn error_for(reply: &Reply) -> (ErrorCode, String) {
         413 => ErrorCode::TooLarge,
         _ => ErrorCode::Internal,
     };
-    let message = reply.body.trim();
+    let message = reply.body.trim_ascii();
     let message = if message.is_empty() {
         format!("HTTP {}", reply.status)
     } else {

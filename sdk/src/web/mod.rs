@@ -13,6 +13,7 @@ mod client;
 mod http;
 mod persist;
 mod session;
+mod slot;
 pub(crate) mod socket;
 
 pub use client::{Listener, SubscriptionHandle, TokenFuture, TokenProvider, Transport, WebClient, WebOptions};
@@ -32,7 +33,14 @@ pub(crate) fn random_u64() -> u64 {
     (hi << 32) | lo
 }
 
-/// A short random id (`prefix-xxxxxxxxxxxx`).
+/// A short random id (`prefix-` and 12 hex digits).
 pub fn random_id(prefix: &str) -> String {
-    format!("{prefix}-{:012x}", random_u64() & 0xffff_ffff_ffff)
+    let mut id = String::with_capacity(prefix.len() + 13);
+    id.push_str(prefix);
+    id.push('-');
+    let bits = random_u64();
+    for shift in (0..48).step_by(4).rev() {
+        id.push(char::from_digit(((bits >> shift) & 0xf) as u32, 16).unwrap_or('0'));
+    }
+    id
 }

@@ -38,7 +38,7 @@ impl Socket {
             let reason = if e.code() == 1006 {
                 "connection lost".to_owned()
             } else {
-                format!("closed by server (code {})", e.code())
+                format!("closed by server (code {})", u64::from(e.code()))
             };
             f(SocketEvent::Closed(reason));
         });
