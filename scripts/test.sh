@@ -17,8 +17,9 @@ bash scripts/setup.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy (all targets, warnings are errors)"
+step "cargo clippy (all targets, native and wasm32, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p durable-sessions --target wasm32-unknown-unknown --features js,leptos --all-targets --quiet -- -D warnings
 
 step "cargo test (unit, integration, doc tests; measurements are printed)"
 run cargo test --workspace -- --show-output
