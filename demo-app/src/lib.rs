@@ -1,4 +1,265 @@
-//! Leptos demo chat app for durable sessions.
+//! The durable-sessions demo: a Leptos chat app built only on the SDK's
+//! public Leptos API (`use_session_with_options`).
 //!
-//! Not built yet: the demo arrives with its own issue. This crate reserves
-//! the place in the workspace.
+//! Open `/?session=<id>` in two tabs (or on a phone) and both show the same
+//! answer being written; cut the network and watch it resume without losing
+//! a word; stop or steer the agent from either tab.
+
+use durable_sessions::core::chat::{ChatItem, Lane, Run, RunState};
+use durable_sessions::core::state::ConnectionState;
+use durable_sessions::leptos::{UseSessionOptions, UseSessionReturn, use_session_with_options};
+use durable_sessions::protocol::session::RunMode;
+use durable_sessions::web::{WebClient, WebOptions, random_id};
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+
+/// Mounts the app on the page.
+#[wasm_bindgen(start)]
+pub fn start() {
+    leptos::mount::mount_to_body(App);
+}
+
+/// The session id from `?session=…`; without one, a new id written into the
+/// URL, so copying the URL joins the same session.
+fn session_id() -> String {
+    let window = web_sys::window().expect("a browser window");
+    let search = window.location().search().unwrap_or_default();
+    let found = search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("session="))
+        .map(|v| js_sys::decode_uri_component(v).map(String::from).unwrap_or_else(|_| v.to_owned()))
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    found.unwrap_or_else(|| {
+        let id = random_id("s");
+        if let Ok(history) = window.history() {
+            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&format!("/?session={id}")));
+        }
+        id
+    })
+}
+
+/// The client: the page's own origin, with a short heartbeat so a dead link
+/// is noticed within seconds.
+fn client() -> Option<WebClient> {
+    let mut options = WebOptions::new("");
+    options.core.ping_interval_ms = 2_000;
+    options.core.heartbeat_timeout_ms = 5_000;
+    options.core.probe_timeout_ms = 2_000;
+    options.core.backoff.min_ms = 300;
+    options.core.backoff.max_ms = 5_000;
+    options.core.suspend_after_ms = 30_000;
+    WebClient::new(options).ok()
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let id = session_id();
+    let author = random_id("guest");
+    let session = use_session_with_options(
+        &id,
+        UseSessionOptions { client: client(), author: Some(author.clone()), ..UseSessionOptions::default() },
+    );
+    let link = web_sys::window().and_then(|w| w.location().href().ok()).unwrap_or_default();
+    view! {
+        <div class="app">
+            <header class="top">
+                <div class="brand">
+                    <span class="logo">"◆"</span>
+                    <div>
+                        <h1>"Durable sessions"</h1>
+                        <p class="sub">
+                            "Session " <code data-testid="session-id">{id.clone()}</code>
+                            " · you are " <code>{author}</code>
+                        </p>
+                    </div>
+                </div>
+                <ConnectionBadge session=session />
+            </header>
+            <p class="hint">
+                "Open this page in another tab or device to join the same session: "
+                <a href=link.clone() target="_blank">"open a second tab"</a>
+            </p>
+            <Transcript session=session />
+            <RunControls session=session />
+            <Composer session=session />
+            <StatusPanel session=session />
+        </div>
+    }
+}
+
+/// connected / reconnecting in N s / offline / suspended.
+#[component]
+fn ConnectionBadge(session: UseSessionReturn) -> impl IntoView {
+    let state = session.state;
+    let class = move || format!("badge badge-{}", state.get().as_str());
+    let retry = move || match (state.get(), session.retry_in_ms.get()) {
+        (ConnectionState::Disconnected | ConnectionState::Suspended, Some(ms)) => {
+            format!("reconnecting in {:.1} s", ms as f64 / 1000.0)
+        }
+        (ConnectionState::Connecting, _) => "connecting…".into(),
+        _ => String::new(),
+    };
+    view! {
+        <div class=class title=move || session.state_reason.get()>
+            <span class="dot"></span>
+            <span data-testid="connection-status">{move || state.get().as_str()}</span>
+            <span class="retry" data-testid="connection-retry">{retry}</span>
+        </div>
+    }
+}
+
+#[component]
+fn Transcript(session: UseSessionReturn) -> impl IntoView {
+    let items = session.items;
+    view! {
+        <main class="transcript" data-testid="transcript">
+            <Show when=move || items.with(Vec::is_empty)>
+                <p class="empty">"Ask something — the agent answers here, in every tab at once."</p>
+            </Show>
+            {move || items.get().into_iter().map(|item| match item {
+                ChatItem::User(m) => view! {
+                    <article class="message user" data-testid="message" data-role="user">
+                        <div class="meta">{m.author}</div>
+                        <div class="text">{m.text}</div>
+                    </article>
+                }.into_any(),
+                ChatItem::Run(run) => view! { <RunView run=run /> }.into_any(),
+            }).collect_view()}
+        </main>
+    }
+}
+
+#[component]
+fn RunView(run: Run) -> impl IntoView {
+    let status = run.state.as_str();
+    let streaming = run.state == RunState::Streaming;
+    let label = match run.state {
+        RunState::Streaming => "writing…".to_string(),
+        RunState::Completed => "done".to_string(),
+        RunState::Cancelled => match &run.cancel_requested_by {
+            Some(by) => format!("stopped by {by}"),
+            None => "stopped".to_string(),
+        },
+        RunState::Failed => format!("failed{}", run.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+    };
+    let steers = run.steers.clone();
+    let lanes = run.lanes.clone();
+    view! {
+        <article class=format!("message assistant status-{status}") data-testid="message" data-role="assistant"
+            data-run-status=status data-run-id=run.run_id.clone()>
+            <div class="meta">
+                <span>{run.agent.clone()}</span>
+                <span class=format!("chip chip-{status}") data-testid="run-status">{label}</span>
+            </div>
+            {(!lanes.is_empty()).then(|| view! { <Lanes lanes=lanes /> })}
+            <div class="text" data-testid="run-text">
+                {run.text.trim_start().to_owned()}
+                {streaming.then(|| view! { <span class="cursor">"▍"</span> })}
+            </div>
+            {steers.into_iter().map(|s| view! {
+                <div class="steer" data-testid="steer-note">
+                    {if s.applied { "↪ steered: " } else { "↪ steering: " }} {s.text}
+                </div>
+            }).collect_view()}
+        </article>
+    }
+}
+
+/// One lane per sub-agent (multi-agent mode).
+#[component]
+fn Lanes(lanes: Vec<Lane>) -> impl IntoView {
+    view! {
+        <div class="lanes">
+            {lanes.into_iter().map(|lane| view! {
+                <section class="lane" data-testid="lane" data-agent=lane.agent.clone()>
+                    <h3>{lane.agent.clone()}</h3>
+                    <p class="progress">{lane.progress.last().cloned().unwrap_or_default()}</p>
+                    <p class="lane-text" data-testid="lane-text">{lane.text.clone()}</p>
+                </section>
+            }).collect_view()}
+        </div>
+    }
+}
+
+/// Stop and steer, shown while a run streams.
+#[component]
+fn RunControls(session: UseSessionReturn) -> impl IntoView {
+    let items = session.items;
+    let streaming = Memo::new(move |_| {
+        items.with(|items| {
+            items.iter().rev().find_map(|i| match i {
+                ChatItem::Run(r) if r.state == RunState::Streaming => Some(r.run_id.clone()),
+                _ => None,
+            })
+        })
+    });
+    let (steer_text, set_steer_text) = signal(String::new());
+    let steer = move || {
+        let text = steer_text.get_untracked();
+        if let Some(run) = streaming.get_untracked()
+            && !text.trim().is_empty()
+        {
+            session.steer.run((run, text));
+            set_steer_text.set(String::new());
+        }
+    };
+    view! {
+        <Show when=move || streaming.get().is_some()>
+            <div class="controls">
+                <button class="stop" data-testid="stop-button"
+                    on:click=move |_| { if let Some(run) = streaming.get_untracked() { session.cancel.run(run) } }>
+                    "■ Stop"
+                </button>
+                <input class="steer-input" data-testid="steer-input" placeholder="Steer the answer, e.g. “make it shorter”"
+                    prop:value=steer_text
+                    on:input=move |ev| set_steer_text.set(event_target_value(&ev))
+                    on:keydown=move |ev| { if ev.key() == "Enter" { steer() } } />
+                <button class="steer" data-testid="steer-button" on:click=move |_| steer()>"Steer"</button>
+            </div>
+        </Show>
+    }
+}
+
+#[component]
+fn Composer(session: UseSessionReturn) -> impl IntoView {
+    let (text, set_text) = signal(String::new());
+    let (multi, set_multi) = signal(false);
+    let send = move || {
+        let t = text.get_untracked();
+        if t.trim().is_empty() {
+            return;
+        }
+        let mode = if multi.get_untracked() { RunMode::Multi } else { RunMode::Single };
+        session.send.run((t, mode));
+        set_text.set(String::new());
+    };
+    view! {
+        <form class="composer" on:submit=move |ev| { ev.prevent_default(); send() }>
+            <input data-testid="message-input" placeholder="Ask the agent something…" autocomplete="off"
+                prop:value=text on:input=move |ev| set_text.set(event_target_value(&ev)) />
+            <label class="team" title="An orchestrator with three sub-agents, one lane each">
+                <input type="checkbox" data-testid="multi-agent" prop:checked=multi
+                    on:change=move |ev| set_multi.set(event_target_checked(&ev)) />
+                "team"
+            </label>
+            <button type="submit" data-testid="send-button">"Send"</button>
+        </form>
+    }
+}
+
+/// Where the tab stands: offset, events received, and a way to cut the link.
+#[component]
+fn StatusPanel(session: UseSessionReturn) -> impl IntoView {
+    view! {
+        <footer class="status">
+            <div>"offset " <code data-testid="offset">{move || session.offset.get().unwrap_or_else(|| "—".into())}</code></div>
+            <div>"events " <code data-testid="events-received">{move || session.received.get()}</code></div>
+            <button class="drop" data-testid="drop-connection" on:click=move |_| session.drop_connection.run(())
+                title="Kill the connection as a network failure would; the client reconnects and resumes by itself">
+                "Drop connection"
+            </button>
+            {move || session.error.get().map(|e| view! { <div class="error" data-testid="error">{e.to_string()}</div> })}
+        </footer>
+    }
+}

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Enables `POST /v1/test/drop-connections`, which cuts every WebSocket
     /// without a close frame, as a network failure would. For tests only.
     pub test_hooks: bool,
+    /// Serve the files of this directory at `/` (the demo app), so one
+    /// origin serves the app, the HTTP API and `/v1/ws`.
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             ws_max_queued_bytes: 8 * 1024 * 1024,
             ws_slow_consumer_timeout: Duration::from_secs(10),
             test_hooks: false,
+            static_dir: None,
         }
     }
 }

@@ -37,6 +37,11 @@ struct Args {
     /// like a network failure). Never in production.
     #[arg(long)]
     test_hooks: bool,
+
+    /// Also serve the files of this directory at / (the demo app: one origin
+    /// for the app, the HTTP API and /v1/ws).
+    #[arg(long, value_name = "DIR")]
+    static_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -60,6 +65,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         long_poll_timeout: Duration::from_millis(args.long_poll_timeout_ms),
         max_body_bytes: args.max_body_bytes,
         test_hooks: args.test_hooks,
+        static_dir: args.static_dir,
         ..ServerConfig::default()
     };
     let server = Server::open(&args.data_dir, config)?;

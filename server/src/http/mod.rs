@@ -64,11 +64,22 @@ pub fn router(state: AppState) -> Router {
     if state.config.test_hooks {
         router = router.route("/v1/test/drop-connections", axum::routing::post(drop_connections));
     }
+    router = router.route("/healthz", get(|| async { "ok\n" }));
+    router = match &state.config.static_dir {
+        Some(dir) => router.fallback_service(
+            tower_http::services::ServeDir::new(dir)
+                .append_index_html_on_directories(true)
+                .not_found_service(axum::routing::any(not_found)),
+        ),
+        None => router.fallback(not_found),
+    };
     router
-        .route("/healthz", get(|| async { "ok\n" }))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn(common_headers))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
 /// Test hook: cuts every WebSocket connection without a close frame.
