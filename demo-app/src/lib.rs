@@ -153,8 +153,8 @@ fn RunView(run: Run) -> impl IntoView {
                 <span class=format!("chip chip-{status}") data-testid="run-status">{label}</span>
             </div>
             {(!lanes.is_empty()).then(|| view! { <Lanes lanes=lanes /> })}
-            <div class="text" data-testid="run-text">
-                {run.text.trim_start().to_owned()}
+            <div class="text">
+                <span data-testid="run-text">{run.text.trim_start().to_owned()}</span>
                 {streaming.then(|| view! { <span class="cursor">"▍"</span> })}
             </div>
             {steers.into_iter().map(|s| view! {
