@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Builds and runs the reference server (embedded SQLite) and the demo agents.
-# Server flags are passed through, e.g.:
-#   npm start -- --listen 0.0.0.0:4437 --data-dir /tmp/ds
-# AGENT_TOKENS_PER_SECOND (default 20) sets the simulated model's pace.
+# Builds everything and runs the demo: the server (embedded SQLite) serving
+# the Leptos app, the HTTP API and /v1/ws on one origin, plus the demo agents.
+#   PORT (default 8080) and HOST (default 127.0.0.1; 0.0.0.0 lets a phone on
+#   your network join) choose the address; DATA_DIR (default .data) the store;
+#   AGENT_TOKENS_PER_SECOND (default 20) the simulated model's pace.
+# Extra arguments go to the server, e.g. npm start -- --long-poll-timeout-ms 5000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+host=${HOST:-127.0.0.1}
+port=${PORT:-8080}
 bash scripts/setup.sh
-echo "[start] building durable-session-server and durable-session-agent (release)"
+echo "[start] building the server and the agents (release)"
 cargo build --release --quiet -p durable-session-server -p durable-session-agent
+bash scripts/build-demo.sh
 
 pids=()
 cleanup() {
@@ -17,33 +22,32 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# The server prints "listening on http://ADDR" once it accepts connections.
-fifo=$(mktemp -u)
-mkfifo "$fifo"
-target/release/durable-session-server "$@" > "$fifo" &
+log=$(mktemp)
+target/release/durable-session-server --listen "$host:$port" --data-dir "${DATA_DIR:-.data}" \
+  --static-dir target/demo "$@" > "$log" &
 pids+=($!)
 url=""
-while IFS= read -r line; do
-  echo "$line"
-  if [[ "$line" =~ listening\ on\ (http://[^[:space:]]+) ]]; then
-    url="${BASH_REMATCH[1]}"
-    break
-  fi
-done < "$fifo"
-# Keep relaying the server's stdout.
-cat "$fifo" &
-pids+=($!)
-rm -f "$fifo"
+for _ in $(seq 1 100); do
+  url=$(grep -o 'listening on http://[^ ]*' "$log" | head -1 | sed 's/listening on //') || true
+  [ -n "$url" ] && break
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+cat "$log"
 if [ -z "$url" ]; then
-  echo "[start] the server did not start" >&2
+  echo "[start] the server did not start (is port $port free? PORT=... picks another)" >&2
   exit 1
 fi
-agent_url="${url/0.0.0.0/127.0.0.1}"
+tail -n +2 -f "$log" &
+pids+=($!)
 
-target/release/durable-session-agent --server "$agent_url" \
+target/release/durable-session-agent --server "http://127.0.0.1:$port" \
   --tokens-per-second "${AGENT_TOKENS_PER_SECOND:-20}" &
 pids+=($!)
 
-echo "[start] server: $url   (HTTP: $url/v1/stream/..., WebSocket: ${url/http/ws}/v1/ws)"
-echo "[start] agents answer every session under sessions/; Ctrl-C stops everything"
+echo
+echo "  Demo:   $url/   (open it in two tabs; copy the URL with ?session=… to another device)"
+echo "  API:    $url/v1/stream/...   WebSocket: ${url/http/ws}/v1/ws"
+echo "  Ctrl-C stops everything."
+echo
 wait -n "${pids[@]}"

@@ -35,6 +35,11 @@ bash scripts/build-sdk.sh
 npx tsc -p tests/package/tsconfig.json
 run node --test tests/package/
 
+step "demo app end to end in Chromium (two tabs, network cuts, reload, stop, steer, multi-agent)"
+bash scripts/build-demo.sh
+cargo build --quiet -p durable-session-server -p durable-session-agent
+run node --test --test-concurrency=1 tests/e2e/
+
 step "npm run size"
 node scripts/size.mjs
 
