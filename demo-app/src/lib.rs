@@ -28,7 +28,11 @@ fn session_id() -> String {
         .trim_start_matches('?')
         .split('&')
         .find_map(|pair| pair.strip_prefix("session="))
-        .map(|v| js_sys::decode_uri_component(v).map(String::from).unwrap_or_else(|_| v.to_owned()))
+        .map(|v| {
+            js_sys::decode_uri_component(v)
+                .map(String::from)
+                .unwrap_or_else(|_| v.to_owned())
+        })
         .filter(|id| !id.is_empty() && !id.contains('/'));
     found.unwrap_or_else(|| {
         let id = random_id("s");
@@ -58,9 +62,15 @@ fn App() -> impl IntoView {
     let author = random_id("guest");
     let session = use_session_with_options(
         &id,
-        UseSessionOptions { client: client(), author: Some(author.clone()), ..UseSessionOptions::default() },
+        UseSessionOptions {
+            client: client(),
+            author: Some(author.clone()),
+            ..UseSessionOptions::default()
+        },
     );
-    let link = web_sys::window().and_then(|w| w.location().href().ok()).unwrap_or_default();
+    let link = web_sys::window()
+        .and_then(|w| w.location().href().ok())
+        .unwrap_or_default();
     view! {
         <div class="app">
             <header class="top">
@@ -141,7 +151,10 @@ fn RunView(run: Run) -> impl IntoView {
             Some(by) => format!("stopped by {by}"),
             None => "stopped".to_string(),
         },
-        RunState::Failed => format!("failed{}", run.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+        RunState::Failed => format!(
+            "failed{}",
+            run.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        ),
     };
     let steers = run.steers.clone();
     let lanes = run.lanes.clone();
@@ -230,7 +243,11 @@ fn Composer(session: UseSessionReturn) -> impl IntoView {
         if t.trim().is_empty() {
             return;
         }
-        let mode = if multi.get_untracked() { RunMode::Multi } else { RunMode::Single };
+        let mode = if multi.get_untracked() {
+            RunMode::Multi
+        } else {
+            RunMode::Single
+        };
         session.send.run((t, mode));
         set_text.set(String::new());
     };

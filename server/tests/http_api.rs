@@ -412,7 +412,11 @@ async fn serves_a_static_app_beside_the_api() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "<!doctype html><p>app</p>").unwrap();
     std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
-    let s = TestServer::start_with(ServerConfig { static_dir: Some(dir.path().to_owned()), ..ServerConfig::default() }).await;
+    let s = TestServer::start_with(ServerConfig {
+        static_dir: Some(dir.path().to_owned()),
+        ..ServerConfig::default()
+    })
+    .await;
     let res = s.client.get(format!("{}/?session=abc", s.base)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));

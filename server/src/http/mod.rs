@@ -73,9 +73,7 @@ pub fn router(state: AppState) -> Router {
         ),
         None => router.fallback(not_found),
     };
-    router
-        .layer(middleware::from_fn(common_headers))
-        .with_state(state)
+    router.layer(middleware::from_fn(common_headers)).with_state(state)
 }
 
 async fn not_found() -> ApiError {
