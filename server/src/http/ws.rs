@@ -31,8 +31,13 @@ use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Read, Storag
 /// `GET /v1/ws`: upgrades to the WebSocket protocol.
 pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let hard_limit = state.config.max_body_bytes.max(state.config.ws_max_frame_bytes);
+    // Small socket buffers (the defaults are 128 KiB each way): an idle
+    // subscriber should cost kilobytes, not a quarter megabyte. Larger
+    // frames still pass; the buffers grow while they do.
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
+        .read_buffer_size(1024)
+        .write_buffer_size(1024)
         .on_upgrade(move |socket| run(state, socket))
 }
 
@@ -181,7 +186,7 @@ async fn run(state: AppState, socket: WebSocket) {
         state: state.clone(),
         outbox: outbox.clone(),
         subs: HashMap::new(),
-        appends: spawn_append_worker(state.clone(), outbox.clone()),
+        appends: None,
     };
     let mut heartbeat = tokio::time::interval(state.config.ws_heartbeat);
     heartbeat.tick().await;
@@ -261,7 +266,9 @@ struct Connection {
     state: AppState,
     outbox: Outbox,
     subs: HashMap<String, JoinHandle<()>>,
-    appends: mpsc::UnboundedSender<WriteReq>,
+    /// The append worker, started by the first write (read-only clients
+    /// never pay for it).
+    appends: Option<mpsc::UnboundedSender<WriteReq>>,
 }
 
 impl Connection {
@@ -323,8 +330,12 @@ impl Connection {
         }
     }
 
-    fn enqueue(&self, req: WriteReq) -> Result<(), Disconnected> {
-        self.appends.send(req).map_err(|_| Disconnected)
+    fn enqueue(&mut self, req: WriteReq) -> Result<(), Disconnected> {
+        let (state, outbox) = (&self.state, &self.outbox);
+        self.appends
+            .get_or_insert_with(|| spawn_append_worker(state.clone(), outbox.clone()))
+            .send(req)
+            .map_err(|_| Disconnected)
     }
 
     fn subscribe(&mut self, sub: String, path: String, offset: &str) -> Result<(), Disconnected> {

@@ -1,0 +1,559 @@
+//! `durable-session-bench`: the load generator of `npm run bench`.
+//!
+//! Each subcommand runs one benchmark against one server (ours or a peer) on
+//! loopback and prints one JSON object with its figures. Every loop is
+//! bounded by a count and by a time limit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use durable_session_protocol::json;
+use durable_session_protocol::ws::{ClientMsg, Payload, ServerMsg};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+#[derive(Parser)]
+#[command(
+    name = "durable-session-bench",
+    version,
+    about = "Load generator for the server benchmarks"
+)]
+struct Args {
+    /// The server's base URL, e.g. http://127.0.0.1:4437.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:4437")]
+    url: String,
+    /// Upper bound on the benchmark's duration, in seconds.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    seconds: f64,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Live {
+    Sse,
+    Ws,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Appends of 100-byte JSON messages: sequential (1 producer) or concurrent.
+    Append {
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
+        /// Appends in all.
+        #[arg(long, default_value_t = 5_000)]
+        count: usize,
+    },
+    /// Reads a stream of `messages` messages from -1 to the tail.
+    Catchup {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
+    /// One writer at `rate` messages/s, `subscribers` live readers.
+    Fanout {
+        #[arg(long, value_enum, default_value_t = Live::Sse)]
+        mode: Live,
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Messages to write.
+        #[arg(long, default_value_t = 500)]
+        count: usize,
+    },
+    /// Resident memory of the server process `pid` holding idle live subscriptions.
+    Idle {
+        #[arg(long, value_enum, default_value_t = Live::Sse)]
+        mode: Live,
+        #[arg(long, default_value_t = 10_000)]
+        subscriptions: usize,
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Fills the JSON stream `path` with `count` text_delta events (for the browser benchmarks).
+    Fill {
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+    },
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn unique(prefix: &str) -> String {
+    format!("bench/{prefix}-{:x}", now_micros())
+}
+
+/// A 100-byte JSON message carrying its send time.
+fn message(i: usize) -> String {
+    let head = format!(r#"{{"type":"bench","i":{i},"t":{},"pad":""#, now_micros());
+    let pad = 100usize.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+async fn create(client: &reqwest::Client, base: &str, path: &str) -> Result<(), String> {
+    let res = client
+        .put(format!("{base}/v1/stream/{path}"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("create {path}: {e}"))?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("create {path}: HTTP {}", res.status()))
+    }
+}
+
+async fn append(client: &reqwest::Client, base: &str, path: &str, body: String) -> Result<(), String> {
+    let res = client
+        .post(format!("{base}/v1/stream/{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("append: {e}"))?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("append: HTTP {}", res.status()))
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(2_000)
+        .build()
+        .expect("an HTTP client")
+}
+
+async fn bench_append(
+    base: &str,
+    producers: usize,
+    count: usize,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
+    let client = http_client();
+    let prefix = unique("append");
+    for p in 0..producers {
+        create(&client, base, &format!("{prefix}-{p}")).await?;
+    }
+    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let per_producer = count.div_ceil(producers);
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let (client, base, path) = (client.clone(), base.to_owned(), format!("{prefix}-{p}"));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_producer);
+            for i in 0..per_producer {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let t = Instant::now();
+                append(&client, &base, &path, message(i)).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(json!({
+        "producers": producers,
+        "messages": latencies.len(),
+        "seconds": seconds,
+        "rate": latencies.len() as f64 / seconds,
+        "p50_ms": percentile(&latencies, 0.5),
+        "p99_ms": percentile(&latencies, 0.99),
+    }))
+}
+
+async fn fill(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    count: usize,
+    event: impl Fn(usize) -> String,
+) -> Result<(), String> {
+    const BATCH: usize = 1_000;
+    let mut i = 0;
+    while i < count {
+        let n = BATCH.min(count - i);
+        let items: Vec<String> = (i..i + n).map(&event).collect();
+        append(client, base, path, json::array(items.iter().map(String::as_str))).await?;
+        i += n;
+    }
+    Ok(())
+}
+
+async fn bench_catchup(base: &str, messages: usize, limit: Duration) -> Result<serde_json::Value, String> {
+    let client = http_client();
+    let path = unique("catchup");
+    create(&client, base, &path).await?;
+    let filled = Instant::now();
+    fill(&client, base, &path, messages, message).await?;
+    let fill_seconds = filled.elapsed().as_secs_f64();
+    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let mut offset = "-1".to_owned();
+    let mut read = 0usize;
+    let mut requests = 0usize;
+    while read < messages && Instant::now() < deadline {
+        let res = client
+            .get(format!("{base}/v1/stream/{path}?offset={offset}"))
+            .send()
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let next = res
+            .headers()
+            .get("stream-next-offset")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or("read: no Stream-Next-Offset")?;
+        let body = res.text().await.map_err(|e| format!("read: {e}"))?;
+        let items = json::parse(&body).map_err(|e| format!("read: {e}"))?;
+        let n = items.array().map_or(0, <[_]>::len);
+        requests += 1;
+        if n == 0 {
+            break;
+        }
+        read += n;
+        offset = next;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "messages": read,
+        "requests": requests,
+        "seconds": seconds,
+        "rate": read as f64 / seconds,
+        "fill_seconds": fill_seconds,
+    }))
+}
+
+/// The send time (`t`, µs) of every message in a JSON text (a message or an array).
+fn send_times(text: &str, out: &mut Vec<u64>) {
+    let Ok(v) = json::parse(text) else { return };
+    match v.array() {
+        Some(items) => out.extend(items.iter().filter_map(|m| m.get("t").and_then(json::Json::u64))),
+        None => out.extend(v.get("t").and_then(json::Json::u64)),
+    }
+}
+
+/// One SSE subscriber: reports latencies (ms) of data events until `stop`.
+async fn sse_subscriber(
+    client: reqwest::Client,
+    url: String,
+    latencies: Arc<Mutex<Vec<f64>>>,
+    ready: tokio::sync::mpsc::Sender<()>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let res = client.get(url).send().await.map_err(|e| format!("sse: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("sse: HTTP {}", res.status()));
+    }
+    let _ = ready.send(()).await;
+    let mut stream = res.bytes_stream();
+    let mut buf = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(chunk))) = tokio::time::timeout(left, stream.next()).await else {
+            break;
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if event.contains("event: data") || event.contains("event:data") {
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|l| l.strip_prefix(' ').unwrap_or(l))
+                    .collect();
+                let mut times = Vec::new();
+                send_times(&data.join("\n"), &mut times);
+                let now = now_micros();
+                let got: Vec<f64> = times
+                    .into_iter()
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                    .collect();
+                latencies.lock().await.extend(got);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One WebSocket subscriber of our `/v1/ws`.
+async fn ws_subscriber(
+    ws_url: String,
+    path: String,
+    latencies: Arc<Mutex<Vec<f64>>>,
+    ready: tokio::sync::mpsc::Sender<()>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .map_err(|e| format!("ws: {e}"))?;
+    let sub = ClientMsg::Subscribe {
+        sub: "s".into(),
+        path,
+        offset: "now".into(),
+    };
+    socket
+        .send(WsMessage::text(sub.to_json()))
+        .await
+        .map_err(|e| format!("ws: {e}"))?;
+    let mut announced = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(left, socket.next()).await else {
+            break;
+        };
+        let WsMessage::Text(text) = frame else { continue };
+        match ServerMsg::parse(text.as_str()) {
+            Ok(ServerMsg::Events { messages, .. }) => {
+                if !announced {
+                    announced = true;
+                    let _ = ready.send(()).await;
+                }
+                let now = now_micros();
+                let mut times = Vec::new();
+                for m in messages {
+                    if let Payload::Json(raw) = m.payload {
+                        send_times(&raw, &mut times);
+                    }
+                }
+                let got: Vec<f64> = times
+                    .into_iter()
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                    .collect();
+                latencies.lock().await.extend(got);
+            }
+            Ok(ServerMsg::Ping { t }) => {
+                let _ = socket.send(WsMessage::text(ClientMsg::Pong { t }.to_json())).await;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn ws_url(base: &str) -> String {
+    format!("{}/v1/ws", base.replacen("http://", "ws://", 1))
+}
+
+async fn bench_fanout(
+    base: &str,
+    mode: Live,
+    subscribers: usize,
+    rate: u32,
+    count: usize,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
+    let client = http_client();
+    let path = unique("fanout");
+    create(&client, base, &path).await?;
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let (ready_tx, mut ready) = tokio::sync::mpsc::channel(subscribers.max(1));
+    let write_time = Duration::from_secs_f64(count as f64 / f64::from(rate.max(1)));
+    let deadline = Instant::now() + limit.min(write_time + Duration::from_secs(20));
+    let mut tasks = Vec::new();
+    for _ in 0..subscribers {
+        let (latencies, ready) = (latencies.clone(), ready_tx.clone());
+        tasks.push(match mode {
+            Live::Sse => tokio::spawn(sse_subscriber(
+                client.clone(),
+                format!("{base}/v1/stream/{path}?offset=now&live=sse"),
+                latencies,
+                ready,
+                deadline,
+            )),
+            Live::Ws => tokio::spawn(ws_subscriber(ws_url(base), path.clone(), latencies, ready, deadline)),
+        });
+    }
+    drop(ready_tx);
+    let mut connected = 0;
+    while connected < subscribers
+        && tokio::time::timeout(Duration::from_secs(30), ready.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        connected += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut tick = tokio::time::interval(interval);
+    let mut written = 0;
+    for i in 0..count {
+        if Instant::now() >= deadline {
+            break;
+        }
+        tick.tick().await;
+        append(&client, base, &path, message(i)).await?;
+        written += 1;
+    }
+    // Let the last messages arrive, then stop the subscribers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for t in &tasks {
+        t.abort();
+    }
+    let latencies = latencies.lock().await.clone();
+    let mut sorted = latencies;
+    sorted.sort_by(f64::total_cmp);
+    Ok(json!({
+        "mode": match mode { Live::Sse => "sse", Live::Ws => "ws" },
+        "subscribers": subscribers,
+        "connected": connected,
+        "written": written,
+        "received": sorted.len(),
+        "expected": written * connected,
+        "p50_ms": percentile(&sorted, 0.5),
+        "p99_ms": percentile(&sorted, 0.99),
+        "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
+    }))
+}
+
+fn rss_kb(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("pid {pid}: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmRSS".to_owned())
+}
+
+async fn bench_idle(
+    base: &str,
+    mode: Live,
+    subscriptions: usize,
+    pid: u32,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
+    let client = http_client();
+    let path = unique("idle");
+    create(&client, base, &path).await?;
+    append(&client, base, &path, message(0)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kb(pid)?;
+    let deadline = Instant::now() + limit;
+    let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::with_capacity(subscriptions);
+    let mut opened = 0;
+    // Open in waves of 500 so the server's accept queue keeps up.
+    while opened < subscriptions && Instant::now() < deadline {
+        let wave = 500.min(subscriptions - opened);
+        let mut pending = Vec::with_capacity(wave);
+        for _ in 0..wave {
+            let (client, base, path) = (client.clone(), base.to_owned(), path.clone());
+            pending.push(tokio::spawn(async move {
+                match mode {
+                    Live::Sse => {
+                        let res = client
+                            .get(format!("{base}/v1/stream/{path}?offset=now&live=sse"))
+                            .send()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok::<Box<dyn std::any::Any + Send>, String>(Box::new(res))
+                    }
+                    Live::Ws => {
+                        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url(&base).as_str())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let sub = ClientMsg::Subscribe {
+                            sub: "s".into(),
+                            path,
+                            offset: "now".into(),
+                        };
+                        socket
+                            .send(WsMessage::text(sub.to_json()))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok::<Box<dyn std::any::Any + Send>, String>(Box::new(socket))
+                    }
+                }
+            }));
+        }
+        for p in pending {
+            held.push(p.await.map_err(|e| e.to_string())??);
+            opened += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kb(pid)?;
+    let per = (after.saturating_sub(before)) as f64 / opened.max(1) as f64;
+    drop(held);
+    Ok(json!({
+        "mode": match mode { Live::Sse => "sse", Live::Ws => "ws" },
+        "subscriptions": opened,
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "kb_per_subscription": per,
+    }))
+}
+
+async fn bench_fill(base: &str, path: &str, count: usize) -> Result<serde_json::Value, String> {
+    let client = http_client();
+    create(&client, base, path).await?;
+    let started = Instant::now();
+    fill(&client, base, path, count, |i| {
+        format!(r#"{{"type":"text_delta","run_id":"bench","agent":"bench","delta":" word{i}"}}"#)
+    })
+    .await?;
+    Ok(json!({ "path": path, "events": count, "seconds": started.elapsed().as_secs_f64() }))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let limit = Duration::from_secs_f64(args.seconds.max(0.1));
+    let base = args.url.trim_end_matches('/').to_owned();
+    let result = match args.bench {
+        Bench::Append { producers, count } => bench_append(&base, producers.max(1), count, limit).await,
+        Bench::Catchup { messages } => bench_catchup(&base, messages, limit).await,
+        Bench::Fanout {
+            mode,
+            subscribers,
+            rate,
+            count,
+        } => bench_fanout(&base, mode, subscribers, rate, count, limit).await,
+        Bench::Idle {
+            mode,
+            subscriptions,
+            pid,
+        } => bench_idle(&base, mode, subscriptions, pid, limit).await,
+        Bench::Fill { path, count } => bench_fill(&base, &path, count).await,
+    };
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("durable-session-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
