@@ -43,6 +43,9 @@ run node --test --test-concurrency=1 tests/e2e/
 step "npm run size"
 node scripts/size.mjs
 
+step "benchmarks, smoke mode (each benchmark once, tiny counts; numbers are not checked)"
+node scripts/bench.mjs --smoke
+
 # Sum what every runner reported (cargo and wasm-bindgen-test: "test result:
 # ok. N passed; M failed"; vitest: "Tests  N passed"; node: "# pass N").
 plain=$(sed -e 's/\x1b\[[0-9;]*m//g' "$log")

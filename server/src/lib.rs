@@ -83,6 +83,12 @@ impl Server {
         let mut stop_rx = self.state.shutdown.clone();
         let stopping = self.stopping;
         let app = http::router(self.state);
+        // Small frames (acks, deltas, pongs) must leave at once: without
+        // TCP_NODELAY, Nagle's algorithm holds them back until the peer's
+        // delayed ACK (~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stopping.send(true);

@@ -58,5 +58,5 @@ export async function startServer(options = {}) {
     }
     rmSync(dataDir, { recursive: true, force: true });
   };
-  return { url, stop, dataDir };
+  return { url, stop, dataDir, pid: child.pid };
 }
