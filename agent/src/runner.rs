@@ -173,6 +173,16 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
     }
 }
 
+/// Writes `run_started` for `question`; `false` if that failed.
+async fn start_run(client: &Client, path: &str, run_id: &str, agent: &str, question: &Question) -> bool {
+    let started = SessionEvent::RunStarted {
+        run_id: run_id.into(),
+        agent: agent.into(),
+        in_reply_to: question.id.clone(),
+    };
+    append(client, path, started).await
+}
+
 /// One agent answering: deltas at the configured pace until done, cancelled
 /// or failed; steers change the text's direction.
 async fn single_run(
@@ -183,12 +193,7 @@ async fn single_run(
     question: &Question,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
-    let started = SessionEvent::RunStarted {
-        run_id: run_id.into(),
-        agent: config.name.clone(),
-        in_reply_to: question.id.clone(),
-    };
-    if !append(client, path, started).await {
+    if !start_run(client, path, run_id, &config.name, question).await {
         return;
     }
     let mut text = TextGen::new(&question.text);
@@ -238,12 +243,7 @@ async fn multi_run(
     question: &Question,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
-    let started = SessionEvent::RunStarted {
-        run_id: run_id.into(),
-        agent: config.orchestrator.clone(),
-        in_reply_to: question.id.clone(),
-    };
-    if !append(client, path, started).await {
+    if !start_run(client, path, run_id, &config.orchestrator, question).await {
         return;
     }
     let (orders, _) = broadcast::channel::<Control>(16);

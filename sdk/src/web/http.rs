@@ -119,6 +119,27 @@ fn error_for(reply: &Reply) -> (ErrorCode, String) {
     (code, message)
 }
 
+/// The `ack` for a successful request.
+fn ack(req: String, reply: &Reply, duplicate: bool) -> ServerMsg {
+    ServerMsg::Ack {
+        req,
+        offset: reply.header("stream-next-offset").unwrap_or_default(),
+        duplicate,
+        closed: reply.header("stream-closed").is_some(),
+    }
+}
+
+/// The `error` for a failed request.
+fn failed(req: String, reply: &Reply) -> ServerMsg {
+    let (code, message) = error_for(reply);
+    ServerMsg::Error {
+        sub: None,
+        req: Some(req),
+        code,
+        message,
+    }
+}
+
 /// The messages of a read response.
 fn messages_of(reply: &Reply) -> Vec<Message> {
     let json = reply
@@ -192,21 +213,8 @@ impl HttpLink {
                     let ct = content_type.unwrap_or_else(|| "application/json".into());
                     let reply = fetch("PUT", &stream_url(&base, &path), &[("content-type", ct)], None, None).await;
                     let frame = reply.map(|r| match r.status {
-                        200 | 201 => ServerMsg::Ack {
-                            req,
-                            offset: r.header("stream-next-offset").unwrap_or_default(),
-                            duplicate: r.status == 200,
-                            closed: false,
-                        },
-                        _ => {
-                            let (code, message) = error_for(&r);
-                            ServerMsg::Error {
-                                sub: None,
-                                req: Some(req),
-                                code,
-                                message,
-                            }
-                        }
+                        200 | 201 => ack(req, &r, r.status == 200),
+                        _ => failed(req, &r),
                     });
                     send_back(&client, generation, frame);
                 });
@@ -238,21 +246,9 @@ impl HttpLink {
                     }
                     let reply = fetch("POST", &stream_url(&base, &path), &headers, body.as_deref(), None).await;
                     let frame = reply.map(|r| match r.status {
-                        200 | 204 => ServerMsg::Ack {
-                            req,
-                            offset: r.header("stream-next-offset").unwrap_or_default(),
-                            duplicate: r.status == 204 && producer.is_some() && body.is_some(),
-                            closed: r.header("stream-closed").is_some(),
-                        },
-                        _ => {
-                            let (code, message) = error_for(&r);
-                            ServerMsg::Error {
-                                sub: None,
-                                req: Some(req),
-                                code,
-                                message,
-                            }
-                        }
+                        // 204 with producer headers and a body marks a duplicate.
+                        200 | 204 => ack(req, &r, r.status == 204 && producer.is_some() && body.is_some()),
+                        _ => failed(req, &r),
                     });
                     send_back(&client, generation, frame);
                 });

@@ -246,29 +246,14 @@ async fn run(state: AppState, socket: WebSocket) {
     }
 }
 
-/// A request to apply in order.
-enum WriteReq {
-    Create {
-        req: String,
-        path: String,
-        content_type: Option<String>,
-    },
-    Append {
-        req: String,
-        path: String,
-        payload: Option<Payload>,
-        producer: Option<ProducerIds>,
-        close: bool,
-    },
-}
-
 struct Connection {
     state: AppState,
     outbox: Outbox,
     subs: HashMap<String, JoinHandle<()>>,
     /// The append worker, started by the first write (read-only clients
     /// never pay for it).
-    appends: Option<mpsc::UnboundedSender<WriteReq>>,
+    /// (Only `create` and `append` frames go there.)
+    appends: Option<mpsc::UnboundedSender<ClientMsg>>,
 }
 
 impl Connection {
@@ -303,34 +288,13 @@ impl Connection {
                     "no such subscription",
                 )),
             },
-            ClientMsg::Create {
-                req,
-                path,
-                content_type,
-            } => self.enqueue(WriteReq::Create {
-                req,
-                path,
-                content_type,
-            }),
-            ClientMsg::Append {
-                req,
-                path,
-                payload,
-                producer,
-                close,
-            } => self.enqueue(WriteReq::Append {
-                req,
-                path,
-                payload,
-                producer,
-                close,
-            }),
+            write @ (ClientMsg::Create { .. } | ClientMsg::Append { .. }) => self.enqueue(write),
             ClientMsg::Ping { t } => self.outbox.send(&ServerMsg::Pong { t }),
             ClientMsg::Pong { .. } => Ok(()),
         }
     }
 
-    fn enqueue(&mut self, req: WriteReq) -> Result<(), Disconnected> {
+    fn enqueue(&mut self, req: ClientMsg) -> Result<(), Disconnected> {
         let (state, outbox) = (&self.state, &self.outbox);
         self.appends
             .get_or_insert_with(|| spawn_append_worker(state.clone(), outbox.clone()))
@@ -458,23 +422,24 @@ async fn deliver(
 
 /// Applies creates and appends one after another, in arrival order, so a
 /// producer's pipelined appends keep their sequence.
-fn spawn_append_worker(state: AppState, outbox: Outbox) -> mpsc::UnboundedSender<WriteReq> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<WriteReq>();
+fn spawn_append_worker(state: AppState, outbox: Outbox) -> mpsc::UnboundedSender<ClientMsg> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ClientMsg>();
     tokio::spawn(async move {
         while let Some(req) = rx.recv().await {
             let reply = match req {
-                WriteReq::Create {
+                ClientMsg::Create {
                     req,
                     path,
                     content_type,
                 } => create(&state, req, path, content_type).await,
-                WriteReq::Append {
+                ClientMsg::Append {
                     req,
                     path,
                     payload,
                     producer,
                     close,
                 } => append(&state, req, path, payload, producer, close).await,
+                _ => continue, // only writes are queued here
             };
             if outbox.send(&reply).is_err() {
                 break;
