@@ -104,7 +104,7 @@ const servers = {
         DS_STORAGE__MODE: "file-durable",
         DS_STORAGE__DATA_DIR: dir,
         DS_LIMITS__MAX_STREAM_BYTES: String(1 << 30),
-        DS_LIMITS__MAX_MEMORY_BYTES: String(4 << 30),
+        DS_LIMITS__MAX_MEMORY_BYTES: String(4 * 2 ** 30),
         DS_OBSERVABILITY__RUST_LOG: "warn",
         RUST_LOG: "warn",
       },

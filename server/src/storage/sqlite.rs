@@ -25,7 +25,7 @@ use super::rules::{self, ProducerVerdict};
 use super::{
     Append, Appended, Chunk, CreateStream, Created, Expiry, Read, Storage, StoreError, StoreResult, StreamInfo,
 };
-use crate::changes::{ChangeFeed, ChangeHub};
+use crate::changes::{ChangeFeed, ChangeHub, Published};
 use crate::offset::{Pos, StartAt};
 
 /// Most mutations applied in one transaction.
@@ -178,6 +178,10 @@ impl Touches {
     fn effective(&self, row: &Row) -> i64 {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&row.id).copied().unwrap_or(0).max(row.touched_ms)
+    }
+
+    fn get(&self, id: i64) -> Option<i64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied()
     }
 
     fn forget(&self, id: i64) {
@@ -343,6 +347,8 @@ fn remove(conn: &Connection, touches: &Touches, row: &Row, keep_path: bool) -> S
 struct Effects {
     /// Paths whose live readers to wake.
     notify: Vec<String>,
+    /// Appends whose data to hand live readers (and wake them).
+    publish: Vec<(String, Published)>,
     /// Commit the changes even though the operation answers with an error
     /// (an expired stream removed on the way to a 404).
     keep_on_error: bool,
@@ -412,6 +418,9 @@ impl Writer {
             if committed.is_ok() && d.keep {
                 for path in &d.effects.notify {
                     self.hub.notify(path);
+                }
+                for (path, append) in d.effects.publish {
+                    self.hub.publish(&path, append);
                 }
             }
             (d.reply)(committed.clone());
@@ -835,12 +844,22 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
         .and_then(|mut st| st.execute(params![row.id, p.id, p.epoch as i64, p.seq as i64]))
         .map_err(internal)?;
     }
-    effects.notify.push(req.path);
     let info = StreamInfo {
         tail,
         closed: row.closed || req.close,
         ..row.info()
     };
+    if pieces.pieces.is_empty() {
+        effects.notify.push(req.path);
+    } else {
+        let append = Published {
+            info: info.clone(),
+            start: row.tail,
+            pieces: pieces.pieces,
+            touched_ms: now,
+        };
+        effects.publish.push((req.path, append));
+    }
     Ok(Appended {
         info,
         duplicate: false,
@@ -871,6 +890,26 @@ impl Storage for SqliteStorage {
     }
 
     async fn read(&self, req: Read) -> StoreResult<Chunk> {
+        // Live readers usually want what was just appended: serve it from
+        // memory when the change hub still has it.
+        if let StartAt::Pos(from) = req.from
+            && let Some(recent) = self.inner.hub.recent(&req.path, from, req.max_bytes)
+        {
+            let now = rules::now_ms();
+            let touches = &self.inner.touches;
+            let touched = touches.get(recent.info.id).unwrap_or(0).max(recent.touched_ms);
+            if !rules::is_expired(recent.info.expiry, touched, now) {
+                if matches!(recent.info.expiry, Expiry::Ttl(_)) {
+                    touches.touch(recent.info.id, now);
+                }
+                return Ok(Chunk {
+                    info: recent.info,
+                    start: from,
+                    next: recent.next,
+                    pieces: recent.pieces,
+                });
+            }
+        }
         self.query(move |conn, touches| read_chunk(conn, touches, &req)).await
     }
 
