@@ -14,7 +14,7 @@ let server, files, browser;
 before(async () => {
   server = await startServer();
   files = await serveStatic(root);
-  browser = await launchBrowser();
+  browser = await launchBrowser(["--js-flags=--expose-gc"]);
 });
 
 after(async () => {
@@ -37,4 +37,26 @@ test("a page imports sdk/pkg as a module and completes a round trip", async () =
   assert.match(result.offset, /^\d{16}_\d{16}$/);
   assert.equal(result.state, "connected");
   assert.equal(result.items, 1);
+});
+
+test("clients and sessions the app keeps no reference to live until close(), not until garbage collection", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${files.url}/tests/package/page.html?server=${encodeURIComponent(server.url)}`);
+  await page.waitForFunction(() => window.__result !== undefined, null, { timeout: 20_000 });
+  const id = await page.evaluate(() => window.__detachedId);
+  // Let the detached session subscribe, then collect garbage hard.
+  await page.waitForTimeout(300);
+  await page.evaluate(() => {
+    for (let i = 0; i < 5; i++) {
+      new Array(1e6).fill({ x: i });
+      globalThis.gc();
+    }
+  });
+  const res = await fetch(`${server.url}/v1/stream/sessions/${id}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ type: "note", text: "after gc" }),
+  });
+  assert.ok(res.ok);
+  await page.waitForFunction(() => window.__detached.includes("note"), null, { timeout: 10_000 });
 });

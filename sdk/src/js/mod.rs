@@ -181,12 +181,33 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
     Ok(o)
 }
 
-/// A connection to a durable-sessions server.
-#[wasm_bindgen(js_name = DurableClient)]
-pub struct JsClient {
+/// What a `DurableClient` holds. Kept alive (see [`OPEN`]) until `close()`.
+pub struct ClientParts {
     client: WebClient,
     listeners: Rc<RefCell<Vec<(u64, crate::web::Listener)>>>,
     next: RefCell<u64>,
+    sessions: RefCell<Vec<std::rc::Weak<SessionParts>>>,
+}
+
+thread_local! {
+    /// Open clients and sessions. A JS app may drop its last reference to
+    /// a client or session and still expect events (as with a WebSocket):
+    /// they live until `close()`, not until garbage collection.
+    static OPEN: RefCell<(Vec<Rc<ClientParts>>, Vec<Rc<SessionParts>>)> = RefCell::default();
+}
+
+/// A connection to a durable-sessions server.
+#[wasm_bindgen(js_name = DurableClient)]
+pub struct JsClient {
+    parts: Rc<ClientParts>,
+}
+
+impl std::ops::Deref for JsClient {
+    type Target = ClientParts;
+
+    fn deref(&self) -> &ClientParts {
+        &self.parts
+    }
 }
 
 #[wasm_bindgen(js_class = DurableClient)]
@@ -199,11 +220,14 @@ impl JsClient {
     ) -> Result<JsClient, JsValue> {
         let options = options_from_js(&options.map_or(JsValue::UNDEFINED, Into::into))?;
         let client = WebClient::new(options).map_err(|e| js_error(&e))?;
-        Ok(Self {
+        let parts = Rc::new(ClientParts {
             client,
             listeners: Rc::default(),
             next: RefCell::new(0),
-        })
+            sessions: RefCell::default(),
+        });
+        OPEN.with(|open| open.borrow_mut().0.push(parts.clone()));
+        Ok(Self { parts })
     }
 
     /// The current connection state.
@@ -261,7 +285,10 @@ impl JsClient {
         if let Some(persist) = v.get("persist") {
             o.persist = persist.bool().ok_or_else(|| invalid("persist must be a boolean"))?;
         }
-        Ok(JsSession::new(WebSession::open(&self.client, id, o)))
+        let session = JsSession::new(WebSession::open(&self.client, id, o));
+        self.sessions.borrow_mut().push(Rc::downgrade(&session.parts));
+        OPEN.with(|open| open.borrow_mut().1.push(session.parts.clone()));
+        Ok(session)
     }
 
     /// Probes the connection now (the SDK also does on `online` and when the
@@ -278,18 +305,24 @@ impl JsClient {
         self.client.drop_connection();
     }
 
-    /// Closes the client and releases its socket, timers and listeners.
+    /// Closes the client and its sessions, and releases its socket, timers
+    /// and listeners.
     pub fn close(&self) {
+        for session in self.sessions.take() {
+            if let Some(parts) = session.upgrade() {
+                parts.close();
+            }
+        }
         self.client.close();
         self.listeners.borrow_mut().clear();
+        OPEN.with(|open| open.borrow_mut().0.retain(|c| !Rc::ptr_eq(c, &self.parts)));
     }
 }
 
 type JsCallbacks = Rc<RefCell<Vec<(u64, Function)>>>;
 
-/// One session: its events, its chat view, and actions.
-#[wasm_bindgen(js_name = Session)]
-pub struct JsSession {
+/// What a `Session` holds. Kept alive (see [`OPEN`]) until `close()`.
+pub struct SessionParts {
     session: WebSession,
     on_event: JsCallbacks,
     on_change: JsCallbacks,
@@ -297,7 +330,33 @@ pub struct JsSession {
     on_reset: JsCallbacks,
     iterators: Rc<RefCell<Vec<iter::Feed>>>,
     next: Rc<RefCell<u64>>,
-    _updates: crate::web::UpdateListener,
+    updates: RefCell<Option<crate::web::UpdateListener>>,
+}
+
+impl SessionParts {
+    /// Ends the subscription and iterators and forgets the callbacks.
+    fn close(self: &Rc<Self>) {
+        self.session.close();
+        for feed in self.iterators.borrow_mut().drain(..) {
+            feed.end();
+        }
+        self.updates.borrow_mut().take();
+        OPEN.with(|open| open.borrow_mut().1.retain(|s| !Rc::ptr_eq(s, self)));
+    }
+}
+
+/// One session: its events, its chat view, and actions.
+#[wasm_bindgen(js_name = Session)]
+pub struct JsSession {
+    parts: Rc<SessionParts>,
+}
+
+impl std::ops::Deref for JsSession {
+    type Target = SessionParts;
+
+    fn deref(&self) -> &SessionParts {
+        &self.parts
+    }
 }
 
 fn call_all(callbacks: &JsCallbacks, arg: &JsValue) {
@@ -344,7 +403,7 @@ impl JsSession {
                 call_all(&ch, &items_value(&weak_session));
             }
         });
-        Self {
+        let parts = SessionParts {
             session,
             on_event,
             on_change,
@@ -352,8 +411,9 @@ impl JsSession {
             on_reset,
             iterators,
             next: Rc::default(),
-            _updates: updates,
-        }
+            updates: RefCell::new(Some(updates)),
+        };
+        Self { parts: Rc::new(parts) }
     }
 
     fn register(&self, list: &JsCallbacks, listener: Function) -> Function {
@@ -509,9 +569,6 @@ impl JsSession {
 
     /// Ends the subscription (the client stays open) and ends iterators.
     pub fn close(&self) {
-        self.session.close();
-        for feed in self.iterators.borrow_mut().drain(..) {
-            feed.end();
-        }
+        self.parts.close();
     }
 }
