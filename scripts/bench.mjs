@@ -441,5 +441,42 @@ Growth of the server's resident memory (VmRSS) divided by the subscriptions held
 How the package got below 60 KB: see the history in git for \`docs/benchmarks.md\`
 (serde replaced by a small JSON module, lists instead of maps, a small
 allocator, no panicking string slicing, short import names).
+
+## Where we fall short, and why
+
+The evidence for each shortfall comes from the figures above and from
+changes measured one at a time while this page was written.
+
+- **Sequential appends (${ratio(S.ours.append_seq.rate, S.rust.append_seq.rate)} the Rust peer).** Median latency
+  ${f(S.ours.append_seq.p50_ms, 2)} ms vs ${f(S.rust.append_seq.p50_ms, 2)} ms: each request is one SQLite transaction —
+  a lookup of the stream row, the insert, the tail update, a savepoint and a
+  \`COMMIT\` that syncs the WAL — and a single producer gets no group commit.
+  With 64 producers group commit shares the sync: ${ratio(S.ours.append_conc.rate, S.rust.append_conc.rate)}.
+  Next: keep stream rows in the writer's memory (it owns every write) and
+  skip savepoints when a batch holds one request.
+- **Catch-up (${ratio(S.ours.catchup.rate, S.rust.catchup.rate)}).** We answer ${f(N.catchup)} messages in ${f(S.ours.catchup.requests)} responses (a 1 MiB
+  cap per response) where the Rust peer sends ${f(S.rust.catchup.requests)}, and JSON mode stores one row
+  per message, so a read walks 10,000 rows per response. Next: one row per
+  append batch, and a larger cap for reads far behind the tail.
+- **Fan-out p99 (WebSocket ${f(S.ours.fanout_ws.p99_ms, 1)} ms, SSE ${f(S.ours.fanout_sse.p99_ms, 1)} ms).** Serving live readers from
+  the change hub's memory instead of one store read per subscriber took the
+  SSE p99 at 1,000 subscribers from 107 ms to about 10 ms. The WebSocket path still builds one frame
+  per subscriber (each carries its own subscription id) and passes it
+  through the connection's writer task; SSE writes straight into the
+  response. The load generator shares the same two cores. Next: render the
+  shared part of a frame once per append.
+- **Idle SSE connections (${f(S.ours.idle_sse.kb_per_subscription, 1)} KB).** Most of it is hyper's per-connection
+  HTTP/1 buffers, which \`axum::serve\` does not let us shrink. WebSocket
+  connections went from 124 KB to ${f(S.ours.idle_ws.kb_per_subscription, 1)} KB once tungstenite's 128 KiB buffers
+  were cut to 1 KiB and the append worker started on first use.
+- **SDK event throughput (${f(tp.js / tp.baseline, 2)}× the plain-JS baseline).** Per event the SDK
+  parses the frame in Wasm, folds the event into the chat view, keeps it for
+  the reload snapshot, and hands JS a freshly parsed object (one
+  \`JSON.parse\` per event), where the baseline does one \`JSON.parse\` per
+  frame and nothing else. Next: hand events to JS in batches and fold the
+  chat view only when something reads it.
+- **Package size (${f(res.size.package / 1000, 1)} KB gzip, release target 40 KB).** The history of the
+  reduction from 153 KB and where the remaining bytes go are in the git
+  history of this page (commit "docs/benchmarks.md: package size …").
 `;
 }

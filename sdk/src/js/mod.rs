@@ -189,11 +189,14 @@ pub struct ClientParts {
     sessions: RefCell<Vec<std::rc::Weak<SessionParts>>>,
 }
 
+/// Open clients and open sessions.
+type Open = (Vec<Rc<ClientParts>>, Vec<Rc<SessionParts>>);
+
 thread_local! {
     /// Open clients and sessions. A JS app may drop its last reference to
     /// a client or session and still expect events (as with a WebSocket):
     /// they live until `close()`, not until garbage collection.
-    static OPEN: RefCell<(Vec<Rc<ClientParts>>, Vec<Rc<SessionParts>>)> = RefCell::default();
+    static OPEN: RefCell<Open> = RefCell::default();
 }
 
 /// A connection to a durable-sessions server.
