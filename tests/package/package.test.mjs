@@ -37,6 +37,7 @@ test("a page imports sdk/pkg as a module and completes a round trip", async () =
   assert.match(result.offset, /^\d{16}_\d{16}$/);
   assert.equal(result.state, "connected");
   assert.equal(result.items, 1);
+  assert.equal(result.iterated, "user_message", "for await … of session.events() yields the event");
 });
 
 test("clients and sessions the app keeps no reference to live until close(), not until garbage collection", async () => {

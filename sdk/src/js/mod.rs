@@ -28,7 +28,6 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::core::ClientError;
 use crate::core::outbox::AppendAck;
-use crate::core::session::Envelope;
 use crate::web::{SessionOptions, SessionUpdate, Transport, WebClient, WebOptions, WebSession};
 
 /// A JS `Error` with a `code` property.
@@ -99,12 +98,6 @@ fn ack_json(o: &mut Obj, ack: &AppendAck) -> JsValue {
 
 fn ack_object(ack: &AppendAck) -> JsValue {
     ack_json(&mut Obj::new(), ack)
-}
-
-fn envelope_object(e: &Envelope) -> JsValue {
-    let mut o = Obj::new();
-    o.str("offset", &e.offset).raw("event", &e.json);
-    from_json(&o.finish())
 }
 
 /// A promise of an append's outcome, mapped to a JS value. Not generic, so
@@ -392,10 +385,22 @@ impl JsSession {
             if let Some(reason) = &u.reset_reason {
                 call_all(&rs, &reason.as_str().into());
             }
-            for e in &u.events {
-                let value = envelope_object(e);
-                call_all(&ev, &value);
-                it.borrow_mut().retain(|feed| feed.push(value.clone()));
+            // One JSON.parse for the whole batch, not one per event.
+            if !u.events.is_empty() && (!ev.borrow().is_empty() || !it.borrow().is_empty()) {
+                let items: Vec<String> = u
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let mut o = Obj::new();
+                        o.str("offset", &e.offset).raw("event", &e.json);
+                        o.finish()
+                    })
+                    .collect();
+                let batch: js_sys::Array = from_json(&json::array(items.iter().map(String::as_str))).unchecked_into();
+                for value in batch.iter() {
+                    call_all(&ev, &value);
+                    it.borrow_mut().retain(|feed| feed.push(value.clone()));
+                }
             }
             if let Some(e) = &u.error {
                 let err = js_error(e);
