@@ -145,6 +145,25 @@ impl Tab {
     }
 }
 
+/// Reads the whole session from a new tab and checks the agent wrote no
+/// delta after its `run_finished`; returns the events.
+async fn assert_no_delta_after_run_finished(world: &World, session: &str) -> Vec<SessionEvent> {
+    let mut check = Tab::open(world, session).await;
+    check.until("history", |e| finished(e).is_some()).await;
+    let events = check.events();
+    let end = events
+        .iter()
+        .position(|e| matches!(e, SessionEvent::RunFinished { .. }))
+        .unwrap();
+    assert!(
+        events[end + 1..]
+            .iter()
+            .all(|e| !matches!(e, SessionEvent::TextDelta { .. })),
+        "no delta after run_finished"
+    );
+    events
+}
+
 fn user_message(id: &str, text: &str, mode: RunMode) -> SessionEvent {
     SessionEvent::UserMessage {
         id: id.into(),
@@ -240,18 +259,7 @@ async fn cancel_from_another_tab_stops_the_run_fast() {
     assert_eq!(finished(&a.events()), Some(RunStatus::Cancelled));
     // Nothing from the agent after its run_finished.
     tokio::time::sleep(TOKEN_INTERVAL * 10).await;
-    let mut check = Tab::open(&world, "cancel").await;
-    check.until("history", |e| finished(e).is_some()).await;
-    let events = check.events();
-    let end = events
-        .iter()
-        .position(|e| matches!(e, SessionEvent::RunFinished { .. }))
-        .unwrap();
-    assert!(
-        events[end + 1..]
-            .iter()
-            .all(|e| !matches!(e, SessionEvent::TextDelta { .. }))
-    );
+    let events = assert_no_delta_after_run_finished(&world, "cancel").await;
     assert!(deltas(&events) < ANSWER_TOKENS);
 }
 
@@ -339,19 +347,7 @@ async fn cancel_stops_every_sub_agent() {
     a.until("run end", |e| finished(e).is_some()).await;
     assert_eq!(finished(&a.events()), Some(RunStatus::Cancelled));
     tokio::time::sleep(TOKEN_INTERVAL * 10).await;
-    let mut check = Tab::open(&world, "team-stop").await;
-    check.until("history", |e| finished(e).is_some()).await;
-    let events = check.events();
-    let end = events
-        .iter()
-        .position(|e| matches!(e, SessionEvent::RunFinished { .. }))
-        .unwrap();
-    assert!(
-        events[end + 1..]
-            .iter()
-            .all(|e| !matches!(e, SessionEvent::TextDelta { .. })),
-        "no delta after run_finished"
-    );
+    assert_no_delta_after_run_finished(&world, "team-stop").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

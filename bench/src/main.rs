@@ -305,15 +305,9 @@ async fn sse_subscriber(
     Ok(())
 }
 
-/// One WebSocket subscriber of our `/v1/ws`.
-async fn ws_subscriber(
-    ws_url: String,
-    path: String,
-    latencies: Arc<Mutex<Vec<f64>>>,
-    ready: tokio::sync::mpsc::Sender<()>,
-    deadline: Instant,
-) -> Result<(), String> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+/// A socket to our `/v1/ws` with one subscription to `path` from `now`.
+async fn ws_subscribe(base: &str, path: String) -> Result<Socket, String> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url(base).as_str())
         .await
         .map_err(|e| format!("ws: {e}"))?;
     let sub = ClientMsg::Subscribe {
@@ -325,6 +319,20 @@ async fn ws_subscriber(
         .send(WsMessage::text(sub.to_json()))
         .await
         .map_err(|e| format!("ws: {e}"))?;
+    Ok(socket)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One WebSocket subscriber of our `/v1/ws`.
+async fn ws_subscriber(
+    base: String,
+    path: String,
+    latencies: Arc<Mutex<Vec<f64>>>,
+    ready: tokio::sync::mpsc::Sender<()>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut socket = ws_subscribe(&base, path).await?;
     let mut announced = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -390,7 +398,7 @@ async fn bench_fanout(
                 ready,
                 deadline,
             )),
-            Live::Ws => tokio::spawn(ws_subscriber(ws_url(base), path.clone(), latencies, ready, deadline)),
+            Live::Ws => tokio::spawn(ws_subscriber(base.to_owned(), path.clone(), latencies, ready, deadline)),
         });
     }
     drop(ready_tx);
@@ -479,18 +487,7 @@ async fn bench_idle(
                         Ok::<Box<dyn std::any::Any + Send>, String>(Box::new(res))
                     }
                     Live::Ws => {
-                        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url(&base).as_str())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let sub = ClientMsg::Subscribe {
-                            sub: "s".into(),
-                            path,
-                            offset: "now".into(),
-                        };
-                        socket
-                            .send(WsMessage::text(sub.to_json()))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let socket = ws_subscribe(&base, path).await?;
                         Ok::<Box<dyn std::any::Any + Send>, String>(Box::new(socket))
                     }
                 }
