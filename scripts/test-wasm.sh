@@ -31,7 +31,7 @@ start() {
   exit 1
 }
 
-start server target/debug/durable-session-server --listen 127.0.0.1:0 --data-dir "$tmp/data" --test-hooks
+start server target/debug/durable-session-server --listen 127.0.0.1:0 --data-dir "$tmp/data" --test-hooks --auth none
 server=$url
 target/debug/durable-session-agent --server "$server" --tokens-per-second 40 --answer-tokens 80 > "$tmp/agent.log" 2>&1 &
 pids+=($!)

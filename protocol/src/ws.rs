@@ -32,6 +32,10 @@ pub mod close {
     /// The client read too slowly: its unsent frames passed the server's
     /// limit. Reconnect and resume from the last offsets received.
     pub const SLOW_CONSUMER: u16 = 4002;
+    /// The connection's token expired and no fresh one arrived (in an
+    /// `auth` frame) within the server's grace period. Get a new token,
+    /// reconnect and resume.
+    pub const TOKEN_EXPIRED: u16 = 4003;
 }
 
 /// Machine-readable error codes of `error` frames.
@@ -65,6 +69,9 @@ pub enum ErrorCode {
     UnknownSub,
     /// The server failed.
     Internal,
+    /// No valid token: missing, expired, malformed, signed with an unknown
+    /// key or algorithm. Get a fresh token and try again.
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -85,11 +92,12 @@ impl ErrorCode {
             Self::DuplicateSub => "duplicate_sub",
             Self::UnknownSub => "unknown_sub",
             Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
         }
     }
 
     /// Every code.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::BadFrame,
         Self::UnknownOp,
         Self::TooLarge,
@@ -104,6 +112,7 @@ impl ErrorCode {
         Self::DuplicateSub,
         Self::UnknownSub,
         Self::Internal,
+        Self::Unauthorized,
     ];
 
     /// The code of a wire name.
@@ -196,6 +205,11 @@ pub enum ClientMsg {
     Ping { t: Option<u64> },
     /// Answer to a server `ping`.
     Pong { t: Option<u64> },
+    /// Presents an access token (a JWT) for this connection; a later `auth`
+    /// replaces the token on the live connection without touching its
+    /// subscriptions. Answered by `authed` or an `unauthorized` error, both
+    /// carrying `req` when given.
+    Auth { req: Option<String>, token: String },
 }
 
 /// Frames the server sends.
@@ -242,6 +256,14 @@ pub enum ServerMsg {
     Ping { t: Option<u64> },
     /// Answer to a client `ping`.
     Pong { t: Option<u64> },
+    /// The token of an `auth` frame was accepted: it now governs the
+    /// connection. `principal` is the token's `sub`; `exp` its expiry
+    /// (seconds since the Unix epoch).
+    Authed {
+        req: Option<String>,
+        principal: String,
+        exp: u64,
+    },
 }
 
 /// A frame that could not be used, with what is known of it.
@@ -402,6 +424,10 @@ impl ClientMsg {
             }
             "ping" => ClientMsg::Ping { t: f.opt_u64("t")? },
             "pong" => ClientMsg::Pong { t: f.opt_u64("t")? },
+            "auth" => ClientMsg::Auth {
+                req: f.opt_str("req")?,
+                token: f.str("token")?,
+            },
             other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op \"{other}\""))),
         })
     }
@@ -448,6 +474,7 @@ impl ClientMsg {
             }
             ClientMsg::Ping { t } => ping(&mut o, "ping", *t),
             ClientMsg::Pong { t } => ping(&mut o, "pong", *t),
+            ClientMsg::Auth { req, token } => o.str("op", "auth").opt_str("req", req.as_deref()).str("token", token),
         };
         o.finish()
     }
@@ -508,6 +535,11 @@ impl ServerMsg {
             "unsubscribed" => ServerMsg::Unsubscribed { sub: f.str("sub")? },
             "ping" => ServerMsg::Ping { t: f.opt_u64("t")? },
             "pong" => ServerMsg::Pong { t: f.opt_u64("t")? },
+            "authed" => ServerMsg::Authed {
+                req: f.opt_str("req")?,
+                principal: f.str("principal")?,
+                exp: f.opt_u64("exp")?.unwrap_or(0),
+            },
             other => return Err(f.fail(ErrorCode::UnknownOp, format!("unknown op \"{other}\""))),
         })
     }
@@ -578,6 +610,11 @@ impl ServerMsg {
             ServerMsg::Unsubscribed { sub } => o.str("op", "unsubscribed").str("sub", sub),
             ServerMsg::Ping { t } => ping(&mut o, "ping", *t),
             ServerMsg::Pong { t } => ping(&mut o, "pong", *t),
+            ServerMsg::Authed { req, principal, exp } => o
+                .str("op", "authed")
+                .opt_str("req", req.as_deref())
+                .str("principal", principal)
+                .u64("exp", *exp),
         };
         o.finish()
     }
@@ -632,6 +669,14 @@ mod tests {
             },
             ClientMsg::Ping { t: Some(5) },
             ClientMsg::Pong { t: None },
+            ClientMsg::Auth {
+                req: Some("a1".into()),
+                token: "x.y.z".into(),
+            },
+            ClientMsg::Auth {
+                req: None,
+                token: "x.y.z".into(),
+            },
         ];
         for f in frames {
             assert_eq!(ClientMsg::parse(&f.to_json()).unwrap(), f);
@@ -669,6 +714,11 @@ mod tests {
             },
             ServerMsg::Unsubscribed { sub: "s".into() },
             ServerMsg::Ping { t: Some(1) },
+            ServerMsg::Authed {
+                req: Some("a1".into()),
+                principal: "ada".into(),
+                exp: 1_800_000_000,
+            },
         ];
         for f in frames {
             assert_eq!(ServerMsg::parse(&f.to_json()).unwrap(), f);

@@ -1,6 +1,61 @@
 //! Server settings.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::jwt::Keys;
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Default)]
+pub enum AuthMode {
+    /// Everything is allowed and nobody is identified: local development
+    /// and conformance runs only (the binary refuses it on a non-loopback
+    /// address unless `--insecure`).
+    #[default]
+    None,
+    /// JWTs signed with one of these keys (`docs/security.md`).
+    Jwt(Arc<Keys>),
+}
+
+/// Which browser origins may call the API (CORS) and open `/v1/ws`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Any origin.
+    #[default]
+    Any,
+    /// These origins (`scheme://host[:port]`), and the server's own.
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a request with this `Origin` header, addressed to `host`,
+    /// is allowed. Requests without an `Origin` (not from a browser) are.
+    ///
+    /// ```
+    /// use durable_session_server::config::AllowedOrigins;
+    /// let list = AllowedOrigins::List(vec!["https://app.example".into()]);
+    /// assert!(list.allows(Some("https://app.example"), Some("api.example")));
+    /// assert!(list.allows(Some("http://api.example:8080"), Some("api.example:8080")));
+    /// assert!(!list.allows(Some("https://evil.example"), Some("api.example")));
+    /// assert!(list.allows(None, Some("api.example")));
+    /// ```
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => {
+                let same_origin = host.is_some_and(|host| {
+                    origin
+                        .split_once("://")
+                        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+                });
+                same_origin || list.iter().any(|o| o.eq_ignore_ascii_case(origin))
+            }
+        }
+    }
+}
 
 /// Tunables of the HTTP layer. [`Default`] gives production values.
 #[derive(Debug, Clone)]
@@ -39,6 +94,14 @@ pub struct ServerConfig {
     /// Serve the files of this directory at `/` (the demo app), so one
     /// origin serves the app, the HTTP API and `/v1/ws`.
     pub static_dir: Option<std::path::PathBuf>,
+    /// How requests are authenticated.
+    pub auth: AuthMode,
+    /// Browser origins allowed by CORS and the WebSocket `Origin` check.
+    pub allowed_origins: AllowedOrigins,
+    /// How long a WebSocket whose token expired may go on (serving its
+    /// existing subscriptions, refusing new work) before it is closed with
+    /// code 4003, unless an `auth` frame brings a fresh token.
+    pub auth_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +119,9 @@ impl Default for ServerConfig {
             ws_slow_consumer_timeout: Duration::from_secs(10),
             test_hooks: false,
             static_dir: None,
+            auth: AuthMode::None,
+            allowed_origins: AllowedOrigins::Any,
+            auth_grace: Duration::from_secs(30),
         }
     }
 }

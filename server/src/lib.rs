@@ -22,6 +22,7 @@
 //! holds the backend trait, the rules every backend applies, and the SQLite
 //! backend; [`changes`] wakes live readers; [`http`] is the thin axum layer.
 
+pub mod auth;
 pub mod changes;
 pub mod config;
 pub mod cursor;
@@ -65,6 +66,7 @@ impl Server {
                 config: Arc::new(config),
                 shutdown,
                 cut_connections: tokio::sync::broadcast::channel(1).0,
+                stats: Arc::default(),
             },
             stopping,
         }

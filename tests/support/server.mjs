@@ -18,7 +18,8 @@ export function serverBinary() {
 }
 
 /**
- * Starts a server. Resolves once it prints its address.
+ * Starts a server. Resolves once it prints its address. Without `--auth` in
+ * `args` it runs with `--auth none` (conformance, benchmarks).
  * @param {{ longPollTimeoutMs?: number, args?: string[] }} [options]
  * @returns {Promise<{ url: string, stop: () => Promise<void>, dataDir: string }>}
  */
@@ -29,6 +30,7 @@ export async function startServer(options = {}) {
     args.push("--long-poll-timeout-ms", String(options.longPollTimeoutMs));
   }
   args.push(...(options.args ?? []));
+  if (!args.includes("--auth")) args.push("--auth", "none");
   const child = spawn(serverBinary(), args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },

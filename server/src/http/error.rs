@@ -5,6 +5,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::headers::{PRODUCER_EPOCH, PRODUCER_EXPECTED_SEQ, PRODUCER_RECEIVED_SEQ, STREAM_CLOSED, STREAM_NEXT_OFFSET};
+use crate::auth::Denied;
 use crate::offset::format_offset;
 use crate::storage::StoreError;
 
@@ -64,6 +65,18 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "storage failure");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
             }
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        let unauthorized = matches!(d, Denied::Unauthorized(_));
+        let e = Self::new(d.status(), d.message());
+        if unauthorized {
+            e.with_header(header::WWW_AUTHENTICATE, "Bearer")
+        } else {
+            e
         }
     }
 }

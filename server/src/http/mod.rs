@@ -4,6 +4,7 @@
 //! [`Storage`], and shape the answer. Every response, errors included, carries
 //! CORS and browser-security headers ([`common_headers`]).
 
+pub mod access;
 mod error;
 pub mod headers;
 mod read;
@@ -11,18 +12,22 @@ mod write;
 mod ws;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
 pub use error::ApiError;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::ServerConfig;
+use crate::auth::{Access, Right};
+use crate::config::{AllowedOrigins, AuthMode, ServerConfig};
 use crate::storage::Storage;
 
 /// Where streams are mounted.
@@ -41,6 +46,15 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Fired by the `drop-connections` test hook.
     pub cut_connections: tokio::sync::broadcast::Sender<()>,
+    /// Counters (the `stats` test hook).
+    pub stats: Arc<Stats>,
+}
+
+/// Counters since the server started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// WebSocket connections accepted.
+    pub ws_connections: AtomicU64,
 }
 
 /// The HTTP application: streams, a health check, and a plain 404 elsewhere.
@@ -52,7 +66,8 @@ pub struct AppState {
 /// let storage = Arc::new(SqliteStorage::open(std::path::Path::new(".data"))?);
 /// let (_stop, shutdown) = tokio::sync::watch::channel(false);
 /// let cut_connections = tokio::sync::broadcast::channel(1).0;
-/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown, cut_connections });
+/// let stats = Default::default();
+/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown, cut_connections, stats });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4437").await?;
 /// axum::serve(listener, app).await?;
 /// # Ok(()) }
@@ -62,7 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stream/{*path}", any(stream))
         .route("/v1/ws", get(ws::upgrade));
     if state.config.test_hooks {
-        router = router.route("/v1/test/drop-connections", axum::routing::post(drop_connections));
+        router = router
+            .route("/v1/test/drop-connections", axum::routing::post(drop_connections))
+            .route("/v1/test/token", get(test_token))
+            .route("/v1/test/stats", get(test_stats));
     }
     router = router.route("/healthz", get(|| async { "ok\n" }));
     router = match &state.config.static_dir {
@@ -73,7 +91,75 @@ pub fn router(state: AppState) -> Router {
         ),
         None => router.fallback(not_found),
     };
-    router.layer(middleware::from_fn(common_headers)).with_state(state)
+    let cors = cors(&state.config.allowed_origins);
+    router
+        .layer(middleware::from_fn(common_headers))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// CORS from the origin allowlist (`--allow-origin`).
+fn cors(origins: &AllowedOrigins) -> CorsLayer {
+    let names = |list: &str| -> Vec<HeaderName> { list.split(',').filter_map(|h| h.trim().parse().ok()).collect() };
+    let allow_origin = match origins {
+        AllowedOrigins::Any => AllowOrigin::any(),
+        AllowedOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(names(headers::ALLOWED))
+        .expose_headers(names(headers::EXPOSED))
+        .max_age(Duration::from_secs(86_400))
+}
+
+/// Test hook: WebSocket connections accepted so far, as JSON.
+async fn test_stats(State(state): State<AppState>) -> Response {
+    let n = state.stats.ws_connections.load(Ordering::Relaxed);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{{\"ws_connections\":{n}}}"),
+    )
+        .into_response()
+}
+
+/// Test hook: mints a token with the server's first signing key:
+/// `?sub=ada&grant=sessions/x:read,append&ttl_ms=3000`.
+async fn test_token(State(state): State<AppState>, Query(query): Query<Vec<(String, String)>>) -> Response {
+    let AuthMode::Jwt(keys) = &state.config.auth else {
+        return ApiError::bad_request("the server runs with --auth none: no tokens").into_response();
+    };
+    let mut sub = None;
+    let mut grants = Vec::new();
+    let mut ttl_ms = 60_000u64;
+    for (key, value) in &query {
+        match key.as_str() {
+            "sub" => sub = Some(value.as_str()),
+            "grant" => match crate::auth::jwt::parse_grant(value) {
+                Ok(g) => grants.push(g),
+                Err(e) => return ApiError::bad_request(e).into_response(),
+            },
+            "ttl_ms" => match value.parse() {
+                Ok(ms) => ttl_ms = ms,
+                Err(_) => return ApiError::bad_request("ttl_ms must be an integer").into_response(),
+            },
+            _ => {}
+        }
+    }
+    let Some(sub) = sub else {
+        return ApiError::bad_request("sub is required").into_response();
+    };
+    match keys.mint(None, sub, &grants, ttl_ms.div_ceil(1000).max(1)) {
+        Ok(token) => ([(header::CACHE_CONTROL, "no-store")], token).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -88,23 +174,44 @@ async fn drop_connections(State(state): State<AppState>) -> Response {
 }
 
 async fn stream(State(state): State<AppState>, req: Request) -> Response {
-    let result = match stream_path(req.uri().path()) {
-        Err(e) => Err(e),
-        Ok(path) => match req.method().clone() {
-            Method::GET => read::get(state, path, req).await,
-            Method::HEAD => read::head(state, path).await,
-            Method::PUT => write::put(state, path, req).await,
-            Method::POST => write::post(state, path, req).await,
-            Method::DELETE => write::delete(state, path).await,
-            Method::OPTIONS => Ok(preflight(&req)),
+    let result = async {
+        let path = stream_path(req.uri().path())?;
+        let method = req.method().clone();
+        if method == Method::OPTIONS {
+            // CORS preflights were answered by the CORS layer.
+            return Ok((StatusCode::NO_CONTENT, [(header::ALLOW, ALLOWED_METHODS)]).into_response());
+        }
+        let access = access::of_headers(&state.config, req.headers())?;
+        match method {
+            Method::GET => {
+                access.check(&path, Right::Read)?;
+                read::get(state, path, req, &access).await
+            }
+            Method::HEAD => {
+                access.check(&path, Right::Read)?;
+                read::head(state, path).await
+            }
+            Method::PUT => write::put(state, path, req, &access).await,
+            Method::POST => write::post(state, path, req, &access).await,
+            Method::DELETE => {
+                access.check(&path, Right::Delete)?;
+                write::delete(state, path).await
+            }
             other => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("method {other} is not supported on streams"),
             )
-            .with_header(header::ALLOW, "GET, HEAD, PUT, POST, DELETE, OPTIONS")),
-        },
+            .with_header(header::ALLOW, ALLOWED_METHODS)),
+        }
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+const ALLOWED_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+
+/// Whether reads by this request may be kept by shared caches.
+pub(crate) fn shared_cacheable(access: &Access) -> bool {
+    !access.is_enforced()
 }
 
 /// The stream path of a request URI (the part after `/v1/stream/`).
@@ -146,44 +253,20 @@ pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn preflight(req: &Request) -> Response {
-    let allow_headers = req
-        .headers()
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .and_then(|v| v.to_str().ok())
-        .map(|requested| format!("{}, {requested}", headers::ALLOWED))
-        .unwrap_or_else(|| headers::ALLOWED.to_owned());
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&allow_headers) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
-    }
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    res
-}
-
-/// Adds CORS and browser-security headers to every response and logs it.
+/// Adds browser-security headers to every response and logs it (without
+/// the query string, and never a header).
 async fn common_headers(req: Request<Body>, next: Next) -> Response {
     let method = req.method().clone();
-    let uri = req.uri().clone();
+    let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(headers::EXPOSED),
-    );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("cross-origin"),
     );
-    tracing::debug!(%method, %uri, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     res
 }
 

@@ -14,12 +14,46 @@ use super::headers::{
     STREAM_UP_TO_DATE,
 };
 use super::{ApiError, AppState};
+use crate::auth::Access;
 use crate::cursor::next_cursor;
 use crate::offset::{StartAt, format_offset, parse_start};
 use crate::storage::{Chunk, Expiry, Read, StreamInfo, rules};
 
 /// Cache policy for immutable historical data.
 const CACHEABLE: &str = "public, max-age=60, stale-while-revalidate=300";
+/// The same for authorized reads: only the browser's own cache may keep them.
+const CACHEABLE_PRIVATE: &str = "private, max-age=60, stale-while-revalidate=300";
+
+/// How a read may be cached and how long it may last.
+#[derive(Clone, Copy)]
+struct Policy {
+    cacheable: &'static str,
+    /// When the reader's token expires: live reads end then, so the client
+    /// comes back with a fresh token.
+    valid_until: Option<Instant>,
+}
+
+impl Policy {
+    fn of(access: &Access) -> Self {
+        let valid_until = access.principal().map(|p| {
+            let now_ms = rules::now_ms().max(0) as u64;
+            Instant::now() + std::time::Duration::from_millis((p.exp * 1000).saturating_sub(now_ms))
+        });
+        Self {
+            cacheable: if super::shared_cacheable(access) {
+                CACHEABLE
+            } else {
+                CACHEABLE_PRIVATE
+            },
+            valid_until,
+        }
+    }
+
+    /// `deadline`, or the token's expiry if sooner.
+    fn cap(&self, deadline: Instant) -> Instant {
+        self.valid_until.map_or(deadline, |v| v.min(deadline))
+    }
+}
 
 /// `live` query parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,13 +148,14 @@ pub(super) async fn head(state: AppState, path: String) -> Result<Response, ApiE
 }
 
 /// `GET`: dispatches on the `live` parameter.
-pub(super) async fn get(state: AppState, path: String, req: Request) -> Result<Response, ApiError> {
+pub(super) async fn get(state: AppState, path: String, req: Request, access: &Access) -> Result<Response, ApiError> {
     let query = parse_query(req.uri().query())?;
     let from = query.offset.unwrap_or(StartAt::Beginning);
+    let policy = Policy::of(access);
     match query.live {
-        Live::CatchUp => catch_up(state, path, from, req.headers()).await,
-        Live::LongPoll => long_poll(state, path, from, query.cursor).await,
-        Live::Sse => sse(state, path, from, query.cursor).await,
+        Live::CatchUp => catch_up(state, path, from, req.headers(), policy).await,
+        Live::LongPoll => long_poll(state, path, from, query.cursor, policy).await,
+        Live::Sse => sse(state, path, from, query.cursor, policy).await,
     }
 }
 
@@ -183,7 +218,13 @@ fn cursor_value(client: Option<u64>) -> u64 {
     next_cursor(rules::now_ms(), client, rand::random_range(1..=3600))
 }
 
-async fn catch_up(state: AppState, path: String, from: StartAt, req_headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn catch_up(
+    state: AppState,
+    path: String,
+    from: StartAt,
+    req_headers: &HeaderMap,
+    policy: Policy,
+) -> Result<Response, ApiError> {
     let chunk = state
         .storage
         .read(Read {
@@ -213,7 +254,11 @@ async fn catch_up(state: AppState, path: String, from: StartAt, req_headers: &He
     set(
         h,
         header::CACHE_CONTROL,
-        if chunk.pieces.is_empty() { "no-store" } else { CACHEABLE },
+        if chunk.pieces.is_empty() {
+            "no-store"
+        } else {
+            policy.cacheable
+        },
     );
     Ok(res)
 }
@@ -233,8 +278,14 @@ fn no_content(info: &StreamInfo, cursor: Option<u64>) -> Response {
     res
 }
 
-async fn long_poll(state: AppState, path: String, from: StartAt, cursor: Option<u64>) -> Result<Response, ApiError> {
-    let deadline = Instant::now() + state.config.long_poll_timeout;
+async fn long_poll(
+    state: AppState,
+    path: String,
+    from: StartAt,
+    cursor: Option<u64>,
+    policy: Policy,
+) -> Result<Response, ApiError> {
+    let deadline = policy.cap(Instant::now() + state.config.long_poll_timeout);
     let mut feed = state.storage.changes(&path);
     let mut from = from;
     loop {
@@ -251,7 +302,7 @@ async fn long_poll(state: AppState, path: String, from: StartAt, cursor: Option<
             let h = res.headers_mut();
             chunk_headers(h, &chunk);
             set(h, header::ETAG, etag(&chunk));
-            set(h, header::CACHE_CONTROL, CACHEABLE);
+            set(h, header::CACHE_CONTROL, policy.cacheable);
             if !at_eof(&chunk) {
                 cursor_header(h, cursor);
             }
@@ -315,7 +366,13 @@ fn data_event(out: &mut BytesMut, chunk: &Chunk) {
     }
 }
 
-async fn sse(state: AppState, path: String, from: StartAt, cursor: Option<u64>) -> Result<Response, ApiError> {
+async fn sse(
+    state: AppState,
+    path: String,
+    from: StartAt,
+    cursor: Option<u64>,
+    policy: Policy,
+) -> Result<Response, ApiError> {
     let mut feed = state.storage.changes(&path);
     // The first read happens before the response starts, so a missing
     // stream is an ordinary 404.
@@ -332,7 +389,7 @@ async fn sse(state: AppState, path: String, from: StartAt, cursor: Option<u64>) 
     let storage = state.storage.clone();
     let config = state.config.clone();
     tokio::spawn(async move {
-        let ends_at = Instant::now() + config.sse_max_duration;
+        let ends_at = policy.cap(Instant::now() + config.sse_max_duration);
         let mut cursor = cursor;
         let mut chunk = first;
         let mut first_event = true;

@@ -10,8 +10,9 @@ use super::headers::{
     self, PRODUCER_EPOCH, PRODUCER_SEQ, STREAM_CLOSED, STREAM_FORKED_FROM, STREAM_NEXT_OFFSET, STREAM_SEQ,
 };
 use super::{ApiError, AppState, STREAM_PREFIX, source_path};
+use crate::auth::{Access, Denied, Right, identity};
 use crate::offset::format_offset;
-use crate::storage::{Append, CreateStream, ForkFrom, StreamInfo};
+use crate::storage::{Append, CreateStream, ForkFrom, StreamInfo, rules};
 
 fn set(h: &mut HeaderMap, name: header::HeaderName, value: impl AsRef<str>) {
     if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
@@ -57,8 +58,37 @@ fn describe(h: &mut HeaderMap, info: &StreamInfo) {
     }
 }
 
+/// With auth on, what creating `path` needs beyond the `create` right:
+/// sessions are JSON streams, and a fork into a session must come from a
+/// session (whose events were identity-checked when they were written).
+pub(crate) fn check_create(
+    access: &Access,
+    path: &str,
+    content_type: Option<&str>,
+    fork_source: Option<&str>,
+) -> Result<(), Denied> {
+    access.check(path, Right::Create)?;
+    if let Some(source) = fork_source {
+        access.check(source, Right::Read)?;
+    }
+    if !access.is_enforced() || !path.starts_with(durable_session_protocol::session::SESSIONS_PREFIX) {
+        return Ok(());
+    }
+    if fork_source.is_some_and(|s| !s.starts_with(durable_session_protocol::session::SESSIONS_PREFIX)) {
+        return Err(Denied::Forbidden(
+            "a session can only be forked from another session".into(),
+        ));
+    }
+    if content_type.is_some_and(|ct| !rules::is_json(ct)) {
+        return Err(Denied::BadRequest(
+            "a session is a JSON stream (application/json)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `PUT`: create a stream, fork one, or confirm an identical one.
-pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<Response, ApiError> {
+pub(super) async fn put(state: AppState, path: String, req: Request, access: &Access) -> Result<Response, ApiError> {
     let (parts, raw) = req.into_parts();
     let h = &parts.headers;
     let fork = match headers::text(h, &STREAM_FORKED_FROM)? {
@@ -74,11 +104,22 @@ pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<R
         }
         None => None,
     };
+    let content_type = content_type(h)?;
+    check_create(
+        access,
+        &path,
+        content_type.as_deref(),
+        fork.as_ref().map(|f| f.source.as_str()),
+    )?;
+    let closed = headers::closed(h);
+    let body = body(raw, h, state.config.max_body_bytes).await?;
+    let json = content_type.as_deref().is_none_or(rules::is_json);
+    let body = identity::authorize_append(access, &path, body, closed, json)?;
     let create = CreateStream {
-        content_type: content_type(h)?,
+        content_type,
         expiry: headers::expiry(h)?,
-        closed: headers::closed(h),
-        body: body(raw, h, state.config.max_body_bytes).await?,
+        closed,
+        body,
         fork,
         path,
     };
@@ -107,15 +148,23 @@ pub(super) async fn put(state: AppState, path: String, req: Request) -> Result<R
 }
 
 /// `POST`: append (with optional producer and `Stream-Seq`) and/or close.
-pub(super) async fn post(state: AppState, path: String, req: Request) -> Result<Response, ApiError> {
+pub(super) async fn post(state: AppState, path: String, req: Request, access: &Access) -> Result<Response, ApiError> {
     let (parts, raw) = req.into_parts();
     let h = &parts.headers;
+    let content_type = content_type(h)?;
+    let close = headers::closed(h);
+    // Refuse a request without a token before reading its body.
+    if *access == Access::Anonymous {
+        access.check(&path, Right::Append)?;
+    }
+    let body = body(raw, h, state.config.max_body_bytes).await?;
+    let json = content_type.as_deref().is_none_or(rules::is_json);
     let append = Append {
-        content_type: content_type(h)?,
-        close: headers::closed(h),
+        close,
         stream_seq: headers::text(h, &STREAM_SEQ)?.map(str::to_owned),
         producer: headers::producer(h)?,
-        body: body(raw, h, state.config.max_body_bytes).await?,
+        body: identity::authorize_append(access, &path, body, close, json)?,
+        content_type,
         path,
     };
     if append.body.is_empty() && !append.close {

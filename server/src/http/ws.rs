@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
@@ -24,12 +25,25 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{AppState, validate_path};
+use super::{ApiError, AppState, access, validate_path};
+use crate::auth::{Access, Denied, Principal, Right, identity};
+use crate::config::AuthMode;
 use crate::offset::{Pos, StartAt, format_offset, parse_start};
 use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules};
 
 /// `GET /v1/ws`: upgrades to the WebSocket protocol.
-pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !access::origin_allowed(&state.config, &headers) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this origin may not open a WebSocket here (see --allow-origin)",
+        )
+        .into_response();
+    }
+    state
+        .stats
+        .ws_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let hard_limit = state.config.max_body_bytes.max(state.config.ws_max_frame_bytes);
     // Small socket buffers (the defaults are 128 KiB each way): an idle
     // subscriber should cost kilobytes, not a quarter megabyte. Larger
@@ -183,6 +197,11 @@ async fn run(state: AppState, socket: WebSocket) {
         max_frame_bytes: state.config.ws_max_frame_bytes as u64,
     });
     let mut conn = Connection {
+        access: match state.config.auth {
+            AuthMode::None => Access::Open,
+            AuthMode::Jwt(_) => Access::Anonymous,
+        },
+        close_at: None,
         state: state.clone(),
         outbox: outbox.clone(),
         subs: HashMap::new(),
@@ -213,6 +232,10 @@ async fn run(state: AppState, socket: WebSocket) {
                     WsMessage::Ping(_) | WsMessage::Pong(_) => {}
                 }
             }
+            () = sleep_until_some(conn.close_at) => {
+                outbox.close(close::TOKEN_EXPIRED, "token expired: send a fresh one in an auth frame, or reconnect with it");
+                break;
+            }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > state.config.ws_heartbeat_timeout {
                     outbox.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
@@ -232,7 +255,7 @@ async fn run(state: AppState, socket: WebSocket) {
             }
         }
     }
-    for (_, task) in conn.subs.drain() {
+    for (_, (_, task)) in conn.subs.drain() {
         task.abort();
     }
     drop(conn);
@@ -246,10 +269,24 @@ async fn run(state: AppState, socket: WebSocket) {
     }
 }
 
+/// Completes at `at`, or never.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Connection {
     state: AppState,
     outbox: Outbox,
-    subs: HashMap<String, JoinHandle<()>>,
+    /// What the connection's current token allows (`Open` without auth).
+    access: Access,
+    /// When the connection is closed with 4003 unless a fresh token comes:
+    /// the token's expiry plus the grace period.
+    close_at: Option<Instant>,
+    /// Live subscriptions by `sub` id: the stream path and the task.
+    subs: HashMap<String, (String, JoinHandle<()>)>,
     /// The append worker, started by the first write (read-only clients
     /// never pay for it).
     /// (Only `create` and `append` frames go there.)
@@ -277,7 +314,7 @@ impl Connection {
         match msg {
             ClientMsg::Subscribe { sub, path, offset } => self.subscribe(sub, path, &offset),
             ClientMsg::Unsubscribe { sub } => match self.subs.remove(&sub) {
-                Some(task) => {
+                Some((_, task)) => {
                     task.abort();
                     self.outbox.send(&ServerMsg::Unsubscribed { sub })
                 }
@@ -288,9 +325,123 @@ impl Connection {
                     "no such subscription",
                 )),
             },
-            write @ (ClientMsg::Create { .. } | ClientMsg::Append { .. }) => self.enqueue(write),
+            write @ (ClientMsg::Create { .. } | ClientMsg::Append { .. }) => match self.authorize_write(write) {
+                Ok(write) => self.enqueue(write),
+                Err(refusal) => self.outbox.send(&refusal),
+            },
             ClientMsg::Ping { t } => self.outbox.send(&ServerMsg::Pong { t }),
             ClientMsg::Pong { .. } => Ok(()),
+            ClientMsg::Auth { req, token } => self.authenticate(req, &token),
+        }
+    }
+
+    /// An `auth` frame: a valid token replaces the connection's token
+    /// (same principal only) and subscriptions it no longer covers end.
+    fn authenticate(&mut self, req: Option<String>, token: &str) -> Result<(), Disconnected> {
+        let AuthMode::Jwt(keys) = &self.state.config.auth else {
+            // Without auth every token is as good as none.
+            return self.outbox.send(&ServerMsg::Authed {
+                req,
+                principal: String::new(),
+                exp: 0,
+            });
+        };
+        let principal = match keys.verify(token) {
+            Ok(p) => p,
+            Err(denied) => {
+                return self
+                    .outbox
+                    .send(&error_frame(None, req.as_deref(), denied.code(), denied.message()));
+            }
+        };
+        if let Some(current) = self.access.principal().filter(|c| c.sub != principal.sub) {
+            let message = format!(
+                "this connection belongs to {}: a token for {} needs a new connection",
+                current.sub, principal.sub
+            );
+            return self
+                .outbox
+                .send(&error_frame(None, req.as_deref(), ErrorCode::Forbidden, message));
+        }
+        self.close_at = Some(expiry_instant(&principal) + self.state.config.auth_grace);
+        let reply = ServerMsg::Authed {
+            req,
+            principal: principal.sub.clone(),
+            exp: principal.exp,
+        };
+        self.access = Access::Token(principal);
+        let revoked: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, (path, task))| !task.is_finished() && self.access.check(path, Right::Read).is_err())
+            .map(|(sub, _)| sub.clone())
+            .collect();
+        self.outbox.send(&reply)?;
+        for sub in revoked {
+            if let Some((path, task)) = self.subs.remove(&sub) {
+                task.abort();
+                let message = format!("the new token does not cover {path}");
+                self.outbox
+                    .send(&error_frame(Some(&sub), None, ErrorCode::Forbidden, message))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a `create` or `append` against the connection's token; an
+    /// append to a session comes back with its writer's identity filled in.
+    fn authorize_write(&self, write: ClientMsg) -> Result<ClientMsg, ServerMsg> {
+        let refuse = |req: &str, d: Denied| error_frame(None, Some(req), d.code(), d.message());
+        match write {
+            ClientMsg::Create {
+                req,
+                path,
+                content_type,
+            } => match super::write::check_create(&self.access, &path, content_type.as_deref(), None) {
+                Ok(()) => Ok(ClientMsg::Create {
+                    req,
+                    path,
+                    content_type,
+                }),
+                Err(d) => Err(refuse(&req, d)),
+            },
+            ClientMsg::Append {
+                req,
+                path,
+                payload,
+                producer,
+                close,
+            } => {
+                if self.access == Access::Open {
+                    return Ok(ClientMsg::Append {
+                        req,
+                        path,
+                        payload,
+                        producer,
+                        close,
+                    });
+                }
+                let (body, json) = match &payload {
+                    None => (Bytes::new(), true),
+                    Some(Payload::Json(v)) => (Bytes::from(v.clone()), true),
+                    Some(Payload::Text(t)) => (Bytes::from(t.clone()), false),
+                    Some(Payload::Base64(b)) => (Bytes::from(b.clone()), false),
+                };
+                let checked =
+                    identity::authorize_append(&self.access, &path, body, close, json).map_err(|d| refuse(&req, d))?;
+                let payload = match payload {
+                    Some(Payload::Json(_)) => Some(Payload::Json(String::from_utf8_lossy(&checked).into_owned())),
+                    other => other,
+                };
+                Ok(ClientMsg::Append {
+                    req,
+                    path,
+                    payload,
+                    producer,
+                    close,
+                })
+            }
+            other => Ok(other),
         }
     }
 
@@ -303,7 +454,7 @@ impl Connection {
     }
 
     fn subscribe(&mut self, sub: String, path: String, offset: &str) -> Result<(), Disconnected> {
-        if self.subs.get(&sub).is_some_and(|t| !t.is_finished()) {
+        if self.subs.get(&sub).is_some_and(|(_, t)| !t.is_finished()) {
             return self.outbox.send(&error_frame(
                 Some(&sub),
                 None,
@@ -315,6 +466,9 @@ impl Connection {
             return self
                 .outbox
                 .send(&error_frame(Some(&sub), None, ErrorCode::BadRequest, e.message));
+        }
+        if let Err(d) = self.access.check(&path, Right::Read) {
+            return self.outbox.send(&error_frame(Some(&sub), None, d.code(), d.message()));
         }
         let from = match parse_start(offset) {
             Ok(from) => from,
@@ -329,12 +483,18 @@ impl Connection {
             self.state.config.max_read_bytes,
             self.outbox.clone(),
             sub.clone(),
-            path,
+            path.clone(),
             from,
         ));
-        self.subs.insert(sub, task);
+        self.subs.insert(sub, (path, task));
         Ok(())
     }
+}
+
+/// When `principal`'s token expires, as an instant.
+fn expiry_instant(principal: &Principal) -> Instant {
+    let now_ms = rules::now_ms().max(0) as u64;
+    Instant::now() + Duration::from_millis((principal.exp * 1000).saturating_sub(now_ms))
 }
 
 /// The messages of a chunk, each with the offset just after it.
