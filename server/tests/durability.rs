@@ -20,7 +20,7 @@ struct Running {
 
 fn start(data_dir: &Path) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", "127.0.0.1:0", "--auth", "none", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
