@@ -23,7 +23,7 @@ use leptos::task::spawn_local;
 use crate::core::ClientError;
 use crate::core::chat::ChatItem;
 use crate::core::state::ConnectionState;
-use crate::web::{SessionOptions, Transport, WebClient, WebOptions, WebSession};
+use crate::web::{SessionOptions, TokenProvider, Transport, WebClient, WebOptions, WebSession};
 
 /// Options of [`use_session_with_options`].
 #[derive(Clone)]
@@ -38,6 +38,28 @@ pub struct UseSessionOptions {
     pub author: Option<String>,
     /// Keep offset and transcript in `localStorage` (default `true`).
     pub persist: bool,
+    /// Access tokens for a server with access control on (ignored with a
+    /// shared `client`, which has its own). Called before connecting, before
+    /// the token expires (the new one replaces it on the live connection)
+    /// and when the server refuses it. With access control on, the server
+    /// writes the token's `sub` as the author: set `author` to it.
+    ///
+    /// ```no_run
+    /// use std::rc::Rc;
+    /// use durable_sessions::core::ClientError;
+    /// use durable_sessions::leptos::{UseSessionOptions, use_session_with_options};
+    /// # fn component() {
+    /// let session = use_session_with_options("abc", UseSessionOptions {
+    ///     author: Some("ada".into()),
+    ///     token: Some(Rc::new(|| Box::pin(async {
+    ///         // Ask the app's backend, e.g. with gloo-net: GET /api/session-token.
+    ///         Err::<String, _>(ClientError::new("token_failed", "not signed in"))
+    ///     }))),
+    ///     ..UseSessionOptions::default()
+    /// });
+    /// # let _ = session; }
+    /// ```
+    pub token: Option<TokenProvider>,
 }
 
 impl Default for UseSessionOptions {
@@ -48,6 +70,7 @@ impl Default for UseSessionOptions {
             transport: Transport::WebSocket,
             author: None,
             persist: true,
+            token: None,
         }
     }
 }
@@ -67,7 +90,9 @@ pub struct UseSessionReturn {
     pub offset: Signal<Option<String>>,
     /// Session events received.
     pub received: Signal<u64>,
-    /// The last error (a failed append, or the subscription failing).
+    /// The last error: a failed append, the subscription failing (e.g.
+    /// `forbidden`), or the token function failing (`token_failed`, retried
+    /// by itself).
     pub error: Signal<Option<ClientError>>,
     /// Sends a user message.
     pub send: Callback<(String, RunMode)>,
@@ -93,6 +118,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
         None => {
             let mut o = WebOptions::new(options.url);
             o.transport = options.transport;
+            o.token = options.token;
             WebClient::new(o)
         }
     };
@@ -140,6 +166,9 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
                 state.set(c.state);
                 retry_in_ms.set(c.retry_in_ms);
                 state_reason.set(c.reason.clone());
+                if let Some(e) = &c.error {
+                    error.set(Some(e.clone()));
+                }
             };
             apply(&client.state());
             let states = client.on_state(apply);

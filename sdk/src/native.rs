@@ -19,7 +19,11 @@
 //! ```
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durable_session_protocol::session::SessionEvent;
 use durable_session_protocol::ws::ServerMsg;
@@ -35,13 +39,34 @@ use crate::core::state::{ConnectionState, StateChange};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A future yielding an access token (a JWT).
+pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, ClientError>> + Send>>;
+
+/// Gets an access token: called before connecting without a usable token,
+/// at about 75 % of the token's lifetime (the new token then replaces the
+/// old one on the live connection, with no reconnect), and when the server
+/// refuses the token. A failure is retried with backoff.
+pub type TokenProvider = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
+
 /// Where to connect and how.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NativeOptions {
     /// `ws://host:port/v1/ws`.
     pub url: String,
     /// Tunables of the core (backoff, heartbeat, producer id …).
     pub core: Options,
+    /// Access tokens, for a server with access control on.
+    pub token: Option<TokenProvider>,
+}
+
+impl fmt::Debug for NativeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NativeOptions")
+            .field("url", &self.url)
+            .field("core", &self.core)
+            .field("token", &self.token.as_ref().map(|_| "<provider>"))
+            .finish()
+    }
 }
 
 impl NativeOptions {
@@ -51,8 +76,40 @@ impl NativeOptions {
         Self {
             url: url.into(),
             core: Options::new(format!("native-{:016x}", rand::random::<u64>()), seed),
+            token: None,
         }
     }
+
+    /// Gets access tokens from `provider` (e.g. minted by the app's
+    /// backend, or read from a file that a sidecar keeps fresh).
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use durable_sessions::native::{Client, NativeOptions};
+    /// let options = NativeOptions::new("ws://127.0.0.1:4437/v1/ws").with_token(|| async {
+    ///     std::fs::read_to_string("/run/agent.jwt")
+    ///         .map(|t| t.trim().to_owned())
+    ///         .map_err(|e| durable_sessions::core::ClientError::new("token_failed", e.to_string()))
+    /// });
+    /// let client = Client::connect(options);
+    /// # let _ = client; }
+    /// ```
+    pub fn with_token<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, ClientError>> + Send + 'static,
+    {
+        self.token = Some(Arc::new(move || Box::pin(provider()) as TokenFuture));
+        self
+    }
+}
+
+/// Milliseconds since the Unix epoch (the core compares them with a token's
+/// `exp`).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 enum Command {
@@ -122,6 +179,7 @@ impl Client {
             previous: ConnectionState::Connecting,
             reason: "connect".into(),
             retry_in_ms: None,
+            error: None,
         };
         let (state_tx, state) = watch::channel(initial);
         tokio::spawn(Driver::new(options, state_tx).run(rx));
@@ -208,6 +266,13 @@ struct Driver {
     url: String,
     core: ClientCore,
     epoch: Instant,
+    /// Unix time at `epoch`: the core's clock is Unix milliseconds, advanced
+    /// by the monotonic clock (so a jumping wall clock does not disturb
+    /// heartbeats and backoff).
+    epoch_unix_ms: u64,
+    token: Option<TokenProvider>,
+    tokens_tx: mpsc::UnboundedSender<Result<String, ClientError>>,
+    tokens: mpsc::UnboundedReceiver<Result<String, ClientError>>,
     state: watch::Sender<StateChange>,
     subs: HashMap<SubId, mpsc::UnboundedSender<SubscriptionEvent>>,
     appends: HashMap<AppendId, oneshot::Sender<Result<AppendAck, ClientError>>>,
@@ -217,10 +282,17 @@ struct Driver {
 
 impl Driver {
     fn new(options: NativeOptions, state: watch::Sender<StateChange>) -> Self {
+        let mut core = options.core;
+        core.auth = options.token.is_some();
+        let (tokens_tx, tokens) = mpsc::unbounded_channel();
         Self {
             url: options.url,
-            core: ClientCore::new(options.core),
+            core: ClientCore::new(core),
             epoch: Instant::now(),
+            epoch_unix_ms: unix_ms(),
+            token: options.token,
+            tokens_tx,
+            tokens,
             state,
             subs: HashMap::new(),
             appends: HashMap::new(),
@@ -230,7 +302,11 @@ impl Driver {
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.epoch_unix_ms + self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms.saturating_sub(self.epoch_unix_ms))
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -240,7 +316,7 @@ impl Driver {
             if self.core.state() == ConnectionState::Closed {
                 break;
             }
-            let timer = self.core.next_timer().map(|t| self.epoch + Duration::from_millis(t));
+            let timer = self.core.next_timer().map(|t| self.at(t));
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
@@ -257,6 +333,13 @@ impl Driver {
                         Err(reason) => self.core.on_close(now, &reason),
                     }
                 }
+                Some(token) = self.tokens.recv() => {
+                    let now = self.now();
+                    match token {
+                        Ok(token) => self.core.set_token(now, token),
+                        Err(e) => self.core.token_failed(now, &e),
+                    }
+                }
                 frame = next_frame(&mut self.socket) => {
                     let now = self.now();
                     match frame {
@@ -267,8 +350,13 @@ impl Driver {
                         }
                         Some(Ok(WsMessage::Close(frame))) => {
                             self.socket = None;
-                            let reason = frame.map_or_else(|| "closed by server".to_owned(), |f| format!("closed by server (code {})", u16::from(f.code)));
-                            self.core.on_close(now, &reason);
+                            match frame {
+                                Some(f) => {
+                                    let code = u16::from(f.code);
+                                    self.core.on_close_code(now, code, &format!("closed by server (code {code})"));
+                                }
+                                None => self.core.on_close(now, "closed by server"),
+                            }
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
@@ -335,6 +423,20 @@ impl Driver {
                             .map(|(socket, _)| socket)
                             .map_err(|e| format!("connect failed: {e}"))
                     }));
+                }
+                Output::NeedToken { .. } => {
+                    let tx = self.tokens_tx.clone();
+                    match &self.token {
+                        Some(provider) => {
+                            let token = provider();
+                            tokio::spawn(async move {
+                                let _ = tx.send(token.await);
+                            });
+                        }
+                        None => {
+                            let _ = tx.send(Err(ClientError::new("token_failed", "no token provider")));
+                        }
+                    }
                 }
                 Output::Send(msg) => {
                     if let Some(socket) = &mut self.socket

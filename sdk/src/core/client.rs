@@ -13,7 +13,7 @@
 //! # let _ = sub;
 //! ```
 
-use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, ServerMsg};
+use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, ServerMsg, close as close_code};
 
 use super::ClientError;
 use super::backoff::Backoff;
@@ -21,6 +21,7 @@ use super::outbox::{AppendAck, AppendId, Outbox, Resolved};
 use super::rng::Rng;
 use super::state::{ConnectionState, StateChange};
 use super::subscription::{Cursor, ResetPolicy, StartFrom};
+use super::token::TokenState;
 
 /// Identifies a subscription of one client.
 pub type SubId = u64;
@@ -46,6 +47,13 @@ pub struct Options {
     pub producer_id: String,
     /// Seed of the jitter random source.
     pub seed: u64,
+    /// Access control: the client holds a token, asks for one
+    /// ([`Output::NeedToken`]) before connecting and before it expires, and
+    /// presents it first on every connection. Transports set this when the
+    /// app gave them a token (or a token function). Times passed to the core
+    /// are then milliseconds since the Unix epoch, to compare with the
+    /// token's `exp`.
+    pub auth: bool,
 }
 
 impl Options {
@@ -60,6 +68,7 @@ impl Options {
             probe_timeout_ms: 3_000,
             producer_id: producer_id.into(),
             seed,
+            auth: false,
         }
     }
 }
@@ -107,6 +116,11 @@ pub enum SubscriptionEvent {
 pub enum Output {
     /// Open a new connection (and report `on_open` or `on_close`).
     Connect,
+    /// Call the app's token function and report the outcome with
+    /// [`ClientCore::set_token`] or [`ClientCore::token_failed`]. Asked only
+    /// with [`Options::auth`]: before connecting without a usable token,
+    /// before the token expires, and after the server refused it.
+    NeedToken { reason: String },
     /// Send this frame on the open connection.
     Send(ClientMsg),
     /// Close the current connection; the core already moved on.
@@ -162,6 +176,11 @@ fn sub_of_wire(wire: &str) -> Option<SubId> {
     wire.strip_prefix('s')?.parse().ok()
 }
 
+/// Whether `req` is the id of an `auth` frame (`t{n}`).
+fn is_auth_req(req: &str) -> bool {
+    req.strip_prefix('t').is_some_and(|n| n.parse::<u64>().is_ok())
+}
+
 /// The request id of subscription `id`'s create (`c{id}`), and back.
 fn create_req(id: SubId) -> String {
     format!("c{id}")
@@ -201,6 +220,14 @@ pub struct ClientCore {
     next_ping_at: u64,
     probe_deadline: Option<u64>,
     started: bool,
+    /// Access token, with [`Options::auth`].
+    token: TokenState,
+    /// Connecting, but waiting for a token before opening the link.
+    awaiting_token: bool,
+    /// The server refused a token this many times in a row (reset by any
+    /// sign the token works: `authed`, events, acks).
+    auth_failures: u32,
+    next_auth_req: u64,
 }
 
 impl ClientCore {
@@ -224,7 +251,17 @@ impl ClientCore {
             next_ping_at: 0,
             probe_deadline: None,
             started: false,
+            token: TokenState::default(),
+            awaiting_token: false,
+            auth_failures: 0,
+            next_auth_req: 0,
         }
+    }
+
+    /// The access token to present now (HTTP transports send it with every
+    /// request, so a refreshed token is used from the next request on).
+    pub fn token(&self) -> Option<&str> {
+        self.token.get()
     }
 
     /// The current connection state.
@@ -256,6 +293,9 @@ impl ClientCore {
                 if let Some(p) = self.probe_deadline {
                     t = t.min(p);
                 }
+                if let Some(r) = self.token_due_at() {
+                    t = t.min(r);
+                }
                 Some(t)
             }
             ConnectionState::Connecting => self.connect_deadline,
@@ -270,14 +310,31 @@ impl ClientCore {
     }
 
     fn set_state(&mut self, state: ConnectionState, reason: impl Into<String>, retry_in_ms: Option<u64>) {
+        self.set_state_with(state, reason.into(), retry_in_ms, None);
+    }
+
+    fn set_state_with(
+        &mut self,
+        state: ConnectionState,
+        reason: String,
+        retry_in_ms: Option<u64>,
+        error: Option<ClientError>,
+    ) {
         let previous = self.state;
         self.state = state;
         self.outputs.push(Output::State(StateChange {
             state,
             previous,
-            reason: reason.into(),
+            reason,
             retry_in_ms,
+            error,
         }));
+    }
+
+    /// Reports `error` as a state change that keeps the state, with reason
+    /// `code: message`.
+    fn report(&mut self, error: ClientError) {
+        self.set_state_with(self.state, error.to_string(), None, Some(error));
     }
 
     fn send(&mut self, msg: ClientMsg) {
@@ -307,7 +364,92 @@ impl ClientCore {
         self.retry_at = None;
         self.connect_deadline = Some(now + self.opts.connect_timeout_ms);
         self.set_state(ConnectionState::Connecting, reason, None);
-        self.outputs.push(Output::Connect);
+        if self.opts.auth && !self.token.usable(now) {
+            // The connect timeout also bounds the wait for the token.
+            self.awaiting_token = true;
+            let why = self.token.why();
+            self.request_token(now, why);
+        } else {
+            self.outputs.push(Output::Connect);
+        }
+    }
+
+    /// Asks for a token unless a request is already outstanding (one older
+    /// than the connect timeout counts as lost).
+    fn request_token(&mut self, now: u64, reason: &str) {
+        if self.token.may_request(now, self.opts.connect_timeout_ms) {
+            self.token.requested(now);
+            self.outputs.push(Output::NeedToken { reason: reason.into() });
+        }
+    }
+
+    /// When the next proactive token request is due, while connected.
+    fn token_due_at(&self) -> Option<u64> {
+        self.opts
+            .auth
+            .then(|| self.token.due_at(self.opts.connect_timeout_ms))
+            .flatten()
+    }
+
+    /// Presents the current token on the open connection.
+    fn send_auth(&mut self) {
+        if let Some(token) = self.token.get() {
+            let token = token.to_owned();
+            self.next_auth_req += 1;
+            let req = Some(format!("t{}", self.next_auth_req));
+            self.send(ClientMsg::Auth { req, token });
+        }
+    }
+
+    /// The app's token function returned `token` (at `now`, ms since the
+    /// Unix epoch). A client waiting for it connects; a connected client
+    /// presents it on the live connection (subscriptions are untouched).
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options, Output};
+    /// let mut opts = Options::new("p", 1);
+    /// opts.auth = true;
+    /// let mut core = ClientCore::new(opts);
+    /// core.start(0);
+    /// let out: Vec<_> = std::iter::from_fn(|| core.poll_output()).collect();
+    /// assert!(out.iter().any(|o| matches!(o, Output::NeedToken { .. })));
+    /// core.set_token(10, "opaque-token".into());
+    /// assert!(std::iter::from_fn(|| core.poll_output()).any(|o| o == Output::Connect));
+    /// ```
+    pub fn set_token(&mut self, now: u64, token: String) {
+        if self.state == ConnectionState::Closed {
+            return;
+        }
+        let changed = self.token.set(now, token);
+        if self.awaiting_token && self.state == ConnectionState::Connecting {
+            // Even a token that looks expired: the server has the last word.
+            self.awaiting_token = false;
+            self.outputs.push(Output::Connect);
+        } else if changed && self.state == ConnectionState::Connected {
+            self.send_auth();
+        }
+    }
+
+    /// The app's token function failed. A client waiting for a token to
+    /// connect retries with backoff; a connected one keeps its current token
+    /// and asks again later. Either way the failure is reported as a state
+    /// change with reason `token_failed: …`.
+    pub fn token_failed(&mut self, now: u64, error: &ClientError) {
+        let error = ClientError::new("token_failed", error.message.clone());
+        let unit = self.rng.unit();
+        let delay = self
+            .opts
+            .backoff
+            .delay_ms(self.token.failures().saturating_add(1), unit);
+        self.token.failed(now, delay);
+        match self.state {
+            ConnectionState::Connecting if self.awaiting_token => {
+                self.awaiting_token = false;
+                self.on_close_with(now, &error.to_string(), Some(error));
+            }
+            ConnectionState::Connected => self.report(error),
+            _ => {}
+        }
     }
 
     /// The transport opened the connection.
@@ -319,9 +461,14 @@ impl ClientCore {
         self.lost_since = None;
         self.connect_deadline = None;
         self.probe_deadline = None;
+        self.awaiting_token = false;
         self.last_received = now;
         self.next_ping_at = now + self.opts.ping_interval_ms;
         self.set_state(ConnectionState::Connected, "opened", None);
+        // Frames are processed in order: the token governs what follows.
+        if self.opts.auth {
+            self.send_auth();
+        }
         let ids = self.subs.ids();
         for id in ids {
             self.open_sub(id);
@@ -371,8 +518,30 @@ impl ClientCore {
         }
         self.last_received = now;
         self.probe_deadline = None;
+        if matches!(
+            frame,
+            ServerMsg::Authed { .. } | ServerMsg::Events { .. } | ServerMsg::Ack { .. }
+        ) {
+            self.auth_failures = 0;
+        }
         match frame {
-            ServerMsg::Hello { .. } | ServerMsg::Pong { .. } | ServerMsg::Unsubscribed { .. } => {}
+            ServerMsg::Hello { .. }
+            | ServerMsg::Pong { .. }
+            | ServerMsg::Unsubscribed { .. }
+            | ServerMsg::Authed { .. } => {}
+            ServerMsg::Error {
+                code: ErrorCode::Unauthorized,
+                message,
+                ..
+            } if self.opts.auth => self.refused(now, &format!("unauthorized: {message}")),
+            // Any refusal of a token presented on the live connection (e.g.
+            // a different principal): start over on a new connection.
+            ServerMsg::Error {
+                req: Some(req),
+                code,
+                message,
+                ..
+            } if self.opts.auth && is_auth_req(&req) => self.refused(now, &format!("{}: {message}", code.as_str())),
             ServerMsg::Ping { t } => self.send(ClientMsg::Pong { t }),
             ServerMsg::Events {
                 sub,
@@ -404,11 +573,13 @@ impl ClientCore {
                 ..
             } => {
                 if let Some(id) = self.pending_create(&req) {
-                    if code == ErrorCode::Conflict {
-                        // It exists, with another configuration: read it anyway.
+                    if matches!(code, ErrorCode::Conflict | ErrorCode::Forbidden) {
+                        // It exists with another configuration, or the token
+                        // may read but not create it: read it anyway (the
+                        // subscribe says whether that is allowed).
                         self.created(id);
                     } else {
-                        self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
+                        self.sub_failed(id, code, message);
                     }
                 } else if let Some((resolved, retry)) = self.outbox.on_error(&req, code, &message) {
                     self.resolve(resolved);
@@ -456,7 +627,7 @@ impl ClientCore {
             return;
         };
         if code != ErrorCode::Gone {
-            self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
+            self.sub_failed(id, code, message);
             return;
         }
         let Some(sub) = self.subs.get_mut(&id) else {
@@ -478,6 +649,35 @@ impl ClientCore {
         }
     }
 
+    /// Ends subscription `id` with an error. Access errors are also reported
+    /// as a state change (`forbidden: sessions/abc`), so an app watching the
+    /// connection sees them.
+    fn sub_failed(&mut self, id: SubId, code: ErrorCode, message: String) {
+        let Some(path) = self.subs.get(&id).map(|s| s.path.clone()) else {
+            return;
+        };
+        self.end_sub(id, SubscriptionEvent::Error(ClientError::new(code.as_str(), message)));
+        if matches!(code, ErrorCode::Forbidden | ErrorCode::Unauthorized) {
+            self.report(ClientError::new(code.as_str(), path));
+        }
+    }
+
+    /// The server refused the token (an `unauthorized` error, or the
+    /// connection closed for an expired token): drop the link, get a new
+    /// token and reconnect; subscriptions resume from their offsets and
+    /// unacknowledged appends are resent with the same producer ids. The
+    /// first retry is immediate, later ones in a row back off.
+    fn refused(&mut self, now: u64, reason: &str) {
+        self.token.refused();
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        self.attempt = self.attempt.max(self.auth_failures - 1);
+        if self.state == ConnectionState::Connected {
+            self.drop_link(now, reason);
+        } else {
+            self.on_close(now, reason);
+        }
+    }
+
     fn end_sub(&mut self, id: SubId, event: SubscriptionEvent) {
         self.emit(id, event);
         self.remove_sub(id);
@@ -494,6 +694,35 @@ impl ClientCore {
 
     /// The connection closed or failed to open.
     pub fn on_close(&mut self, now: u64, reason: &str) {
+        self.on_close_with(now, reason, None);
+    }
+
+    /// The connection closed with WebSocket close `code`. Code 4003 (the
+    /// token expired and no fresh one came in time) makes the client get a
+    /// new token before reconnecting.
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options, Output};
+    /// let mut opts = Options::new("p", 1);
+    /// opts.auth = true;
+    /// let mut core = ClientCore::new(opts);
+    /// core.start(0);
+    /// core.set_token(0, "opaque-token".into());
+    /// core.on_open(1);
+    /// std::iter::from_fn(|| core.poll_output()).count();
+    /// core.on_close_code(2, 4003, "closed by server (code 4003)");
+    /// assert!(std::iter::from_fn(|| core.poll_output()).any(|o| matches!(o, Output::NeedToken { .. })));
+    /// ```
+    pub fn on_close_code(&mut self, now: u64, code: u16, reason: &str) {
+        let open = matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting);
+        if code == close_code::TOKEN_EXPIRED && self.opts.auth && open {
+            self.refused(now, &format!("token expired ({reason})"));
+        } else {
+            self.on_close(now, reason);
+        }
+    }
+
+    fn on_close_with(&mut self, now: u64, reason: &str, error: Option<ClientError>) {
         match self.state {
             ConnectionState::Closed | ConnectionState::Disconnected | ConnectionState::Suspended => return,
             ConnectionState::Connected | ConnectionState::Connecting => {}
@@ -504,6 +733,7 @@ impl ClientCore {
         }
         self.connect_deadline = None;
         self.probe_deadline = None;
+        self.awaiting_token = false;
         let lost_since = *self.lost_since.get_or_insert(now);
         let suspended = now.saturating_sub(lost_since) >= self.opts.suspend_after_ms;
         let delay = if suspended {
@@ -519,7 +749,7 @@ impl ClientCore {
         } else {
             ConnectionState::Disconnected
         };
-        self.set_state(state, reason, Some(delay));
+        self.set_state_with(state, reason.to_owned(), Some(delay), error);
         if delay == 0 {
             self.connect(now, "retrying");
         }
@@ -533,9 +763,14 @@ impl ClientCore {
                     || self.probe_deadline.is_some_and(|d| now >= d);
                 if dead {
                     self.drop_link(now, "heartbeat timeout");
-                } else if now >= self.next_ping_at {
+                    return;
+                }
+                if now >= self.next_ping_at {
                     self.next_ping_at = now + self.opts.ping_interval_ms;
                     self.send(ClientMsg::Ping { t: Some(now) });
+                }
+                if self.token_due_at().is_some_and(|t| now >= t) {
+                    self.request_token(now, "refresh");
                 }
             }
             ConnectionState::Connecting => {
@@ -648,3 +883,7 @@ impl ClientCore {
 #[cfg(test)]
 #[path = "client_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod auth_tests;

@@ -93,7 +93,8 @@ fn connects_and_reports_each_state_with_a_reason() {
                 state: ConnectionState::Connecting,
                 previous: ConnectionState::Connecting,
                 reason: "connect".into(),
-                retry_in_ms: None
+                retry_in_ms: None,
+                error: None,
             }),
             Output::Connect,
         ]

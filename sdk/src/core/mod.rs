@@ -17,6 +17,7 @@ pub mod rng;
 pub mod session;
 pub mod state;
 pub mod subscription;
+pub mod token;
 
 use std::fmt;
 
@@ -24,8 +25,13 @@ use std::fmt;
 ///
 /// Codes are the server's error codes (`not_found`, `gone`, `closed`,
 /// `conflict`, `bad_request`, …, see `docs/protocol.md`) plus the SDK's own:
-/// `client_closed` (the client was closed before the operation finished)
-/// and `invalid_event` (the app passed something that is not a JSON object).
+/// `client_closed` (the client was closed before the operation finished),
+/// `invalid_event` (the app passed something that is not a JSON object) and
+/// `token_failed` (the app's token function failed or returned no string).
+/// With access control on, `unauthorized` means the token is missing,
+/// expired or invalid (the SDK gets a fresh one and retries by itself) and
+/// `forbidden` that the token does not cover the stream or the right (final
+/// for that subscription or append).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {
     pub code: String,

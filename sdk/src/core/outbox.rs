@@ -49,6 +49,19 @@ struct StreamQueue {
     in_flight: Option<InFlight>,
 }
 
+/// Whether a `forbidden` error is about a stale producer epoch (the server
+/// says "producer epoch is stale …"; the HTTP link words a `403` carrying a
+/// `Producer-Epoch` header so) rather than about access rights.
+///
+/// ```
+/// use durable_sessions::core::outbox::is_stale_epoch;
+/// assert!(is_stale_epoch("producer epoch is stale (current epoch is 2)"));
+/// assert!(!is_stale_epoch("the token of ada has no append right on sessions/x"));
+/// ```
+pub fn is_stale_epoch(message: &str) -> bool {
+    message.contains("producer epoch")
+}
+
 /// The outcome of some appends.
 pub type Resolved = Vec<(AppendId, Result<AppendAck, ClientError>)>;
 
@@ -188,9 +201,14 @@ impl Outbox {
     /// An `error` for `req`. A fenced or out-of-sequence producer starts a
     /// new epoch and resends (returned as the frame); other errors fail the
     /// batch's appends. `None` when the request is not ours.
+    ///
+    /// `forbidden` means a stale producer epoch only when its message says
+    /// so (see [`is_stale_epoch`]); otherwise the token does not allow the
+    /// append, which fails it.
     pub fn on_error(&mut self, req: &str, code: ErrorCode, message: &str) -> Option<(Resolved, Option<ClientMsg>)> {
         let at = self.flight_of(req)?;
-        let retry = matches!(code, ErrorCode::SeqGap | ErrorCode::Forbidden)
+        let fenced = code == ErrorCode::SeqGap || (code == ErrorCode::Forbidden && is_stale_epoch(message));
+        let retry = fenced
             && self.streams[at]
                 .in_flight
                 .as_ref()
@@ -309,11 +327,32 @@ mod tests {
         let mut o = Outbox::new("p".into());
         o.push("s", 1, "1".into());
         let (req, ..) = producer_of(&o.ready()[0]);
-        let (done, retry) = o.on_error(&req, ErrorCode::Forbidden, "stale epoch").unwrap();
+        let (done, retry) = o
+            .on_error(
+                &req,
+                ErrorCode::Forbidden,
+                "producer epoch is stale (current epoch is 1)",
+            )
+            .unwrap();
         assert!(done.is_empty());
         let (req2, epoch, seq, _) = producer_of(&retry.unwrap());
         assert_eq!((epoch, seq), (1, 0));
         assert!(o.on_ack(&req2, "o", false).is_some());
+    }
+
+    #[test]
+    fn an_append_the_token_does_not_allow_fails_at_once() {
+        let mut o = Outbox::new("p".into());
+        o.push("s", 1, "1".into());
+        let (req, ..) = producer_of(&o.ready()[0]);
+        let (done, retry) = o
+            .on_error(&req, ErrorCode::Forbidden, "the token of ada has no append right on s")
+            .unwrap();
+        assert!(retry.is_none(), "no epoch bump");
+        assert_eq!(done[0].1.as_ref().unwrap_err().code, "forbidden");
+        o.push("s", 2, "2".into());
+        let (_, epoch, seq, _) = producer_of(&o.ready()[0]);
+        assert_eq!((epoch, seq), (0, 0));
     }
 
     #[test]

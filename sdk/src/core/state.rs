@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use super::ClientError;
+
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectionState {
@@ -58,4 +60,9 @@ pub struct StateChange {
     pub reason: String,
     /// When retrying: milliseconds until the next attempt.
     pub retry_in_ms: Option<u64>,
+    /// A problem the app may act on, reported with this change: the token
+    /// function failed (`token_failed`, retried with backoff), or the token
+    /// does not cover a subscribed stream (`forbidden`, that subscription
+    /// ended). The state itself may be unchanged.
+    pub error: Option<ClientError>,
 }

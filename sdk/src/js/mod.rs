@@ -156,22 +156,40 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
         }
     }
     if let Some(token) = get(options, "token") {
-        let token: Function = token.dyn_into().map_err(|_| invalid("token must be a function"))?;
-        o.token = Some(Rc::new(move || {
-            let token = token.clone();
-            Box::pin(async move {
-                let failed = |e: &JsValue| ClientError::new("token_failed", crate::web::socket::js_error_text(e));
-                let value = token.call0(&JsValue::NULL).map_err(|e| failed(&e))?;
-                let value = wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value))
-                    .await
-                    .map_err(|e| failed(&e))?;
-                value
-                    .as_string()
-                    .ok_or_else(|| ClientError::new("token_failed", "the token provider must return a string"))
-            })
-        }));
+        o.token = Some(token_provider(token)?);
     }
     Ok(o)
+}
+
+/// The `token` option: a string (used as is until the server refuses it) or
+/// a function returning a string or a promise of one (called again before
+/// the token expires and when the server refuses it).
+fn token_provider(token: JsValue) -> Result<crate::web::TokenProvider, JsValue> {
+    let token = match token.as_string() {
+        Some(fixed) if !fixed.is_empty() => {
+            return Ok(Rc::new(move || {
+                let fixed = fixed.clone();
+                Box::pin(async move { Ok(fixed) })
+            }));
+        }
+        _ => token
+            .dyn_into::<Function>()
+            .map_err(|_| invalid("token must be a non-empty string or a function"))?,
+    };
+    Ok(Rc::new(move || {
+        let token = token.clone();
+        Box::pin(async move {
+            let failed = |e: &JsValue| ClientError::new("token_failed", crate::web::socket::js_error_text(e));
+            let value = token.call0(&JsValue::NULL).map_err(|e| failed(&e))?;
+            let value = wasm_bindgen_futures::JsFuture::from(Promise::resolve(&value))
+                .await
+                .map_err(|e| failed(&e))?;
+            value
+                .as_string()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ClientError::new("token_failed", "the token function must return a non-empty string"))
+        })
+    }))
 }
 
 /// What a `DurableClient` holds. Kept alive (see [`OPEN`]) until `close()`.
@@ -246,6 +264,11 @@ impl JsClient {
                 .str("reason", &change.reason);
             if let Some(ms) = change.retry_in_ms {
                 o.u64("retryInMs", ms);
+            }
+            if let Some(e) = &change.error {
+                let mut eo = Obj::new();
+                eo.str("code", &e.code).str("message", &e.message);
+                o.raw("error", &eo.finish());
             }
             let _ = listener.call1(&JsValue::NULL, &from_json(&o.finish()));
         });

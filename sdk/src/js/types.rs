@@ -11,11 +11,66 @@ export type ConnectionState = "connecting" | "connected" | "disconnected" | "sus
 export interface StateChange {
   state: ConnectionState;
   previous: ConnectionState;
-  /** e.g. "opened", "connection lost", "heartbeat timeout", "closed by app". */
+  /**
+   * e.g. "opened", "connection lost", "heartbeat timeout", "closed by app",
+   * "token_failed: …", "forbidden: sessions/abc". Never contains a token.
+   */
   reason: string;
   /** When retrying: milliseconds until the next attempt. */
   retryInMs?: number;
+  /**
+   * A problem the app may act on, reported with this change (the state may be
+   * unchanged): `token_failed` (the token function failed; retried with
+   * backoff), `forbidden` (the token does not cover that stream; its
+   * subscription ended), `unauthorized` (no token was given to a server that
+   * requires one).
+   */
+  error?: { code: ErrorCode; message: string };
 }
+
+/**
+ * Machine-readable error codes. The server's (`not_found`, `gone`, `closed`,
+ * `forbidden`, `unauthorized`, …) and the SDK's own (`client_closed`,
+ * `invalid_event`, `invalid_argument`, `invalid_url`, `token_failed`).
+ */
+export type ErrorCode =
+  | "bad_frame"
+  | "unknown_op"
+  | "too_large"
+  | "bad_offset"
+  | "bad_request"
+  | "not_found"
+  | "gone"
+  | "conflict"
+  | "closed"
+  /** The token does not cover this stream or right (or a stale producer epoch). Final. */
+  | "forbidden"
+  | "seq_gap"
+  | "duplicate_sub"
+  | "unknown_sub"
+  | "internal"
+  /** No valid token (missing, expired, invalid). With a `token` option the SDK gets a new one and retries by itself. */
+  | "unauthorized"
+  | "client_closed"
+  | "invalid_event"
+  | "invalid_argument"
+  | "invalid_url"
+  /** The `token` function threw, rejected, or returned no string. Retried with backoff. */
+  | "token_failed";
+
+/**
+ * Gets an access token (a JWT minted by the app's backend) for a server with
+ * access control on. Called before connecting, again at about 75% of the
+ * token's lifetime (read from its `exp`; the new token replaces the old one
+ * on the live connection: no reconnect, nothing missed), and when the server
+ * refuses the token (the client then reconnects and resumes with no gap and
+ * no duplicate). A failure (throw or rejection) is retried with backoff and
+ * reported as a state change with `error.code === "token_failed"`.
+ *
+ * @example
+ * const token: TokenProvider = async () => (await fetch("/api/session-token")).text();
+ */
+export type TokenProvider = () => string | Promise<string>;
 
 /** Exponential backoff with full jitter between reconnect attempts. */
 export interface BackoffOptions {
@@ -41,8 +96,12 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Report "suspended" after this long without a connection (default 60000). */
   suspendAfterMs?: number;
-  /** Called before each connection; the token is sent as `access_token`. */
-  token?: () => string | Promise<string>;
+  /**
+   * Access token for a server with access control on: a function (refreshed
+   * before it expires, see `TokenProvider`) or a fixed string. Sent in the
+   * first WebSocket frame or as `Authorization: Bearer`, never in a URL.
+   */
+  token?: string | TokenProvider;
 }
 
 export interface SessionOptions {
@@ -126,6 +185,6 @@ export type ChatItem = UserItem | RunItem;
 
 /** Errors thrown or rejected by the SDK carry a machine-readable code. */
 export interface DurableSessionError extends Error {
-  code: string;
+  code: ErrorCode;
 }
 "#;

@@ -29,12 +29,34 @@ pub enum Transport {
     Http,
 }
 
-/// A future yielding an access token.
+/// A future yielding an access token (a JWT).
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, ClientError>>>>;
 
-/// Called before each connection to get a fresh access token, which is sent
-/// as the `access_token` query parameter (WebSocket) or as
-/// `Authorization: Bearer …` (HTTP).
+/// Gets an access token for a server with access control on. Called before
+/// connecting without a usable token, at about 75 % of the token's lifetime
+/// (read from its `exp`; the new token then replaces the old one on the
+/// live connection: no reconnect, no resubscribe), and when the server
+/// refuses the token (`unauthorized`, or close code 4003: the client then
+/// reconnects and resumes with no gap and no duplicate). A failure is
+/// retried with backoff and reported as a state change (`token_failed: …`).
+///
+/// The token goes in an `auth` frame (WebSocket) or an
+/// `Authorization: Bearer` header (HTTP), never in a URL.
+///
+/// ```no_run
+/// use std::rc::Rc;
+/// use durable_sessions::web::{TokenProvider, WebClient, WebOptions};
+/// let mut options = WebOptions::new("https://sessions.example.com");
+/// let token: TokenProvider = Rc::new(|| {
+///     Box::pin(async {
+///         // e.g. fetch("/api/session-token") from the app's own backend.
+///         Ok("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEiLCJleHAiOjE4MDAwMDAwMDB9.c2ln".to_owned())
+///     })
+/// });
+/// options.token = Some(token);
+/// let client = WebClient::new(options).unwrap();
+/// # let _ = client;
+/// ```
 pub type TokenProvider = Rc<dyn Fn() -> TokenFuture>;
 
 /// Where and how to connect.
@@ -46,6 +68,8 @@ pub struct WebOptions {
     pub transport: Transport,
     /// Backoff, heartbeat and the rest of the core's tunables.
     pub core: Options,
+    /// Access tokens, for a server with access control on (see
+    /// [`TokenProvider`]).
     pub token: Option<TokenProvider>,
 }
 
@@ -143,46 +167,47 @@ impl Inner {
                 self.link = Link::Http(HttpLink::new(weak.clone(), generation));
                 self.core.on_open(now_ms());
             }
-            Transport::WebSocket => match &self.token {
-                None => self.open_socket(weak, generation, None),
-                Some(provider) => {
-                    let token = provider();
-                    let weak = weak.clone();
-                    wasm_bindgen_futures::spawn_local(async move {
-                        let token = token.await;
-                        let Some(rc) = weak.upgrade() else { return };
-                        {
-                            let mut inner = rc.borrow_mut();
-                            if inner.generation != generation {
-                                return;
-                            }
-                            match token {
-                                Ok(token) => inner.open_socket(&weak, generation, Some(token)),
-                                Err(e) => inner.core.on_close(now_ms(), &format!("token provider failed: {e}")),
-                            }
-                        }
-                        pump(&rc);
-                    });
-                }
-            },
+            Transport::WebSocket => self.open_socket(weak, generation),
         }
     }
 
-    fn open_socket(&mut self, weak: &Weak<RefCell<Inner>>, generation: u64, token: Option<String>) {
-        let url = match token {
-            Some(t) => format!("{}?access_token={}", self.ws_url, js_sys::encode_uri_component(&t)),
-            None => self.ws_url.clone(),
-        };
+    /// Opens the socket. The token, if any, goes in the first frame (the
+    /// core sends `auth` on open), never in the URL.
+    fn open_socket(&mut self, weak: &Weak<RefCell<Inner>>, generation: u64) {
         let weak = weak.clone();
         let on_event = move |event: SocketEvent| {
             if let Some(rc) = weak.upgrade() {
                 on_socket_event(&rc, generation, event);
             }
         };
-        match Socket::open(&url, on_event) {
+        match Socket::open(&self.ws_url, on_event) {
             Ok(socket) => self.link = Link::Socket(socket),
             Err(e) => self.core.on_close(now_ms(), &e),
         }
+    }
+
+    /// Calls the app's token function; the outcome goes to the core (late
+    /// answers too: a token is good whichever request it answers).
+    fn fetch_token(&mut self, weak: &Weak<RefCell<Inner>>) {
+        let Some(provider) = &self.token else {
+            let e = ClientError::new("token_failed", "no token function");
+            self.core.token_failed(now_ms(), &e);
+            return;
+        };
+        let token = provider();
+        let weak = weak.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let token = token.await;
+            let Some(rc) = weak.upgrade() else { return };
+            {
+                let mut inner = rc.borrow_mut();
+                match token {
+                    Ok(token) => inner.core.set_token(now_ms(), token),
+                    Err(e) => inner.core.token_failed(now_ms(), &e),
+                }
+            }
+            pump(&rc);
+        });
     }
 
     fn send(&mut self, msg: ClientMsg) {
@@ -239,9 +264,12 @@ fn on_socket_event(rc: &Rc<RefCell<Inner>>, generation: u64, event: SocketEvent)
                     inner.core.on_frame(now, msg);
                 }
             }
-            SocketEvent::Closed(reason) => {
+            SocketEvent::Closed { code, reason } => {
                 inner.link = Link::None;
-                inner.core.on_close(now, &reason);
+                match code {
+                    Some(code) => inner.core.on_close_code(now, code, &reason),
+                    None => inner.core.on_close(now, &reason),
+                }
             }
         }
     }
@@ -275,6 +303,7 @@ pub(crate) fn pump(rc: &Rc<RefCell<Inner>>) {
         while let Some(output) = inner.core.poll_output() {
             match output {
                 Output::Connect => inner.connect(&weak),
+                Output::NeedToken { .. } => inner.fetch_token(&weak),
                 Output::Send(msg) => inner.send(msg),
                 Output::Disconnect { .. } => {
                     inner.generation += 1;
@@ -402,9 +431,12 @@ impl WebClient {
             previous: ConnectionState::Connecting,
             reason: "connect".into(),
             retry_in_ms: None,
+            error: None,
         };
+        let mut core = options.core;
+        core.auth = options.token.is_some();
         let inner = Rc::new(RefCell::new(Inner {
-            core: ClientCore::new(options.core),
+            core: ClientCore::new(core),
             transport: options.transport,
             http_base,
             ws_url,

@@ -4,7 +4,10 @@
 //!
 //! `subscribe` becomes a catch-up `GET` followed by long-polls (offsets from
 //! `Stream-Next-Offset`), `append` a `POST` with the idempotent-producer
-//! headers, `create` a `PUT`, `ping` is answered at once. A network failure
+//! headers, `create` a `PUT`, `ping` is answered at once. Every request
+//! carries the client's current token (`Authorization: Bearer`), read when
+//! the request starts, so a refreshed token is used from the next request
+//! (the next long-poll) on and `auth` needs no request. A network failure
 //! of any request is reported as a lost link: the core then reconnects and
 //! resumes every subscription from its offset and resends unacknowledged
 //! appends, exactly as over WebSocket.
@@ -57,6 +60,7 @@ fn stream_url(base: &str, path: &str) -> String {
 }
 
 async fn fetch(
+    client: &Weak<RefCell<Inner>>,
     method: &str,
     url: &str,
     headers: &[(&str, String)],
@@ -69,6 +73,13 @@ async fn fetch(
     let h = Headers::new().map_err(|e| js_error_text(&e))?;
     for (name, value) in headers {
         h.set(name, value).map_err(|e| js_error_text(&e))?;
+    }
+    if let Some(token) = client
+        .upgrade()
+        .and_then(|rc| rc.borrow().core.token().map(str::to_owned))
+    {
+        h.set("authorization", &format!("Bearer {token}"))
+            .map_err(|e| js_error_text(&e))?;
     }
     init.set_headers(&h);
     if let Some(body) = body {
@@ -94,8 +105,10 @@ async fn fetch(
 
 /// The error frame for a failed request.
 fn error_for(reply: &Reply) -> (ErrorCode, String) {
+    let stale_epoch = reply.header("producer-epoch");
     let code = match reply.status {
         400 => ErrorCode::BadRequest,
+        401 => ErrorCode::Unauthorized,
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
         410 => ErrorCode::Gone,
@@ -111,10 +124,11 @@ fn error_for(reply: &Reply) -> (ErrorCode, String) {
         _ => ErrorCode::Internal,
     };
     let message = reply.body.trim_ascii();
-    let message = if message.is_empty() {
-        format!("HTTP {}", reply.status)
-    } else {
-        message.to_owned()
+    let message = match stale_epoch {
+        // Worded so the outbox tells a fenced producer from an access refusal.
+        Some(current) if reply.status == 403 => format!("producer epoch is stale (current epoch is {current})"),
+        _ if message.is_empty() => format!("HTTP {}", reply.status),
+        _ => message.to_owned(),
     };
     (code, message)
 }
@@ -185,7 +199,8 @@ impl HttpLink {
         // later (spawn_local), when they may read the client again.
         match msg {
             ClientMsg::Ping { t } => Some(ServerMsg::Pong { t }),
-            ClientMsg::Pong { .. } => None,
+            // The token is read by each request as it starts.
+            ClientMsg::Pong { .. } | ClientMsg::Auth { .. } => None,
             ClientMsg::Unsubscribe { sub } => {
                 self.subs.retain(|(s, abort)| {
                     if *s == sub {
@@ -211,7 +226,8 @@ impl HttpLink {
                 wasm_bindgen_futures::spawn_local(async move {
                     let Some(base) = base_of(&client) else { return };
                     let ct = content_type.unwrap_or_else(|| "application/json".into());
-                    let reply = fetch("PUT", &stream_url(&base, &path), &[("content-type", ct)], None, None).await;
+                    let url = stream_url(&base, &path);
+                    let reply = fetch(&client, "PUT", &url, &[("content-type", ct)], None, None).await;
                     let frame = reply.map(|r| match r.status {
                         200 | 201 => ack(req, &r, r.status == 200),
                         _ => failed(req, &r),
@@ -244,7 +260,8 @@ impl HttpLink {
                     if close {
                         headers.push(("stream-closed", "true".into()));
                     }
-                    let reply = fetch("POST", &stream_url(&base, &path), &headers, body.as_deref(), None).await;
+                    let url = stream_url(&base, &path);
+                    let reply = fetch(&client, "POST", &url, &headers, body.as_deref(), None).await;
                     let frame = reply.map(|r| match r.status {
                         // 204 with producer headers and a body marks a duplicate.
                         200 | 204 => ack(req, &r, r.status == 204 && producer.is_some() && body.is_some()),
@@ -292,7 +309,7 @@ async fn read_loop(
                 query.push_str(&format!("&cursor={}", js_sys::encode_uri_component(c)));
             }
         }
-        let reply = fetch("GET", &format!("{url}?{query}"), &[], None, Some(&abort)).await;
+        let reply = fetch(&client, "GET", &format!("{url}?{query}"), &[], None, Some(&abort)).await;
         if abort.signal().aborted() {
             return;
         }

@@ -8,7 +8,11 @@ use web_sys::{CloseEvent, Event, MessageEvent, WebSocket};
 pub(crate) enum SocketEvent {
     Open,
     Text(String),
-    Closed(String),
+    /// Closed or failed, with the close code when the server sent one.
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
 }
 
 /// An open or opening WebSocket. Dropping it detaches the handlers and
@@ -35,17 +39,28 @@ impl Socket {
         });
         let f = on_event.clone();
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
-            let reason = if e.code() == 1006 {
-                "connection lost".to_owned()
+            let event = if e.code() == 1006 {
+                SocketEvent::Closed {
+                    code: None,
+                    reason: "connection lost".to_owned(),
+                }
             } else {
-                format!("closed by server (code {})", u64::from(e.code()))
+                SocketEvent::Closed {
+                    code: Some(e.code()),
+                    reason: format!("closed by server (code {})", u64::from(e.code())),
+                }
             };
-            f(SocketEvent::Closed(reason));
+            f(event);
         });
         let f = on_event;
         // An error is always followed by a close event; report it as one in
         // case the close never comes.
-        let on_error = Closure::<dyn FnMut(Event)>::new(move |_| f(SocketEvent::Closed("connection error".into())));
+        let on_error = Closure::<dyn FnMut(Event)>::new(move |_| {
+            f(SocketEvent::Closed {
+                code: None,
+                reason: "connection error".into(),
+            })
+        });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
