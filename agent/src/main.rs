@@ -28,6 +28,38 @@ struct Args {
     /// Name the single agent writes under.
     #[arg(long, default_value = "sim", value_name = "NAME")]
     name: String,
+
+    /// A file holding the access token (for a server with --auth jwt). It is
+    /// read again whenever a fresh token is needed, so whatever renews the
+    /// file renews the agent's token. The token needs read and agent on
+    /// sessions/* and read on _index/sessions (docs/security.md).
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+
+    /// The access token itself (prefer --token-file: an environment
+    /// variable cannot be renewed while the agent runs).
+    #[arg(long, env = "DURABLE_SESSION_TOKEN", hide_env_values = true, value_name = "JWT")]
+    token: Option<String>,
+}
+
+/// The token provider of the flags.
+fn token_provider(args: &Args) -> Option<durable_sessions::native::TokenProvider> {
+    use durable_sessions::core::ClientError;
+    if let Some(path) = args.token_file.clone() {
+        return Some(std::sync::Arc::new(move || {
+            let path = path.clone();
+            Box::pin(async move {
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| ClientError::new("token_failed", format!("cannot read {}: {e}", path.display())))
+            })
+        }));
+    }
+    let token = args.token.clone()?;
+    Some(std::sync::Arc::new(move || {
+        let token = token.clone();
+        Box::pin(async move { Ok(token) })
+    }))
 }
 
 /// `http://host:port` → `ws://host:port/v1/ws`; WebSocket URLs pass through.
@@ -58,6 +90,7 @@ async fn main() -> std::process::ExitCode {
     let mut config = AgentConfig::new(ws_url(&args.server));
     config.token_interval = Duration::from_secs_f64(1.0 / args.tokens_per_second);
     config.answer_tokens = args.answer_tokens;
+    config.token = token_provider(&args);
     config.name = args.name;
     println!("durable-session-agent joining {} as {:?}", config.ws_url, config.name);
     let shutdown = async {

@@ -13,7 +13,7 @@ use durable_session_protocol::session::{
 use durable_session_protocol::ws::Payload;
 use durable_sessions::core::ClientError;
 use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
-use durable_sessions::native::{Client, NativeOptions};
+use durable_sessions::native::{Client, NativeOptions, TokenProvider};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
@@ -21,7 +21,7 @@ use crate::session::{Control, Question, SessionState};
 use crate::textgen::TextGen;
 
 /// How the agents behave.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The server's WebSocket endpoint, `ws://HOST:PORT/v1/ws`.
     pub ws_url: String,
@@ -35,6 +35,20 @@ pub struct AgentConfig {
     pub token_interval: Duration,
     /// Tokens in a single agent's answer (each sub-agent writes a third).
     pub answer_tokens: usize,
+    /// Access tokens for a server with access control: they need the
+    /// `agent` right (with `read`) on `sessions/*` and `read` on
+    /// `_index/sessions`.
+    pub token: Option<TokenProvider>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("ws_url", &self.ws_url)
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "<provider>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl AgentConfig {
@@ -48,7 +62,15 @@ impl AgentConfig {
             sub_agents: vec!["researcher".into(), "analyst".into(), "writer".into()],
             token_interval: Duration::from_millis(50),
             answer_tokens: 240,
+            token: None,
         }
+    }
+
+    /// A connection to the server, with the token provider.
+    fn connect(&self) -> Client {
+        let mut options = NativeOptions::new(&self.ws_url);
+        options.token = self.token.clone();
+        Client::connect(options)
     }
 }
 
@@ -69,7 +91,7 @@ fn new_run_id(message_id: &str) -> String {
 /// Runs the agents until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
     let config = Arc::new(config);
-    let client = Client::connect(NativeOptions::new(&config.ws_url));
+    let client = config.connect();
     let mut index = client.subscribe(SESSION_INDEX_PATH, SubscribeOptions::default()).await;
     let mut known = HashSet::new();
     let mut sessions = JoinSet::new();
@@ -252,8 +274,8 @@ async fn multi_run(
     for role in &config.sub_agents {
         let orders = orders.subscribe();
         let (role, path, run_id, prompt) = (role.clone(), path.to_owned(), run_id.to_owned(), question.text.clone());
-        let (ws_url, interval) = (config.ws_url.clone(), config.token_interval);
-        team.spawn(async move { sub_agent(&ws_url, &role, &path, &run_id, &prompt, tokens, interval, orders).await });
+        let (client, interval) = (config.connect(), config.token_interval);
+        team.spawn(async move { sub_agent(client, &role, &path, &run_id, &prompt, tokens, interval, orders).await });
     }
     let mut cancelled_by = None;
     loop {
@@ -316,7 +338,7 @@ async fn multi_run(
 
 #[allow(clippy::too_many_arguments)]
 async fn sub_agent(
-    ws_url: &str,
+    client: Client,
     role: &str,
     path: &str,
     run_id: &str,
@@ -325,7 +347,6 @@ async fn sub_agent(
     interval: Duration,
     mut orders: broadcast::Receiver<Control>,
 ) {
-    let client = Client::connect(NativeOptions::new(ws_url));
     let note = |text: String| SessionEvent::Progress {
         run_id: run_id.into(),
         agent: role.into(),

@@ -7,16 +7,27 @@ use durable_session_agent::AgentConfig;
 use durable_session_protocol::session::{RunMode, RunStatus, SessionEvent, session_path};
 use durable_session_protocol::ws::Payload;
 use durable_session_server::Server;
-use durable_session_server::config::ServerConfig;
+use durable_session_server::auth::Right;
+use durable_session_server::auth::jwt::Keys;
+use durable_session_server::config::{AuthMode, ServerConfig};
 use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
 use durable_sessions::native::{Client, NativeOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::oneshot;
 
 const TOKEN_INTERVAL: Duration = Duration::from_millis(10);
 const ANSWER_TOKENS: usize = 80;
+/// Lifetime of the agents' tokens in the access-control test: shorter than
+/// a run, so the agents refresh while they write.
+const AGENT_TOKEN_TTL_S: u64 = 2;
+/// Tokens minted for agents (all tests of this binary).
+static AGENT_TOKENS: AtomicUsize = AtomicUsize::new(0);
 
 struct World {
     ws_url: String,
+    /// With access control on: the keys tokens are minted with.
+    keys: Option<Arc<Keys>>,
     _dir: tempfile::TempDir,
     _server_stop: oneshot::Sender<()>,
     agent_stop: Option<oneshot::Sender<()>>,
@@ -25,8 +36,16 @@ struct World {
 
 impl World {
     async fn start() -> Self {
+        Self::start_with(None, TOKEN_INTERVAL).await
+    }
+
+    async fn start_with(keys: Option<Arc<Keys>>, token_interval: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::open(dir.path(), ServerConfig::default()).unwrap();
+        let config = ServerConfig {
+            auth: keys.clone().map_or(AuthMode::None, AuthMode::Jwt),
+            ..ServerConfig::default()
+        };
+        let server = Server::open(dir.path(), config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ws_url = format!("ws://{}/v1/ws", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -35,18 +54,31 @@ impl World {
         }));
         let mut w = Self {
             ws_url,
+            keys,
             _dir: dir,
             _server_stop: stop,
             agent_stop: None,
             agent: None,
         };
-        w.start_agent();
+        w.start_agent(token_interval);
         w
     }
 
-    fn start_agent(&mut self) {
+    fn start_agent(&mut self, token_interval: Duration) {
         let mut config = AgentConfig::new(&self.ws_url);
-        config.token_interval = TOKEN_INTERVAL;
+        config.token_interval = token_interval;
+        config.token = self.keys.clone().map(|keys| {
+            let provider: durable_sessions::native::TokenProvider = Arc::new(move || {
+                let grants = [
+                    ("sessions/*".to_owned(), vec![Right::Read, Right::Agent]),
+                    ("_index/sessions".to_owned(), vec![Right::Read]),
+                ];
+                let token = keys.mint(None, "agent", &grants, AGENT_TOKEN_TTL_S);
+                AGENT_TOKENS.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async move { token.map_err(|e| durable_sessions::core::ClientError::new("token_failed", e)) })
+            });
+            provider
+        });
         config.answer_tokens = ANSWER_TOKENS;
         let (stop, stopped) = oneshot::channel::<()>();
         self.agent_stop = Some(stop);
@@ -69,8 +101,21 @@ impl World {
     }
 
     fn client(&self) -> Client {
+        self.client_as("tester", "*")
+    }
+
+    /// A client whose tokens name `sub` and cover `sessions/{session}`.
+    fn client_as(&self, sub: &str, session: &str) -> Client {
         let mut options = NativeOptions::new(&self.ws_url);
         options.core.backoff.min_ms = 20;
+        if let Some(keys) = self.keys.clone() {
+            let (sub, path) = (sub.to_owned(), format!("sessions/{session}"));
+            options.token = Some(Arc::new(move || {
+                let rights = vec![Right::Read, Right::Append, Right::Control, Right::Create];
+                let token = keys.mint(None, &sub, &[(path.clone(), rights)], 600);
+                Box::pin(async move { token.map_err(|e| durable_sessions::core::ClientError::new("token_failed", e)) })
+            }));
+        }
         Client::connect(options)
     }
 }
@@ -88,7 +133,10 @@ struct Tab {
 
 impl Tab {
     async fn open(world: &World, session: &str) -> Self {
-        let client = world.client();
+        Self::open_with(world.client(), session).await
+    }
+
+    async fn open_with(client: Client, session: &str) -> Self {
         let path = session_path(session);
         let sub = client
             .subscribe(
@@ -363,7 +411,7 @@ async fn a_closed_tab_does_not_stop_the_run_and_a_restarted_agent_answers_once()
     assert_eq!(finished(&watcher.events()), Some(RunStatus::Completed));
 
     world.stop_agent().await;
-    world.start_agent();
+    world.start_agent(TOKEN_INTERVAL);
     watcher
         .send(user_message("m2", "second question", RunMode::Single))
         .await;
@@ -394,4 +442,51 @@ async fn a_closed_tab_does_not_stop_the_run_and_a_restarted_agent_answers_once()
         })
         .collect();
     assert_eq!(started, ["m1", "m2"], "each message answered exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_access_control_agents_refresh_tokens_and_identity_is_the_servers_word() {
+    let keys = Arc::new(Keys::hs256("test", b"a secret of thirty-two bytes, at least").unwrap());
+    // Each sub-agent writes 26 tokens at 150 ms: a 4 s answer, written with 2 s tokens.
+    let world = World::start_with(Some(keys), Duration::from_millis(150)).await;
+    let minted_before = AGENT_TOKENS.load(Ordering::Relaxed);
+    let mut ada = Tab::open_with(world.client_as("ada", "secure"), "secure").await;
+    // The client says "tester"; only the token's sub counts, so the server refuses it...
+    let forged = ada
+        .client
+        .append_event(&ada.path, &user_message("m0", "hi", RunMode::Multi))
+        .await;
+    assert_eq!(forged.unwrap_err().code, "forbidden");
+    // ...and accepts the message under its own name.
+    let mine = SessionEvent::UserMessage {
+        id: "m1".into(),
+        author: "ada".into(),
+        text: "tell me about tokens".into(),
+        mode: RunMode::Multi,
+    };
+    ada.send(mine).await;
+    let mut until = Instant::now() + Duration::from_secs(20);
+    while finished(&ada.events()).is_none() {
+        ada.until("the team's answer", |e| finished(e).is_some()).await;
+        assert!(Instant::now() < until);
+    }
+    assert_eq!(finished(&ada.events()), Some(RunStatus::Completed));
+    // Every sub-agent's tokens, and the orchestrator's result.
+    assert_eq!(deltas(&ada.events()), (ANSWER_TOKENS / 3) * 3 + 1);
+    // The orchestrator and its three sub-agents each refreshed at least once.
+    let minted = AGENT_TOKENS.load(Ordering::Relaxed) - minted_before;
+    assert!(minted >= 8, "agent tokens minted during the run: {minted}");
+    // A fresh reader sees exactly the same log: nothing lost across refreshes.
+    let mut check = Tab::open_with(world.client_as("ada", "secure"), "secure").await;
+    until = Instant::now() + Duration::from_secs(10);
+    check.until("history", |e| finished(e).is_some()).await;
+    assert!(Instant::now() < until);
+    assert_eq!(check.log, ada.log);
+    // Another user cannot read the session.
+    let eve = world.client_as("eve", "elsewhere");
+    let mut sub = eve.subscribe("sessions/secure", SubscribeOptions::default()).await;
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+        Ok(Some(SubscriptionEvent::Error(e))) => assert_eq!(e.code, "forbidden"),
+        other => panic!("expected forbidden, got {other:?}"),
+    }
 }
