@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The SDK in headless Chromium (wasm-bindgen-test): starts our server (with
-# test hooks) and the demo agent, and the upstream Node reference server, on
-# loopback; runs sdk/tests/web.rs against them; stops them.
+# test hooks) and the demo agent, our server again with access control on
+# (JWT, a random HS256 secret, 2 s grace after a token expires), and the
+# upstream Node reference server, on loopback; runs sdk/tests/web.rs against
+# them; stops them. Honours CARGO_TARGET_DIR; arguments filter the tests by
+# name (e.g. `bash scripts/test-wasm.sh token`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --quiet -p durable-session-server -p durable-session-agent
+bin=${CARGO_TARGET_DIR:-target}/debug
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -31,16 +35,20 @@ start() {
   exit 1
 }
 
-start server target/debug/durable-session-server --listen 127.0.0.1:0 --data-dir "$tmp/data" --test-hooks --auth none
+start server "$bin/durable-session-server" --listen 127.0.0.1:0 --data-dir "$tmp/data" --test-hooks --auth none
 server=$url
-target/debug/durable-session-agent --server "$server" --tokens-per-second 40 --answer-tokens 80 > "$tmp/agent.log" 2>&1 &
+head -c 32 /dev/urandom | base64 > "$tmp/test.key"
+start auth-server "$bin/durable-session-server" --listen 127.0.0.1:0 --data-dir "$tmp/auth-data" --test-hooks \
+  --auth jwt --jwt-key "hs256:test:file:$tmp/test.key" --allow-origin '*' --auth-grace-ms 2000
+auth_server=$url
+"$bin/durable-session-agent" --server "$server" --tokens-per-second 40 --answer-tokens 80 > "$tmp/agent.log" 2>&1 &
 pids+=($!)
 start node node tests/support/node-ds-server.mjs 0
 node_server=$url
-echo "[wasm tests] our server $server (with agent), Node reference server $node_server"
+echo "[wasm tests] our server $server (with agent), with auth $auth_server, Node reference server $node_server"
 
-export DS_SERVER=$server DS_NODE_SERVER=$node_server
+export DS_SERVER=$server DS_AUTH_SERVER=$auth_server DS_NODE_SERVER=$node_server
 export CHROMEDRIVER=/usr/bin/chromedriver
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-export WASM_BINDGEN_TEST_TIMEOUT=120
-cargo test -p durable-sessions --target wasm32-unknown-unknown --features web --test web
+export WASM_BINDGEN_TEST_TIMEOUT=300
+cargo test -p durable-sessions --target wasm32-unknown-unknown --features web --test web -- "$@"

@@ -1,19 +1,22 @@
 //! The browser SDK in headless Chromium, against real servers started by
-//! `scripts/test-wasm.sh`: ours (WebSocket and HTTP, with the demo agent) and
-//! the upstream Node reference server (HTTP).
+//! `scripts/test-wasm.sh`: ours (WebSocket and HTTP, with the demo agent),
+//! ours with access control on (JWT, 2 s grace after expiry, test hooks that
+//! mint tokens and count WebSocket connections), and the upstream Node
+//! reference server (HTTP).
 
 #![cfg(target_arch = "wasm32")]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use durable_sessions::core::ClientError;
 use durable_sessions::core::chat::RunState;
 use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
-use durable_sessions::core::state::ConnectionState;
+use durable_sessions::core::state::{ConnectionState, StateChange};
 use durable_sessions::core::subscription::StartFrom;
 use durable_sessions::protocol::session::RunMode;
 use durable_sessions::protocol::ws::Payload;
-use durable_sessions::web::{SessionOptions, Transport, WebClient, WebOptions, WebSession, random_id};
+use durable_sessions::web::{SessionOptions, TokenProvider, Transport, WebClient, WebOptions, WebSession, random_id};
 use gloo_timers::future::TimeoutFuture;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -25,6 +28,11 @@ wasm_bindgen_test_configure!(run_in_browser);
 const SERVER: &str = match option_env!("DS_SERVER") {
     Some(s) => s,
     None => "http://127.0.0.1:4437",
+};
+/// Our server with `--auth jwt` and `--test-hooks`.
+const AUTH_SERVER: &str = match option_env!("DS_AUTH_SERVER") {
+    Some(s) => s,
+    None => "http://127.0.0.1:4439",
 };
 /// The upstream Node reference server.
 const NODE_SERVER: &str = match option_env!("DS_NODE_SERVER") {
@@ -58,9 +66,23 @@ async fn wait_until(what: &str, ms: u32, cond: impl Fn() -> bool) {
 }
 
 async fn fetch_text(method: &str, url: &str) -> (u16, String) {
+    fetch_with(method, url, None).await
+}
+
+async fn fetch_with(method: &str, url: &str, bearer: Option<&str>) -> (u16, String) {
+    let bearer = bearer.map(|t| format!("Bearer {t}"));
+    fetch_headers(method, url, bearer.as_ref().map(|b| ("authorization", b.as_str()))).await
+}
+
+async fn fetch_headers(method: &str, url: &str, header: Option<(&str, &str)>) -> (u16, String) {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     init.set_cache(web_sys::RequestCache::NoStore);
+    if let Some((name, value)) = header {
+        let headers = web_sys::Headers::new().unwrap();
+        headers.set(name, value).unwrap();
+        init.set_headers(&headers);
+    }
     let window = web_sys::window().unwrap();
     let res: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
         .await
@@ -196,6 +218,15 @@ async fn cancel_and_steer_round_trips() {
 /// Catch-up, live, and resume from a stored offset over plain HTTP.
 async fn http_transport_against(base: &str) {
     let path = format!("sessions/{}", random_id("http"));
+    // The stream exists before the writer's first append (the reader's own
+    // create would race it).
+    let (status, _) = fetch_headers(
+        "PUT",
+        &format!("{base}/v1/stream/{path}"),
+        Some(("content-type", "application/json")),
+    )
+    .await;
+    assert!(matches!(status, 200 | 201), "create: {status}");
     let writer = WebClient::new(options(base, Transport::Http)).unwrap();
     let collected: Rc<RefCell<Vec<(String, String)>>> = Rc::default();
     let c = collected.clone();
@@ -270,4 +301,302 @@ async fn http_transport_against_our_server() {
 #[wasm_bindgen_test]
 async fn http_transport_against_the_node_reference_server() {
     http_transport_against(NODE_SERVER).await;
+}
+
+// ---- Access control (the server started with --auth jwt) ----
+
+/// A token minted by the auth server's test hook: `grants` as
+/// `path:right,right`, valid for `ttl_ms`.
+async fn mint(sub: &str, grants: &[String], ttl_ms: u64) -> Result<String, ClientError> {
+    let mut url = format!("{AUTH_SERVER}/v1/test/token?sub={sub}&ttl_ms={ttl_ms}");
+    for g in grants {
+        url.push_str("&grant=");
+        url.push_str(&String::from(js_sys::encode_uri_component(g)));
+    }
+    match fetch_text("GET", &url).await {
+        (200, token) => Ok(token.trim().to_owned()),
+        (status, body) => Err(ClientError::new("token_failed", format!("HTTP {status}: {body}"))),
+    }
+}
+
+/// WebSocket connections the auth server accepted since it started.
+async fn ws_connections() -> u64 {
+    let (status, body) = fetch_text("GET", &format!("{AUTH_SERVER}/v1/test/stats")).await;
+    assert_eq!(status, 200, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    stats["ws_connections"].as_u64().unwrap()
+}
+
+/// A token function minting `ttl_ms` tokens for `sub` with `grants`, and the
+/// number of times it was called. While `failing` is set it fails instead.
+fn minting(sub: &str, grants: Vec<String>, ttl_ms: u64) -> (TokenProvider, Rc<Cell<u32>>, Rc<Cell<bool>>) {
+    let calls = Rc::new(Cell::new(0));
+    let failing = Rc::new(Cell::new(false));
+    let (c, f, sub) = (calls.clone(), failing.clone(), sub.to_owned());
+    let provider: TokenProvider = Rc::new(move || {
+        c.set(c.get() + 1);
+        let (fail, sub, grants) = (f.get(), sub.clone(), grants.clone());
+        Box::pin(async move {
+            if fail {
+                return Err(ClientError::new("token_failed", "token backend down"));
+            }
+            mint(&sub, &grants, ttl_ms).await
+        })
+    });
+    (provider, calls, failing)
+}
+
+fn auth_options(transport: Transport, token: TokenProvider) -> WebOptions {
+    let mut o = options(AUTH_SERVER, transport);
+    o.token = Some(token);
+    o
+}
+
+/// Every state change of `client`.
+fn state_log(client: &WebClient) -> (Rc<RefCell<Vec<StateChange>>>, durable_sessions::web::Listener) {
+    let log: Rc<RefCell<Vec<StateChange>>> = Rc::default();
+    let l = log.clone();
+    let listener = client.on_state(move |c| l.borrow_mut().push(c.clone()));
+    (log, listener)
+}
+
+/// An agent-like writer on the auth server: a long-lived token with the
+/// `agent` right on `path`, the session created and subscribed to.
+async fn writer_for(path: &str) -> (WebClient, durable_sessions::web::SubscriptionHandle) {
+    let (token, _, _) = minting("writer", vec![format!("{path}:read,append,create,agent")], 120_000);
+    let writer = WebClient::new(auth_options(Transport::WebSocket, token)).unwrap();
+    let ready = Rc::new(Cell::new(false));
+    let r = ready.clone();
+    let sub = writer.subscribe(
+        path,
+        SubscribeOptions {
+            create: true,
+            ..Default::default()
+        },
+        move |e| {
+            if let SubscriptionEvent::UpToDate { .. } = e {
+                r.set(true);
+            }
+        },
+    );
+    wait_until("the writer created the session", 10_000, || ready.get()).await;
+    (writer, sub)
+}
+
+/// Streams one answer into `path`: `run_started`, `deltas` text deltas at
+/// about 20 per second, `run_finished`.
+async fn stream_answer(writer: &WebClient, path: &str, run_id: &str, deltas: usize) {
+    let event = |json: String| writer.append(path, json);
+    event(format!(
+        r#"{{"type":"run_started","run_id":"{run_id}","agent":"writer","in_reply_to":"m1"}}"#
+    ))
+    .await
+    .unwrap();
+    for i in 0..deltas {
+        event(format!(
+            r#"{{"type":"text_delta","run_id":"{run_id}","agent":"writer","delta":"w{i} "}}"#
+        ))
+        .await
+        .unwrap();
+        TimeoutFuture::new(50).await;
+    }
+    event(format!(
+        r#"{{"type":"run_finished","run_id":"{run_id}","status":"completed"}}"#
+    ))
+    .await
+    .unwrap();
+}
+
+/// The reader got exactly what the server stored (read over HTTP with a
+/// fresh token): no gap, no duplicate, offsets strictly increasing.
+async fn assert_same_as_stored(log: &Log, path: &str) {
+    let token = mint("auditor", &[format!("{path}:read")], 60_000).await.unwrap();
+    let (status, body) = fetch_with(
+        "GET",
+        &format!("{AUTH_SERVER}/v1/stream/{path}?offset=-1"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stored: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let received: Vec<serde_json::Value> = log.borrow().iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(received.len(), stored.len(), "as many events as stored");
+    assert_eq!(received, stored);
+    let offsets: Vec<String> = log.borrow().iter().map(|(o, _)| o.clone()).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets strictly increase");
+}
+
+/// A reader holding 3-second tokens follows a ~10 s answer: the tokens are
+/// refreshed on the live socket (no reconnect: the server's socket count
+/// rises only by the two clients opened) and nothing is lost or repeated.
+async fn a_long_answer_outlives_short_tokens(transport: Transport) {
+    let id = random_id("auth");
+    let path = format!("sessions/{id}");
+    let before = ws_connections().await;
+    let (writer, _writer_sub) = writer_for(&path).await;
+    let (token, calls, _) = minting("ada", vec![format!("{path}:read,append,control")], 3_000);
+    let reader = WebClient::new(auth_options(transport, token)).unwrap();
+    let (states, _s) = state_log(&reader);
+    let session = WebSession::open(
+        &reader,
+        &id,
+        SessionOptions {
+            author: "ada".into(),
+            persist: false,
+        },
+    );
+    let (log, _l) = record(&session);
+    let (_, sent) = session.send("a long answer, please", RunMode::Single);
+    sent.await.unwrap();
+    stream_answer(&writer, &path, "r1", 200).await;
+    wait_until("the whole answer", 15_000, || log.borrow().len() == 203).await;
+    assert_same_as_stored(&log, &path).await;
+    assert!(calls.get() >= 3, "the token was refreshed: {} calls", calls.get());
+    let reconnects: Vec<String> = states
+        .borrow()
+        .iter()
+        .filter(|c| c.state != ConnectionState::Connected)
+        .map(|c| c.reason.clone())
+        .collect();
+    assert!(reconnects.is_empty(), "never disconnected: {reconnects:?}");
+    if transport == Transport::WebSocket {
+        assert_eq!(
+            ws_connections().await - before,
+            2,
+            "one socket per client, no reconnect"
+        );
+    }
+    reader.close();
+    writer.close();
+}
+
+#[wasm_bindgen_test]
+async fn websocket_tokens_are_refreshed_on_the_live_socket_without_a_gap() {
+    a_long_answer_outlives_short_tokens(Transport::WebSocket).await;
+}
+
+#[wasm_bindgen_test]
+async fn http_tokens_are_refreshed_between_requests_without_a_gap() {
+    a_long_answer_outlives_short_tokens(Transport::Http).await;
+}
+
+/// A token for another session: the subscription ends with a typed
+/// `forbidden` error, reported on the connection too, and is not retried.
+async fn a_token_for_another_session_is_forbidden(transport: Transport) {
+    let id = random_id("forbid");
+    let before = ws_connections().await;
+    let grants = vec![format!("sessions/{}:read,append,create", random_id("other"))];
+    let (token, calls, _) = minting("ada", grants, 60_000);
+    let client = WebClient::new(auth_options(transport, token)).unwrap();
+    let (states, _s) = state_log(&client);
+    let session = WebSession::open(
+        &client,
+        &id,
+        SessionOptions {
+            author: "ada".into(),
+            persist: false,
+        },
+    );
+    let error: Rc<RefCell<Option<ClientError>>> = Rc::default();
+    let e = error.clone();
+    let _u = session.on_update(move |u| {
+        if let Some(err) = &u.error {
+            *e.borrow_mut() = Some(err.clone());
+        }
+    });
+    wait_until("the subscription failed", 10_000, || error.borrow().is_some()).await;
+    assert_eq!(error.borrow().as_ref().unwrap().code, "forbidden");
+    let reported = states
+        .borrow()
+        .iter()
+        .find_map(|c| c.error.clone())
+        .expect("reported as a state change");
+    assert_eq!(reported, ClientError::new("forbidden", format!("sessions/{id}")));
+    // Nothing retries: watch for a second (a loop would ask for tokens and
+    // reconnect many times in that time).
+    TimeoutFuture::new(1_000).await;
+    assert_eq!(calls.get(), 1, "one token for the whole test");
+    assert_eq!(client.state().state, ConnectionState::Connected);
+    if transport == Transport::WebSocket {
+        assert_eq!(ws_connections().await - before, 1, "no reconnect");
+    }
+    // An append there is refused too, with the same typed error.
+    let err = session.append(r#"{"type":"note"}"#.into()).await.unwrap_err();
+    assert_eq!(err.code, "forbidden");
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn websocket_a_token_for_another_session_ends_the_subscription_with_forbidden() {
+    a_token_for_another_session_is_forbidden(Transport::WebSocket).await;
+}
+
+#[wasm_bindgen_test]
+async fn http_a_token_for_another_session_ends_the_subscription_with_forbidden() {
+    a_token_for_another_session_is_forbidden(Transport::Http).await;
+}
+
+/// The token function fails while the token runs out: the server closes the
+/// socket (4003) after its grace period, the client keeps asking with
+/// backoff and reports `token_failed`; once tokens come again it reconnects
+/// and resumes with no gap and no duplicate.
+#[wasm_bindgen_test]
+async fn an_expired_token_and_a_failing_token_function_recover_without_a_gap() {
+    let id = random_id("expire");
+    let path = format!("sessions/{id}");
+    let (writer, _writer_sub) = writer_for(&path).await;
+    let (token, calls, failing) = minting("ada", vec![format!("{path}:read,append,control")], 2_000);
+    let reader = WebClient::new(auth_options(Transport::WebSocket, token)).unwrap();
+    let (states, _s) = state_log(&reader);
+    let session = WebSession::open(
+        &reader,
+        &id,
+        SessionOptions {
+            author: "ada".into(),
+            persist: false,
+        },
+    );
+    let (log, _l) = record(&session);
+    wait_until("connected", 10_000, || {
+        reader.state().state == ConnectionState::Connected
+    })
+    .await;
+    failing.set(true);
+    let written = Rc::new(Cell::new(false));
+    let (w, p, done) = (writer.clone(), path.clone(), written.clone());
+    wasm_bindgen_futures::spawn_local(async move {
+        stream_answer(&w, &p, "r1", 120).await;
+        done.set(true);
+    });
+    {
+        wait_until("the server closed the expired connection", 15_000, || {
+            states.borrow().iter().any(|c| c.reason.contains("token expired"))
+        })
+        .await;
+        wait_until("token failures reported", 10_000, || {
+            states
+                .borrow()
+                .iter()
+                .filter(|c| c.error.as_ref().is_some_and(|e| e.code == "token_failed"))
+                .count()
+                >= 2
+        })
+        .await;
+        assert_ne!(reader.state().state, ConnectionState::Connected);
+        failing.set(false);
+    }
+    wait_until("the answer written", 20_000, || written.get()).await;
+    wait_until("the whole answer", 20_000, || log.borrow().len() == 122).await;
+    assert_same_as_stored(&log, &path).await;
+    let asked = calls.get();
+    assert!(
+        (3..40).contains(&asked),
+        "asked again with backoff, not in a loop: {asked}"
+    );
+    assert!(
+        states.borrow().iter().all(|c| !c.reason.contains("eyJ")),
+        "no token in a reason"
+    );
+    reader.close();
+    writer.close();
 }
