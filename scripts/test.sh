@@ -30,12 +30,16 @@ run npx vitest run --config tests/vitest.config.mjs
 step "SDK in headless Chromium (wasm-bindgen-test): our server + agent, and the Node reference server"
 run bash scripts/test-wasm.sh
 
+step "docs/security.md: its Node example against a real server with --auth jwt"
+cargo build --quiet -p durable-session-server
+run node --test tests/security/
+
 step "npm package: build, TypeScript types (tsc --noEmit), a page importing it in Chromium"
 bash scripts/build-sdk.sh
 npx tsc -p tests/package/tsconfig.json
 run node --test tests/package/
 
-step "demo app end to end in Chromium (two tabs, network cuts, reload, stop, steer, multi-agent)"
+step "demo app end to end in Chromium with access control on (two tabs, network cuts, reload, stop, steer, multi-agent)"
 bash scripts/build-demo.sh
 cargo build --quiet -p durable-session-server -p durable-session-agent
 run node --test --test-concurrency=1 tests/e2e/

@@ -9,14 +9,74 @@ use durable_sessions::core::chat::{ChatItem, Lane, Run, RunState};
 use durable_sessions::core::state::ConnectionState;
 use durable_sessions::leptos::{UseSessionOptions, UseSessionReturn, use_session_with_options};
 use durable_sessions::protocol::session::RunMode;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use durable_sessions::core::ClientError;
 use durable_sessions::web::{WebClient, WebOptions, random_id};
 use leptos::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
 
-/// Mounts the app on the page.
+/// Mounts the app on the page, once the app's backend said who we are.
 #[wasm_bindgen(start)]
 pub fn start() {
-    leptos::mount::mount_to_body(App);
+    wasm_bindgen_futures::spawn_local(async {
+        let id = session_id();
+        let backend = match fetch_token(&id).await {
+            Ok(grant) => grant,
+            Err(e) => {
+                web_sys::console::error_1(&format!("token endpoint: {}", e.message).into());
+                None
+            }
+        };
+        leptos::mount::mount_to_body(move || view! { <App id=id.clone() backend=backend.clone() /> });
+    });
+}
+
+/// What the app's backend (`scripts/demo-app-server.mjs`) hands this
+/// visitor for one session.
+#[derive(Clone)]
+struct Grant {
+    token: String,
+    /// Who the token says we are: the author of our messages.
+    sub: String,
+    /// The durable-session server's URL.
+    server: String,
+}
+
+/// Asks the app's backend for a token for session `id` (`GET /token`).
+/// `None` when there is no token endpoint: the page is then served by the
+/// durable-session server itself, without access control.
+async fn fetch_token(id: &str) -> Result<Option<Grant>, ClientError> {
+    let failed = |what: &str| ClientError::new("token_failed", what);
+    let window = web_sys::window().ok_or_else(|| failed("no window"))?;
+    let url = format!("/token?session={}", js_sys::encode_uri_component(id));
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(&url))
+        .await
+        .map_err(|_| failed("the token endpoint is unreachable"))?
+        .unchecked_into();
+    if response.status() == 404 {
+        return Ok(None);
+    }
+    if !response.ok() {
+        return Err(failed(&format!("the token endpoint answered {}", response.status())));
+    }
+    let json = JsFuture::from(response.json().map_err(|_| failed("no body"))?)
+        .await
+        .map_err(|_| failed("the token endpoint's answer is not JSON"))?;
+    let field = |key: &str| {
+        js_sys::Reflect::get(&json, &JsValue::from_str(key))
+            .ok()
+            .and_then(|v| v.as_string())
+            .ok_or_else(|| failed(&format!("the token endpoint's answer has no {key}")))
+    };
+    Ok(Some(Grant {
+        token: field("token")?,
+        sub: field("sub")?,
+        server: field("server")?,
+    }))
 }
 
 /// The session id from `?session=…`; without one, a new id written into the
@@ -43,10 +103,29 @@ fn session_id() -> String {
     })
 }
 
-/// The client: the page's own origin, with a short heartbeat so a dead link
-/// is noticed within seconds.
-fn client() -> Option<WebClient> {
-    let mut options = WebOptions::new("");
+/// The client, with a short heartbeat so a dead link is noticed within
+/// seconds: to the server and with the tokens of the app's backend, or to
+/// the page's own origin without tokens.
+fn client(id: &str, backend: Option<Grant>) -> Option<WebClient> {
+    let mut options = WebOptions::new(backend.as_ref().map_or("", |b| b.server.as_str()));
+    if let Some(grant) = backend {
+        // The first token is the one the page started with; later ones are
+        // fetched when the SDK asks (before expiry, or when refused).
+        let first = Rc::new(RefCell::new(Some(grant.token)));
+        let id = id.to_owned();
+        options.token = Some(Rc::new(move || {
+            let (first, id) = (first.clone(), id.clone());
+            Box::pin(async move {
+                if let Some(token) = first.borrow_mut().take() {
+                    return Ok(token);
+                }
+                match fetch_token(&id).await? {
+                    Some(grant) => Ok(grant.token),
+                    None => Err(ClientError::new("token_failed", "the token endpoint is gone")),
+                }
+            })
+        }));
+    }
     options.core.ping_interval_ms = 2_000;
     options.core.heartbeat_timeout_ms = 5_000;
     options.core.probe_timeout_ms = 2_000;
@@ -57,13 +136,12 @@ fn client() -> Option<WebClient> {
 }
 
 #[component]
-fn App() -> impl IntoView {
-    let id = session_id();
-    let author = random_id("guest");
+fn App(id: String, backend: Option<Grant>) -> impl IntoView {
+    let author = backend.as_ref().map_or_else(|| random_id("guest"), |b| b.sub.clone());
     let session = use_session_with_options(
         &id,
         UseSessionOptions {
-            client: client(),
+            client: client(&id, backend),
             author: Some(author.clone()),
             ..UseSessionOptions::default()
         },

@@ -1,26 +1,46 @@
 // The demo app end to end in headless Chromium, as `npm start` serves it:
-// one server (app, HTTP API and /v1/ws on one origin) and the demo agents.
+// the app backend (page + token endpoint), the durable-session server with
+// access control on (--auth jwt, the app's origin allowed), and the demo
+// agents with an agent token.
 // Tabs A and B are separate browser contexts (two devices) unless a test
 // says otherwise. Each test saves screenshots under tests/artifacts/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { spawn } from "node:child_process";
-import { startServer } from "../support/server.mjs";
+import { spawn, execFileSync } from "node:child_process";
+import { startServer, serverBinary } from "../support/server.mjs";
 import { launchBrowser } from "../support/browser.mjs";
+import { startAppServer, mintSessionToken } from "../../scripts/demo-app-server.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const artifacts = join(root, "tests", "artifacts");
 mkdirSync(artifacts, { recursive: true });
 
-let server, agent, browser;
+let server, app, agent, browser, keyDir;
+const secretText = randomBytes(32).toString("base64");
+const secret = new TextEncoder().encode(secretText);
 
 before(async () => {
-  server = await startServer({ args: ["--static-dir", join(root, "target", "demo")] });
+  keyDir = mkdtempSync(join(tmpdir(), "durable-e2e-key-"));
+  const keyFile = join(keyDir, "key");
+  writeFileSync(keyFile, secretText);
+  const jwtKey = `hs256:e2e:file:${keyFile}`;
+  let apiUrl = "";
+  app = await startAppServer({ staticDir: join(root, "target", "demo"), secret, kid: "e2e", api: () => apiUrl });
+  server = await startServer({ args: ["--auth", "jwt", "--jwt-key", jwtKey, "--allow-origin", app.url] });
+  apiUrl = server.url;
+  const agentToken = join(keyDir, "agent.jwt");
+  const token = execFileSync(serverBinary(), [
+    "token", "--jwt-key", jwtKey, "--sub", "e2e-agent",
+    "--grant", "sessions/*:read,agent", "--grant", "_index/sessions:read", "--ttl", "1h",
+  ]);
+  writeFileSync(agentToken, token);
   const agentBin = process.env.AGENT_BIN ?? join(root, "target", "debug", "durable-session-agent");
-  agent = spawn(agentBin, ["--server", server.url, "--tokens-per-second", "30", "--answer-tokens", "150"], {
+  agent = spawn(agentBin, ["--server", server.url, "--token-file", agentToken, "--tokens-per-second", "30", "--answer-tokens", "150"], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...process.env, RUST_LOG: "warn" },
   });
@@ -31,10 +51,12 @@ after(async () => {
   await browser?.close();
   agent?.kill("SIGTERM");
   await server?.stop();
+  await app?.close();
+  rmSync(keyDir, { recursive: true, force: true });
 });
 
 /** A new tab in its own browser context (its own storage: another device). */
-async function device(url = `${server.url}/`) {
+async function device(url = `${app.url}/`) {
   const context = await browser.newContext({ viewport: { width: 720, height: 900 } });
   const page = await context.newPage();
   page.errors = [];
@@ -103,7 +125,9 @@ async function shot(page, name) {
 /** Every event stored in the session, read over plain HTTP. */
 async function storedEvents(page) {
   const id = new URL(page.url()).searchParams.get("session");
-  const res = await fetch(`${server.url}/v1/stream/sessions/${id}?offset=-1`);
+  const token = await mintSessionToken({ secret, kid: "e2e", sub: "e2e-reader", sessionId: id, ttlSeconds: 60 });
+  const res = await fetch(`${server.url}/v1/stream/sessions/${id}?offset=-1`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(res.status, 200);
   return res.json();
 }
 

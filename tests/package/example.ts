@@ -5,8 +5,10 @@ import init, {
   type ChatItem,
   type ConnectionState,
   type DurableSessionError,
+  type ErrorCode,
   type SessionEnvelope,
   type StateChange,
+  type TokenProvider,
 } from "durable-sessions";
 
 export async function demo(): Promise<void> {
@@ -18,10 +20,22 @@ export async function demo(): Promise<void> {
     heartbeatTimeoutMs: 10_000,
     token: async () => "secret",
   });
+  // A token function may return a string or a promise of one; a fixed
+  // string works too.
+  const fromBackend: TokenProvider = async () => (await fetch("/api/session-token")).text();
+  const cached: TokenProvider = () => "eyJhbGciOiJIUzI1NiJ9.e30.sig";
+  new DurableClient({ transport: "http", token: fromBackend }).close();
+  new DurableClient({ token: cached }).close();
+  new DurableClient({ token: "eyJhbGciOiJIUzI1NiJ9.e30.sig" }).close();
   const state: ConnectionState = client.state;
   const stop: () => void = client.onStateChange((change: StateChange) => {
     const retry: number | undefined = change.retryInMs;
     console.log(change.state, change.previous, change.reason, retry, state);
+    if (change.error?.code === "token_failed") {
+      console.warn("cannot get a token:", change.error.message);
+    } else if (change.error?.code === "forbidden") {
+      console.warn("no access to", change.error.message);
+    }
   });
   const session = client.session("demo", { author: "ada", persist: true });
   const other = new DurableClient().session("other");
@@ -36,7 +50,12 @@ export async function demo(): Promise<void> {
       }
     }
   });
-  session.onError((e: DurableSessionError) => console.error(e.code, e.message));
+  session.onError((e: DurableSessionError) => {
+    const code: ErrorCode = e.code;
+    if (code === "forbidden" || code === "unauthorized") {
+      console.error("access denied:", e.message);
+    }
+  });
   const sent = await session.send("hello", { mode: "multi" });
   const id: string = sent.id;
   const { offset, duplicate } = await session.cancel("run-1");

@@ -320,3 +320,8 @@ mod tests {
         assert!(matches!(expired.check("x", Right::Read), Err(Denied::Unauthorized(_))));
     }
 }
+
+/// `docs/security.md`, whose Rust example runs as a doc test.
+#[doc = include_str!("../../../docs/security.md")]
+#[cfg(doctest)]
+pub struct SecurityDoc;
