@@ -4,15 +4,24 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
 import { startServer } from "../support/server.mjs";
 import { serveStatic } from "../support/static.mjs";
 import { launchBrowser } from "../support/browser.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-let server, files, browser;
+let server, authServer, files, browser;
+const keyDir = mkdtempSync(join(tmpdir(), "durable-session-key-"));
 
 before(async () => {
   server = await startServer();
+  // The same server with access control on (a random HS256 secret).
+  writeFileSync(join(keyDir, "test.key"), randomBytes(32).toString("base64"));
+  authServer = await startServer({
+    args: ["--auth", "jwt", "--jwt-key", `hs256:test:file:${join(keyDir, "test.key")}`, "--test-hooks", "--allow-origin", "*"],
+  });
   files = await serveStatic(root);
   browser = await launchBrowser(["--js-flags=--expose-gc"]);
 });
@@ -21,6 +30,8 @@ after(async () => {
   await browser?.close();
   await files?.close();
   await server?.stop();
+  await authServer?.stop();
+  rmSync(keyDir, { recursive: true, force: true });
 });
 
 test("a page imports sdk/pkg as a module and completes a round trip", async () => {
@@ -60,4 +71,26 @@ test("clients and sessions the app keeps no reference to live until close(), not
   });
   assert.ok(res.ok);
   await page.waitForFunction(() => window.__detached.includes("note"), null, { timeout: 10_000 });
+});
+
+test("the token option: a function refreshed on the live socket, a string, forbidden and token_failed as typed errors", async () => {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${files.url}/tests/package/auth.html?server=${encodeURIComponent(authServer.url)}`);
+  await page.waitForFunction(() => window.__auth !== undefined, null, { timeout: 40_000 });
+  const r = await page.evaluate(() => window.__auth);
+  assert.equal(r.error, undefined, r.error);
+  assert.deepEqual(errors, []);
+  assert.ok(r.calls >= 2, `refreshed: ${r.calls} calls`);
+  assert.deepEqual(r.states, ["connected"], "a refresh never reconnects");
+  assert.ok(r.events.includes("user_message") && r.events.includes("note"));
+  assert.equal(r.forbidden.name, "DurableSessionError");
+  assert.equal(r.forbidden.code, "forbidden");
+  assert.equal(r.forbiddenChange.code, "forbidden");
+  assert.match(r.forbiddenChange.message, /^sessions\/pkg-auth-/);
+  assert.deepEqual(r.tokenFailed, { code: "token_failed", message: "not signed in" });
+  assert.equal(r.tokenFailedReason, "token_failed: not signed in");
+  assert.notEqual(r.failingState, "connected");
+  assert.equal(r.badOption, "invalid_argument");
 });

@@ -334,7 +334,8 @@ impl ClientCore {
     /// Reports `error` as a state change that keeps the state, with reason
     /// `code: message`.
     fn report(&mut self, error: ClientError) {
-        self.set_state_with(self.state, error.to_string(), None, Some(error));
+        let reason = [error.code.as_str(), ": ", &error.message].concat();
+        self.set_state_with(self.state, reason, None, Some(error));
     }
 
     fn send(&mut self, msg: ClientMsg) {
@@ -445,7 +446,8 @@ impl ClientCore {
         match self.state {
             ConnectionState::Connecting if self.awaiting_token => {
                 self.awaiting_token = false;
-                self.on_close_with(now, &error.to_string(), Some(error));
+                let reason = [error.code.as_str(), ": ", &error.message].concat();
+                self.on_close_with(now, &reason, Some(error));
             }
             ConnectionState::Connected => self.report(error),
             _ => {}
