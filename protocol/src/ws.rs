@@ -382,6 +382,23 @@ impl<'a> Fields<'a> {
 }
 
 impl ClientMsg {
+    /// The subscription id and request id the frame carries, if any: an
+    /// error about the frame names them.
+    ///
+    /// ```
+    /// use durable_session_protocol::ws::ClientMsg;
+    /// let f = ClientMsg::Unsubscribe { sub: "s1".into() };
+    /// assert_eq!(f.ids(), (Some("s1"), None));
+    /// ```
+    pub fn ids(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            ClientMsg::Subscribe { sub, .. } | ClientMsg::Unsubscribe { sub } => (Some(sub), None),
+            ClientMsg::Create { req, .. } | ClientMsg::Append { req, .. } => (None, Some(req)),
+            ClientMsg::Auth { req, .. } => (None, req.as_deref()),
+            ClientMsg::Ping { .. } | ClientMsg::Pong { .. } => (None, None),
+        }
+    }
+
     /// Parses a client frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
         let f = Fields::parse(text)?;

@@ -234,6 +234,44 @@ async fn subscription_errors_do_not_end_other_subscriptions() {
     );
 }
 
+/// protocol.md §6: a refusal for size names the request it ends, so a
+/// client waiting for that ack hears it (it used to carry no `req`).
+#[tokio::test]
+async fn an_oversized_append_is_refused_with_its_req_and_later_appends_go_on() {
+    let s = TestServer::start_with(ServerConfig {
+        ws_max_frame_bytes: 4096,
+        ..ServerConfig::default()
+    })
+    .await;
+    http_create(&s, "j", "application/json", "").await;
+    let mut c = Client::connect(&s.base).await;
+    let big = format!(
+        r#"{{"op":"append","req":"big","path":"j","data":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    c.send_raw(&big).await;
+    let after = r#"{"op":"append","req":"small","path":"j","data":{"type":"cancel","run_id":"r"}}"#;
+    c.send_raw(after).await;
+    match c.next().await {
+        ServerMsg::Error { code, req, sub, .. } => {
+            assert_eq!((code, req.as_deref(), sub), (ErrorCode::TooLarge, Some("big"), None));
+        }
+        other => panic!("expected too_large, got {other:?}"),
+    }
+    assert!(matches!(c.next().await, ServerMsg::Ack { req, .. } if req == "small"));
+    // A subscription frame padded past the limit names its sub.
+    let padded = format!(
+        r#"{{"op":"subscribe","sub":"s9","path":"j","pad":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    c.send_raw(&padded).await;
+    assert!(matches!(
+        c.next().await,
+        ServerMsg::Error { code: ErrorCode::TooLarge, sub: Some(s), .. } if s == "s9"
+    ));
+    assert_eq!(http_read(&s, "j").await, r#"[{"type":"cancel","run_id":"r"}]"#);
+}
+
 /// protocol.md §6, §8: bad input.
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_change_nothing() {

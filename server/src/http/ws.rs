@@ -295,22 +295,29 @@ struct Connection {
 
 impl Connection {
     fn handle_text(&mut self, text: &str) -> Result<(), Disconnected> {
-        if text.len() > self.state.config.ws_max_frame_bytes {
-            return self.outbox.send(&error_frame(
-                None,
-                None,
-                ErrorCode::TooLarge,
-                format!(
-                    "frame of {} bytes is larger than the limit of {} bytes",
-                    text.len(),
-                    self.state.config.ws_max_frame_bytes
-                ),
-            ));
-        }
+        // Frames up to the hard limit (the WebSocket layer closes with 1009
+        // above it) are parsed, so that a refusal for size names the request
+        // or subscription it ends: a client waiting for that ack must hear.
+        let limit = self.state.config.ws_max_frame_bytes;
+        let too_large = (text.len() > limit).then(|| {
+            format!(
+                "frame of {} bytes is larger than the limit of {limit} bytes",
+                text.len()
+            )
+        });
         let msg = match ClientMsg::parse(text) {
             Ok(msg) => msg,
-            Err(e) => return self.outbox.send(&ServerMsg::from(e)),
+            Err(mut e) => {
+                if let Some(message) = too_large {
+                    (e.code, e.message) = (ErrorCode::TooLarge, message);
+                }
+                return self.outbox.send(&ServerMsg::from(e));
+            }
         };
+        if let Some(message) = too_large {
+            let (sub, req) = msg.ids();
+            return self.outbox.send(&error_frame(sub, req, ErrorCode::TooLarge, message));
+        }
         match msg {
             ClientMsg::Subscribe { sub, path, offset } => self.subscribe(sub, path, &offset),
             ClientMsg::Unsubscribe { sub } => match self.subs.remove(&sub) {
