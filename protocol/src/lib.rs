@@ -4,10 +4,12 @@
 //!   `docs/protocol.md`), with strict parsing that turns every malformed frame
 //!   into a [`ws::FrameError`] carrying an error code;
 //! - [`session`]: the session event schema — the JSON objects that make up a
-//!   session stream.
+//!   session stream;
+//! - [`path`]: the one encoding of stream paths in URLs.
 //!
 //! Pure Rust, no I/O: every part of the project can depend on it.
 
 pub mod json;
+pub mod path;
 pub mod session;
 pub mod ws;

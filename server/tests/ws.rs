@@ -234,6 +234,30 @@ async fn subscription_errors_do_not_end_other_subscriptions() {
     );
 }
 
+/// One path encoding: `café/ß` percent-encoded over HTTP and raw in a
+/// WebSocket frame names one stream (they used to be two).
+#[tokio::test]
+async fn a_non_ascii_path_names_one_stream_on_both_transports() {
+    let s = TestServer::start().await;
+    let encoded = durable_session_protocol::path::encode("sessions/café/ß");
+    assert_eq!(encoded, "sessions/caf%C3%A9/%C3%9F");
+    http_create(&s, &encoded, "application/json", r#"{"via":"http"}"#).await;
+    let mut c = Client::connect(&s.base).await;
+    c.send(ClientMsg::Append {
+        req: "r".into(),
+        path: "sessions/café/ß".into(),
+        payload: Some(Payload::json(r#"{"via":"ws"}"#).unwrap()),
+        producer: None,
+        close: false,
+    })
+    .await;
+    assert!(
+        matches!(c.next().await, ServerMsg::Ack { .. }),
+        "the WebSocket finds the HTTP-created stream"
+    );
+    assert_eq!(http_read(&s, &encoded).await, r#"[{"via":"http"},{"via":"ws"}]"#);
+}
+
 /// protocol.md §6: a refusal for size names the request it ends, so a
 /// client waiting for that ack hears it (it used to carry no `req`).
 #[tokio::test]

@@ -52,11 +52,7 @@ impl Reply {
 }
 
 fn stream_url(base: &str, path: &str) -> String {
-    let encoded: Vec<String> = path
-        .split('/')
-        .map(|s| String::from(js_sys::encode_uri_component(s)))
-        .collect();
-    format!("{base}/v1/stream/{}", encoded.join("/"))
+    format!("{base}/v1/stream/{}", durable_session_protocol::path::encode(path))
 }
 
 async fn fetch(

@@ -214,22 +214,29 @@ pub(crate) fn shared_cacheable(access: &Access) -> bool {
     !access.is_enforced()
 }
 
-/// The stream path of a request URI (the part after `/v1/stream/`).
+/// The stream path of a request URI (the part after `/v1/stream/`),
+/// percent-decoded: the same string a WebSocket frame carries
+/// (`durable_session_protocol::path`).
 fn stream_path(uri_path: &str) -> Result<String, ApiError> {
-    let path = uri_path.strip_prefix(STREAM_PREFIX).unwrap_or_default();
-    validate_path(path)?;
-    Ok(path.to_owned())
+    let path = decode_path(uri_path.strip_prefix(STREAM_PREFIX).unwrap_or_default())?;
+    validate_path(&path)?;
+    Ok(path)
+}
+
+fn decode_path(encoded: &str) -> Result<String, ApiError> {
+    durable_session_protocol::path::decode(encoded).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// The stream path named by a `Stream-Forked-From` header: a URL path on this
-/// server (`/v1/stream/a/b`) or a stream path (`a/b`).
+/// server (`/v1/stream/a/b`) or a stream path (`a/b`), percent-encoded.
 pub(crate) fn source_path(value: &str) -> Result<String, ApiError> {
     let path = value
         .strip_prefix(STREAM_PREFIX)
         .or_else(|| value.strip_prefix('/'))
         .unwrap_or(value);
-    validate_path(path)?;
-    Ok(path.to_owned())
+    let path = decode_path(path)?;
+    validate_path(&path)?;
+    Ok(path)
 }
 
 pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
@@ -241,13 +248,9 @@ pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
             "stream path is longer than {MAX_PATH_BYTES} bytes"
         )));
     }
-    // Dots may arrive percent-encoded; stream paths are opaque keys, but a
-    // path that looks like traversal is refused all the same.
-    let dots = |seg: &str| {
-        let seg = seg.replace("%2e", ".").replace("%2E", ".");
-        seg == "." || seg == ".."
-    };
-    if path.split('/').any(dots) {
+    // Stream paths are opaque keys, but a path that looks like traversal is
+    // refused all the same.
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(ApiError::bad_request("stream path must not contain . or .. segments"));
     }
     Ok(())
@@ -282,6 +285,20 @@ mod tests {
             assert_eq!(stream_path(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
         }
         assert!(stream_path(&format!("/v1/stream/{}", "x".repeat(MAX_PATH_BYTES + 1))).is_err());
+    }
+
+    #[test]
+    fn paths_are_percent_decoded() {
+        assert_eq!(
+            stream_path("/v1/stream/sessions/caf%C3%A9/%C3%9F").unwrap(),
+            "sessions/café/ß"
+        );
+        assert_eq!(stream_path("/v1/stream/a%20b").unwrap(), "a b");
+        assert_eq!(
+            stream_path("/v1/stream/a/%FF").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(source_path("/v1/stream/caf%C3%A9").unwrap(), "café");
     }
 
     #[test]

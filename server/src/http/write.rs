@@ -124,9 +124,10 @@ pub(super) async fn put(state: AppState, path: String, req: Request, access: &Ac
         path,
     };
     // An absolute URL when the Host is known (clients resolve it either way).
+    let url_path = durable_session_protocol::path::encode(&create.path);
     let location = match headers::text(&parts.headers, &header::HOST).ok().flatten() {
-        Some(host) => format!("http://{host}{STREAM_PREFIX}{}", create.path),
-        None => format!("{STREAM_PREFIX}{}", create.path),
+        Some(host) => format!("http://{host}{STREAM_PREFIX}{url_path}"),
+        None => format!("{STREAM_PREFIX}{url_path}"),
     };
     let path = create.path.clone();
     let created = state.storage.create(create).await?;
