@@ -260,6 +260,14 @@ impl ClientCore {
 
     /// The access token to present now (HTTP transports send it with every
     /// request, so a refreshed token is used from the next request on).
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options};
+    /// let mut core = ClientCore::new(Options::new("p", 1));
+    /// assert_eq!(core.token(), None);
+    /// core.set_token(0, "opaque-token".into());
+    /// assert_eq!(core.token(), Some("opaque-token"));
+    /// ```
     pub fn token(&self) -> Option<&str> {
         self.token.get()
     }
@@ -435,6 +443,24 @@ impl ClientCore {
     /// connect retries with backoff; a connected one keeps its current token
     /// and asks again later. Either way the failure is reported as a state
     /// change with reason `token_failed: …`.
+    ///
+    /// ```
+    /// use durable_sessions::core::ClientError;
+    /// use durable_sessions::core::client::{ClientCore, Options, Output};
+    /// use durable_sessions::core::state::ConnectionState;
+    /// let mut opts = Options::new("p", 1);
+    /// opts.auth = true;
+    /// let mut core = ClientCore::new(opts);
+    /// core.start(0);
+    /// core.token_failed(5, &ClientError::new("token_failed", "backend down"));
+    /// let change = std::iter::from_fn(|| core.poll_output())
+    ///     .filter_map(|o| match o { Output::State(c) => Some(c), _ => None })
+    ///     .last()
+    ///     .unwrap();
+    /// assert_eq!(change.state, ConnectionState::Disconnected);
+    /// assert_eq!(change.reason, "token_failed: backend down");
+    /// assert!(change.retry_in_ms.is_some());
+    /// ```
     pub fn token_failed(&mut self, now: u64, error: &ClientError) {
         let error = ClientError::new("token_failed", error.message.clone());
         let unit = self.rng.unit();
