@@ -94,3 +94,28 @@ test("the token option: a function refreshed on the live socket, a string, forbi
   assert.notEqual(r.failingState, "connected");
   assert.equal(r.badOption, "invalid_argument");
 });
+
+for (const transport of ["websocket", "http"]) {
+  test(`${transport}: 3-second tokens are refreshed while an answer streams: no gap, no duplicate, no reconnect`, async () => {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(
+      `${files.url}/tests/package/refresh.html?server=${encodeURIComponent(authServer.url)}&transport=${transport}`,
+    );
+    await page.waitForFunction(() => window.__refresh !== undefined, null, { timeout: 60_000 });
+    const r = await page.evaluate(() => window.__refresh);
+    assert.equal(r.error, undefined, r.error);
+    assert.deepEqual(errors, []);
+    assert.ok(r.deltas >= 100, `an answer of ${r.deltas} deltas`);
+    // ~8 s of 3 s tokens: at least two refreshes after the first token.
+    assert.ok(r.readerTokens >= 3, `token function called ${r.readerTokens} times`);
+    assert.deepEqual(r.deliveredEvents, r.stored, "the reader got exactly the server's log");
+    assert.ok(r.offsets.every((o, i) => i === 0 || o >= r.offsets[i - 1]), "offsets never go back");
+    assert.ok(!r.readerStates.includes("disconnected"), `states: ${r.readerStates}`);
+    if (transport === "websocket") {
+      // Two clients, one socket each: a refresh never reconnects.
+      assert.equal(r.socketsOpened, 2);
+    }
+  });
+}
