@@ -46,17 +46,24 @@ else
   origins=(--allow-origin "http://127.0.0.1:$port" --allow-origin "http://localhost:$port")
 fi
 
+# Prints the URL that process $1 announces in log $2 ("listening on URL"),
+# waiting up to 10 s; prints nothing if it exits or never says.
+url_of() {
+  local url=""
+  for _ in $(seq 1 100); do
+    url=$(grep -o 'listening on http://[^ ]*' "$2" | head -1 | sed 's/.*listening on //') || true
+    [ -n "$url" ] && break
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$url"
+}
+
 log=$(mktemp)
 target/release/durable-session-server --listen "$host:$api_port" --data-dir "$data" \
   --auth jwt --jwt-key "$jwt_key" "${origins[@]}" "$@" > "$log" &
 pids+=($!)
-url=""
-for _ in $(seq 1 100); do
-  url=$(grep -o 'listening on http://[^ ]*' "$log" | head -1 | sed 's/listening on //') || true
-  [ -n "$url" ] && break
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then break; fi
-  sleep 0.1
-done
+url=$(url_of "$!" "$log")
 cat "$log"
 if [ -z "$url" ]; then
   echo "[start] the server did not start (is port $api_port free? API_PORT=... picks another)" >&2
@@ -76,13 +83,7 @@ app_log=$(mktemp)
 node scripts/demo-app-server.mjs --host "$host" --port "$port" --api-port "$api_port" \
   --key-file "$key" --kid dev > "$app_log" &
 pids+=($!)
-app=""
-for _ in $(seq 1 100); do
-  app=$(grep -o 'app listening on http://[^ ]*' "$app_log" | head -1 | sed 's/app listening on //') || true
-  [ -n "$app" ] && break
-  if ! kill -0 "${pids[-1]}" 2>/dev/null; then break; fi
-  sleep 0.1
-done
+app=$(url_of "$!" "$app_log")
 if [ -z "$app" ]; then
   cat "$app_log" >&2
   echo "[start] the app did not start (is port $port free? PORT=... picks another)" >&2

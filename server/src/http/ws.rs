@@ -332,8 +332,9 @@ impl Connection {
                     "no such subscription",
                 )),
             },
-            write @ (ClientMsg::Create { .. } | ClientMsg::Append { .. }) => match self.authorize_write(write) {
-                Ok(write) => self.enqueue(write),
+            mut write @ (ClientMsg::Create { .. } | ClientMsg::Append { .. }) => match self.authorize_write(&mut write)
+            {
+                Ok(()) => self.enqueue(write),
                 Err(refusal) => self.outbox.send(&refusal),
             },
             ClientMsg::Ping { t } => self.outbox.send(&ServerMsg::Pong { t }),
@@ -396,59 +397,36 @@ impl Connection {
     }
 
     /// Checks a `create` or `append` against the connection's token; an
-    /// append to a session comes back with its writer's identity filled in.
-    fn authorize_write(&self, write: ClientMsg) -> Result<ClientMsg, ServerMsg> {
+    /// append to a session gets its writer's identity filled in.
+    fn authorize_write(&self, write: &mut ClientMsg) -> Result<(), ServerMsg> {
         let refuse = |req: &str, d: Denied| error_frame(None, Some(req), d.code(), d.message());
         match write {
             ClientMsg::Create {
                 req,
                 path,
                 content_type,
-            } => match super::write::check_create(&self.access, &path, content_type.as_deref(), None) {
-                Ok(()) => Ok(ClientMsg::Create {
-                    req,
-                    path,
-                    content_type,
-                }),
-                Err(d) => Err(refuse(&req, d)),
-            },
+            } => super::write::check_create(&self.access, path, content_type.as_deref(), None)
+                .map_err(|d| refuse(req, d)),
             ClientMsg::Append {
                 req,
                 path,
                 payload,
-                producer,
                 close,
-            } => {
-                if self.access == Access::Open {
-                    return Ok(ClientMsg::Append {
-                        req,
-                        path,
-                        payload,
-                        producer,
-                        close,
-                    });
-                }
-                let (body, json) = match &payload {
+                ..
+            } if self.access != Access::Open => {
+                let (body, json) = match payload {
                     None => (Bytes::new(), true),
-                    Some(Payload::Json(v)) => (Bytes::from(v.clone()), true),
-                    Some(Payload::Text(t)) => (Bytes::from(t.clone()), false),
-                    Some(Payload::Base64(b)) => (Bytes::from(b.clone()), false),
+                    Some(Payload::Json(v)) => (Bytes::from(std::mem::take(v)), true),
+                    Some(Payload::Text(t) | Payload::Base64(t)) => (Bytes::copy_from_slice(t.as_bytes()), false),
                 };
                 let checked =
-                    identity::authorize_append(&self.access, &path, body, close, json).map_err(|d| refuse(&req, d))?;
-                let payload = match payload {
-                    Some(Payload::Json(_)) => Some(Payload::Json(String::from_utf8_lossy(&checked).into_owned())),
-                    other => other,
-                };
-                Ok(ClientMsg::Append {
-                    req,
-                    path,
-                    payload,
-                    producer,
-                    close,
-                })
+                    identity::authorize_append(&self.access, path, body, *close, json).map_err(|d| refuse(req, d))?;
+                if let Some(Payload::Json(v)) = payload {
+                    *v = String::from_utf8_lossy(&checked).into_owned();
+                }
+                Ok(())
             }
-            other => Ok(other),
+            _ => Ok(()),
         }
     }
 
