@@ -107,7 +107,8 @@ for (const transport of ["websocket", "http"]) {
     const r = await page.evaluate(() => window.__refresh);
     assert.equal(r.error, undefined, r.error);
     assert.deepEqual(errors, []);
-    assert.ok(r.deltas >= 100, `an answer of ${r.deltas} deltas`);
+    // 8 s of deltas, as fast as the machine allows (about 100 when idle).
+    assert.ok(r.deltas >= 40, `an answer of ${r.deltas} deltas`);
     // ~8 s of 3 s tokens: at least two refreshes after the first token.
     assert.ok(r.readerTokens >= 3, `token function called ${r.readerTokens} times`);
     assert.deepEqual(r.deliveredEvents, r.stored, "the reader got exactly the server's log");
