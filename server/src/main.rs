@@ -55,8 +55,8 @@ struct Args {
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     auth_grace_ms: u64,
 
-    /// Allow --auth none on a non-loopback address (anyone who can reach the
-    /// server can then read, write and delete every stream).
+    /// Allow --auth none or --test-hooks on a non-loopback address (anyone who
+    /// can reach the server can then read, write and delete every stream).
     #[arg(long)]
     insecure: bool,
 
@@ -76,8 +76,11 @@ struct Args {
     #[arg(long, default_value_t = ServerConfig::default().max_body_bytes, value_name = "N")]
     max_body_bytes: usize,
 
-    /// Enable test hooks (POST /v1/test/drop-connections cuts every WebSocket
-    /// like a network failure). Never in production.
+    /// Enable test hooks: POST /v1/test/drop-connections cuts every WebSocket
+    /// like a network failure; GET /v1/test/token?sub=…&grant=PATH:RIGHTS&ttl_ms=…
+    /// mints a token with the first signing key; GET /v1/test/stats counts
+    /// WebSocket connections. Never in production: refused off loopback
+    /// without --insecure.
     #[arg(long)]
     test_hooks: bool,
 
@@ -173,6 +176,13 @@ async fn main() -> std::process::ExitCode {
 
 /// The authentication settings of the flags, or why they cannot be used.
 fn auth_config(args: &Args) -> Result<(AuthMode, AllowedOrigins), String> {
+    if args.test_hooks && !args.listen.ip().is_loopback() && !args.insecure {
+        return Err(format!(
+            "refusing --test-hooks on {}: they mint tokens and cut connections for anyone who asks. \
+             Listen on 127.0.0.1, or add --insecure if you really mean it",
+            args.listen
+        ));
+    }
     let auth = match args.auth {
         AuthArg::None => {
             if !args.listen.ip().is_loopback() && !args.insecure {
