@@ -1,9 +1,39 @@
 //! The chat view: session events folded into what a chat UI renders —
 //! messages and runs, not raw events.
 //!
-//! The fold is deterministic, so a tab that joins late and replays the
-//! session from the beginning ends with exactly the view of a tab that
-//! watched it live.
+//! The fold is deterministic: the view is a function of the events in the
+//! stream's order and of nothing else, so a tab that joins late and replays
+//! the session from the beginning ends with exactly the view of a tab that
+//! watched it live, however the events were batched.
+//!
+//! It follows the reading rules of `docs/protocol.md` §11:
+//!
+//! - **The first counts.** A `user_message` whose `id` was seen before is
+//!   ignored; so is a `run_started` for a run that already had one, and a
+//!   `cancel` after the run's first (its `by` is kept).
+//! - **Nothing after the end.** The first `run_finished` ends a run; every
+//!   later event for it — a second `run_finished` included — is ignored.
+//! - **Only agents make runs.** A run appears at the first event an agent
+//!   writes for it (`run_started`, `text_delta`, `progress`, `steer_applied`
+//!   or `run_finished`; normally its `run_started`). A `cancel` or `steer`
+//!   for a run that has not appeared never creates one: it is held, and
+//!   applied in order when the run appears (so a run's content is the fold
+//!   of its own events in stream order); if the run never appears, neither
+//!   does it.
+//! - **Who wrote what.** A run's [`Run::agent`] is the agent of its
+//!   `run_started`, and until that arrives the first agent seen writing for
+//!   it. That agent's deltas are [`Run::text`]; other agents write into
+//!   [`Run::lanes`]; `progress` always goes to its writer's lane.
+//! - A `steer_applied` marks the oldest not yet applied [`Steer`] of the run
+//!   with the same text; one that matches none (a duplicate) changes
+//!   nothing. `text_delta`, `progress` and `steer` have no identity: each
+//!   one in the stream is folded.
+//! - **Unknown types are skipped**, as are events this version cannot read
+//!   (a known type without a field it needs); they are counted in
+//!   [`ChatView::events_seen`] and change nothing else.
+//!
+//! Folding one event costs time independent of the session's length (hash
+//! lookups, no scan of the transcript).
 //!
 //! ```
 //! use durable_sessions::core::chat::{ChatView, RunState};
@@ -20,6 +50,8 @@
 //! assert_eq!(run.text, "Hello there");
 //! assert_eq!(run.state, RunState::Streaming);
 //! ```
+
+use std::collections::HashMap;
 
 use durable_session_protocol::json::{self, Obj};
 use durable_session_protocol::session::{RunStatus, SessionEvent};
@@ -85,9 +117,13 @@ pub struct Lane {
 pub struct Run {
     pub run_id: String,
     /// The agent that started the run (the orchestrator in multi-agent mode).
+    /// Before its `run_started` arrives: the first agent seen writing for it
+    /// (empty if none yet).
     pub agent: String,
+    /// The message answered (empty before the run's `run_started`).
     pub in_reply_to: String,
-    /// Text written by `agent`.
+    /// Text written by `agent` (what was written before `run_started` named
+    /// another agent stays here).
     pub text: String,
     pub state: RunState,
     /// Why it ended, when it says.
@@ -100,11 +136,12 @@ pub struct Run {
 }
 
 impl Run {
-    fn new(run_id: &str, agent: &str, in_reply_to: &str) -> Self {
+    /// A run that just appeared: no agent, no text, streaming.
+    fn new(run_id: &str) -> Self {
         Self {
             run_id: run_id.into(),
-            agent: agent.into(),
-            in_reply_to: in_reply_to.into(),
+            agent: String::new(),
+            in_reply_to: String::new(),
             text: String::new(),
             state: RunState::Streaming,
             reason: None,
@@ -112,21 +149,6 @@ impl Run {
             steers: Vec::new(),
             lanes: Vec::new(),
         }
-    }
-
-    fn lane(&mut self, agent: &str) -> &mut Lane {
-        let i = match self.lanes.iter().position(|l| l.agent == agent) {
-            Some(i) => i,
-            None => {
-                self.lanes.push(Lane {
-                    agent: agent.into(),
-                    text: String::new(),
-                    progress: Vec::new(),
-                });
-                self.lanes.len() - 1
-            }
-        };
-        &mut self.lanes[i]
     }
 }
 
@@ -201,10 +223,137 @@ impl ChatItem {
 }
 
 /// Messages and runs of a session, in the order they appeared.
+///
+/// See the [module documentation](self) for the rules of the fold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatView {
     items: Vec<ChatItem>,
     events: u64,
+    /// What the fold knows about each id it met: message ids and run ids
+    /// (two namespaces, one map: one lookup per event, and a smaller Wasm
+    /// than a map per kind).
+    ids: HashMap<String, Seen>,
+}
+
+/// What the fold knows about one id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Seen {
+    /// A `user_message` with this id is in the transcript.
+    message: bool,
+    /// The run with this id.
+    run: RunSlot,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum RunSlot {
+    /// No event names a run with this id.
+    #[default]
+    Unseen,
+    /// Only `cancel` / `steer` events so far, held in stream order until an
+    /// agent writes for the run.
+    Held(Vec<SessionEvent>),
+    /// In the transcript.
+    Appeared(RunFold),
+}
+
+/// How a run's `agent` was decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum AgentFrom {
+    /// Not yet: no `run_started`, nobody wrote text or progress.
+    #[default]
+    Nobody,
+    /// The first agent seen writing, until `run_started` says.
+    FirstWriter,
+    /// The run's (first) `run_started`.
+    RunStarted,
+}
+
+/// The fold's bookkeeping for a run in the transcript.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RunFold {
+    /// Where the run is in `ChatView::items`.
+    item: usize,
+    agent_from: AgentFrom,
+    /// Indexes in `Run::steers` of the steers not applied yet, oldest first
+    /// (a `steer_applied` looks only at these, not at every steer).
+    unapplied: Vec<usize>,
+}
+
+impl RunFold {
+    /// Folds one event of this run into `run`.
+    fn apply(&mut self, run: &mut Run, event: &SessionEvent) {
+        if run.state != RunState::Streaming {
+            return; // Nothing after the end.
+        }
+        match event {
+            SessionEvent::RunStarted { agent, in_reply_to, .. } => {
+                if self.agent_from != AgentFrom::RunStarted {
+                    self.agent_from = AgentFrom::RunStarted;
+                    run.agent = agent.clone();
+                    run.in_reply_to = in_reply_to.clone();
+                }
+            }
+            SessionEvent::TextDelta { agent, delta, .. } => {
+                self.writer(run, agent);
+                if run.agent == *agent {
+                    run.text.push_str(delta);
+                } else {
+                    lane(run, agent).text.push_str(delta);
+                }
+            }
+            SessionEvent::Progress { agent, text, .. } => {
+                self.writer(run, agent);
+                lane(run, agent).progress.push(text.clone());
+            }
+            SessionEvent::Cancel { by, .. } => {
+                run.cancel_requested_by.get_or_insert_with(|| by.clone());
+            }
+            SessionEvent::Steer { text, by, .. } => {
+                self.unapplied.push(run.steers.len());
+                run.steers.push(Steer {
+                    text: text.clone(),
+                    by: by.clone(),
+                    applied: false,
+                });
+            }
+            SessionEvent::SteerApplied { text, .. } => {
+                if let Some(k) = self.unapplied.iter().position(|&i| run.steers[i].text == *text) {
+                    run.steers[self.unapplied.remove(k)].applied = true;
+                }
+            }
+            SessionEvent::RunFinished { status, reason, .. } => {
+                run.state = (*status).into();
+                run.reason = reason.clone();
+                self.unapplied = Vec::new(); // Nothing will be folded into this run again.
+            }
+            SessionEvent::UserMessage { .. } => {}
+        }
+    }
+
+    /// `agent` wrote for the run: it is the run's agent if none is known.
+    fn writer(&mut self, run: &mut Run, agent: &str) {
+        if self.agent_from == AgentFrom::Nobody {
+            self.agent_from = AgentFrom::FirstWriter;
+            run.agent = agent.to_owned();
+        }
+    }
+}
+
+/// The lane of `agent` in `run`, added if new (a run has a lane per agent
+/// writing into it: a handful, never the session's length).
+fn lane<'r>(run: &'r mut Run, agent: &str) -> &'r mut Lane {
+    let i = match run.lanes.iter().position(|l| l.agent == agent) {
+        Some(i) => i,
+        None => {
+            run.lanes.push(Lane {
+                agent: agent.into(),
+                text: String::new(),
+                progress: Vec::new(),
+            });
+            run.lanes.len() - 1
+        }
+    };
+    &mut run.lanes[i]
 }
 
 impl ChatView {
@@ -213,9 +362,16 @@ impl ChatView {
         &self.items
     }
 
-    /// A run by id.
+    /// A run by id (`None` until an agent wrote for it).
     pub fn run(&self, run_id: &str) -> Option<&Run> {
-        match self.items.get(self.run_index(run_id)?) {
+        let Some(Seen {
+            run: RunSlot::Appeared(fold),
+            ..
+        }) = self.ids.get(run_id)
+        else {
+            return None;
+        };
+        match self.items.get(fold.item) {
             Some(ChatItem::Run(r)) => Some(r),
             _ => None,
         }
@@ -258,97 +414,70 @@ impl ChatView {
         }
     }
 
-    /// Where run `run_id` is in the transcript (searched from the end, where
-    /// live runs are).
-    fn run_index(&self, run_id: &str) -> Option<usize> {
-        self.items
-            .iter()
-            .rposition(|i| matches!(i, ChatItem::Run(r) if r.run_id == run_id))
-    }
-
-    fn run_mut(&mut self, run_id: &str, agent: &str) -> &mut Run {
-        let i = match self.run_index(run_id) {
-            Some(i) => i,
-            None => {
-                // A run seen before its run_started (e.g. a sub-agent was quicker).
-                self.items.push(ChatItem::Run(Run::new(run_id, agent, "")));
-                self.items.len() - 1
-            }
-        };
-        match &mut self.items[i] {
-            ChatItem::Run(r) => r,
-            ChatItem::User(_) => unreachable!("run index points at a run"),
-        }
-    }
-
     /// Folds one event.
     pub fn apply(&mut self, event: &SessionEvent) {
         self.events += 1;
-        match event {
+        let (id, control) = match event {
             SessionEvent::UserMessage { id, author, text, .. } => {
-                self.items.push(ChatItem::User(UserMessage {
-                    id: id.clone(),
-                    author: author.clone(),
-                    text: text.clone(),
-                }));
-            }
-            SessionEvent::RunStarted {
-                run_id,
-                agent,
-                in_reply_to,
-            } => {
-                if let Some(i) = self.run_index(run_id) {
-                    if let ChatItem::Run(r) = &mut self.items[i] {
-                        r.agent = agent.clone();
-                        r.in_reply_to = in_reply_to.clone();
-                    }
-                } else {
-                    self.items.push(ChatItem::Run(Run::new(run_id, agent, in_reply_to)));
-                }
-            }
-            SessionEvent::TextDelta { run_id, agent, delta } => {
-                let run = self.run_mut(run_id, agent);
-                if run.agent == *agent {
-                    run.text.push_str(delta);
-                } else {
-                    run.lane(agent).text.push_str(delta);
-                }
-            }
-            SessionEvent::Progress { run_id, agent, text } => {
-                self.run_mut(run_id, agent).lane(agent).progress.push(text.clone());
-            }
-            SessionEvent::Cancel { run_id, by } => {
-                let run = self.run_mut(run_id, "");
-                run.cancel_requested_by.get_or_insert_with(|| by.clone());
-            }
-            SessionEvent::Steer { run_id, text, by } => {
-                self.run_mut(run_id, "").steers.push(Steer {
-                    text: text.clone(),
-                    by: by.clone(),
-                    applied: false,
-                });
-            }
-            SessionEvent::SteerApplied { run_id, text } => {
-                let run = self.run_mut(run_id, "");
-                match run.steers.iter_mut().find(|s| !s.applied && s.text == *text) {
-                    Some(s) => s.applied = true,
-                    None => run.steers.push(Steer {
+                let seen = seen(&mut self.ids, id);
+                if !seen.message {
+                    seen.message = true;
+                    self.items.push(ChatItem::User(UserMessage {
+                        id: id.clone(),
+                        author: author.clone(),
                         text: text.clone(),
-                        by: String::new(),
-                        applied: true,
-                    }),
+                    }));
                 }
+                return;
             }
-            SessionEvent::RunFinished { run_id, status, reason } => {
-                let run = self.run_mut(run_id, "");
-                // The first ending counts; nothing reopens a run.
-                if run.state == RunState::Streaming {
-                    run.state = (*status).into();
-                    run.reason = reason.clone();
+            SessionEvent::Cancel { run_id, .. } | SessionEvent::Steer { run_id, .. } => (run_id, true),
+            SessionEvent::RunStarted { run_id, .. }
+            | SessionEvent::TextDelta { run_id, .. }
+            | SessionEvent::Progress { run_id, .. }
+            | SessionEvent::SteerApplied { run_id, .. }
+            | SessionEvent::RunFinished { run_id, .. } => (run_id, false),
+        };
+        let slot = &mut seen(&mut self.ids, id).run;
+        let held = match slot {
+            RunSlot::Appeared(fold) => {
+                if let Some(ChatItem::Run(run)) = self.items.get_mut(fold.item) {
+                    fold.apply(run, event);
                 }
+                return;
             }
+            // Control events never create a run: held until an agent writes for it.
+            RunSlot::Held(held) if control => {
+                held.push(event.clone());
+                return;
+            }
+            RunSlot::Unseen if control => {
+                *slot = RunSlot::Held(vec![event.clone()]);
+                return;
+            }
+            RunSlot::Held(held) => std::mem::take(held),
+            RunSlot::Unseen => Vec::new(),
+        };
+        // The run appears here, its held control events first.
+        let mut fold = RunFold {
+            item: self.items.len(),
+            ..RunFold::default()
+        };
+        let mut run = Run::new(id);
+        for e in held.iter().chain([event]) {
+            fold.apply(&mut run, e);
         }
+        *slot = RunSlot::Appeared(fold);
+        self.items.push(ChatItem::Run(run));
     }
+}
+
+/// The entry of `id`, added if new (unlike `HashMap::entry`, the key is
+/// allocated only then).
+fn seen<'a>(ids: &'a mut HashMap<String, Seen>, id: &str) -> &'a mut Seen {
+    if !ids.contains_key(id) {
+        ids.insert(id.to_owned(), Seen::default());
+    }
+    ids.get_mut(id).expect("just inserted")
 }
 
 #[cfg(test)]
@@ -444,6 +573,187 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_folded_after_the_first_run_finished() {
+        // SESSION writes " late" and a second run_finished after r2 ended.
+        let mut events = SESSION.to_vec();
+        events.extend([
+            r#"{"type":"progress","run_id":"r2","agent":"sub","text":"late"}"#,
+            r#"{"type":"steer","run_id":"r2","text":"late","by":"ada"}"#,
+            r#"{"type":"steer_applied","run_id":"r2","text":"late"}"#,
+            r#"{"type":"cancel","run_id":"r1","by":"ada"}"#,
+            r#"{"type":"run_started","run_id":"r2","agent":"other","in_reply_to":"m1"}"#,
+            r#"{"type":"run_finished","run_id":"r2","status":"failed","reason":"again"}"#,
+        ]);
+        let v = fold(&events);
+        let r2 = v.run("r2").unwrap();
+        assert_eq!(r2.text, "Sure", "a delta after the end is ignored");
+        assert_eq!(
+            (r2.state, r2.reason.as_deref()),
+            (RunState::Cancelled, Some("cancelled by tab-b"))
+        );
+        assert_eq!((r2.agent.as_str(), r2.in_reply_to.as_str()), ("sim", "m2"));
+        assert!(r2.lanes.is_empty() && r2.steers.is_empty());
+        assert_eq!(v.run("r1").unwrap().cancel_requested_by, None);
+        assert_eq!(
+            v.items(),
+            fold(&events[..SESSION.len() - 2]).items(),
+            "as if they were not there"
+        );
+    }
+
+    #[test]
+    fn control_events_for_an_unseen_run_create_no_run() {
+        let v = fold(&[
+            r#"{"type":"cancel","run_id":"ghost","by":"ada"}"#,
+            r#"{"type":"steer","run_id":"ghost","text":"faster","by":"bob"}"#,
+        ]);
+        assert_eq!(v.run("ghost"), None);
+        assert!(v.items().is_empty());
+        assert_eq!(v.streaming_runs().count(), 0);
+        assert_eq!(v.items_json(), "[]");
+        assert_eq!(v.events_seen(), 2);
+    }
+
+    #[test]
+    fn held_control_events_apply_when_the_run_appears() {
+        let v = fold(&[
+            r#"{"type":"cancel","run_id":"r","by":"bob"}"#,
+            r#"{"type":"steer","run_id":"r","text":"short","by":"ada"}"#,
+            r#"{"type":"user_message","id":"m","author":"ada","text":"hi"}"#,
+            r#"{"type":"cancel","run_id":"r","by":"ada"}"#,
+            r#"{"type":"run_started","run_id":"r","agent":"sim","in_reply_to":"m"}"#,
+            r#"{"type":"steer_applied","run_id":"r","text":"short"}"#,
+        ]);
+        assert!(
+            matches!(&v.items()[0], ChatItem::User(_)),
+            "the run is where it started"
+        );
+        let r = v.run("r").unwrap();
+        assert_eq!(r.cancel_requested_by.as_deref(), Some("bob"), "the first cancel counts");
+        assert_eq!(
+            r.steers,
+            [Steer {
+                text: "short".into(),
+                by: "ada".into(),
+                applied: true
+            }]
+        );
+        assert_eq!(r.state, RunState::Streaming);
+        // Held events come before the one that made the run appear: this
+        // cancel was asked before the run ended.
+        let v = fold(&[
+            r#"{"type":"cancel","run_id":"r","by":"bob"}"#,
+            r#"{"type":"run_finished","run_id":"r","status":"cancelled"}"#,
+        ]);
+        let r = v.run("r").unwrap();
+        assert_eq!(
+            (r.state, r.cancel_requested_by.as_deref()),
+            (RunState::Cancelled, Some("bob"))
+        );
+    }
+
+    #[test]
+    fn a_cancel_before_the_run_does_not_take_its_text() {
+        // The phantom run a cancel used to create had no agent, so the
+        // agent's own text went into a lane of its own run.
+        let v = fold(&[
+            r#"{"type":"cancel","run_id":"r","by":"bob"}"#,
+            r#"{"type":"text_delta","run_id":"r","agent":"sim","delta":"hi"}"#,
+            r#"{"type":"run_started","run_id":"r","agent":"sim","in_reply_to":"m"}"#,
+            r#"{"type":"text_delta","run_id":"r","agent":"sim","delta":"!"}"#,
+        ]);
+        let r = v.run("r").unwrap();
+        assert_eq!((r.agent.as_str(), r.text.as_str()), ("sim", "hi!"));
+        assert!(r.lanes.is_empty());
+        assert_eq!(r.cancel_requested_by.as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn a_repeated_user_message_is_shown_once() {
+        let v = fold(&[
+            r#"{"type":"user_message","id":"m","author":"ada","text":"hi"}"#,
+            r#"{"type":"user_message","id":"m","author":"ada","text":"hi"}"#,
+            r#"{"type":"user_message","id":"m","author":"bob","text":"other"}"#,
+        ]);
+        assert_eq!(
+            v.items(),
+            [ChatItem::User(UserMessage {
+                id: "m".into(),
+                author: "ada".into(),
+                text: "hi".into()
+            })]
+        );
+        assert_eq!(v.events_seen(), 3);
+    }
+
+    #[test]
+    fn the_first_run_started_counts() {
+        let v = fold(&[
+            r#"{"type":"run_started","run_id":"r","agent":"sim","in_reply_to":"m1"}"#,
+            r#"{"type":"text_delta","run_id":"r","agent":"sim","delta":"a"}"#,
+            r#"{"type":"run_started","run_id":"r","agent":"other","in_reply_to":"m2"}"#,
+            r#"{"type":"text_delta","run_id":"r","agent":"sim","delta":"b"}"#,
+        ]);
+        let r = v.run("r").unwrap();
+        assert_eq!((r.agent.as_str(), r.in_reply_to.as_str()), ("sim", "m1"));
+        assert_eq!(r.text, "ab");
+        assert!(r.lanes.is_empty());
+    }
+
+    #[test]
+    fn a_steer_applied_matching_no_steer_changes_nothing() {
+        let v = fold(&[
+            r#"{"type":"run_started","run_id":"r","agent":"sim","in_reply_to":"m"}"#,
+            r#"{"type":"steer","run_id":"r","text":"short","by":"ada"}"#,
+            r#"{"type":"steer","run_id":"r","text":"short","by":"bob"}"#,
+            r#"{"type":"steer_applied","run_id":"r","text":"short"}"#,
+            r#"{"type":"steer_applied","run_id":"r","text":"never asked"}"#,
+        ]);
+        let steers: Vec<_> = v
+            .run("r")
+            .unwrap()
+            .steers
+            .iter()
+            .map(|s| (s.by.as_str(), s.applied))
+            .collect();
+        assert_eq!(steers, [("ada", true), ("bob", false)], "the oldest is marked");
+        let v = fold(&[
+            r#"{"type":"run_started","run_id":"r","agent":"sim","in_reply_to":"m"}"#,
+            r#"{"type":"steer","run_id":"r","text":"short","by":"ada"}"#,
+            r#"{"type":"steer_applied","run_id":"r","text":"short"}"#,
+            r#"{"type":"steer_applied","run_id":"r","text":"short"}"#,
+        ]);
+        assert_eq!(
+            v.run("r").unwrap().steers.len(),
+            1,
+            "a duplicate steer_applied adds no steer"
+        );
+    }
+
+    #[test]
+    fn unknown_and_unreadable_events_are_skipped_in_place() {
+        let noise = [
+            r#"{"type":"tool_call","run_id":"r1","agent":"orchestrator","name":"search"}"#,
+            r#"{"type":"text_delta","run_id":"r1","agent":"orchestrator"}"#,
+            r#"{"type":"run_finished","run_id":"r1","status":"timed_out"}"#,
+            r#"{"type":"cancel","run_id":"r1","by":7}"#,
+            r#"[1,2]"#,
+            r#"not json"#,
+        ];
+        let mut events = Vec::new();
+        for (i, e) in SESSION.iter().enumerate() {
+            events.push(*e);
+            events.push(noise[i % noise.len()]);
+        }
+        let mut v = ChatView::default();
+        let understood = events.iter().filter(|e| v.apply_json(e)).count();
+        let known = SESSION.iter().filter(|e| ChatView::default().apply_json(e)).count();
+        assert_eq!(understood, known, "only SESSION's own events are understood");
+        assert_eq!(v.events_seen(), events.len() as u64);
+        assert_eq!(v.items(), fold(SESSION).items());
+    }
+
+    #[test]
     fn deltas_before_run_started_are_kept() {
         let v = fold(&[
             r#"{"type":"text_delta","run_id":"r","agent":"sub","delta":"x"}"#,
@@ -454,3 +764,7 @@ mod tests {
         assert_eq!(r.text, "x", "written by the first agent seen");
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+#[path = "chat_tests.rs"]
+mod properties;
