@@ -63,12 +63,20 @@ impl RunStatus {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The status of a wire name. A status this version does not know (a
+    /// later one, say `timed_out`) still ends the run: it reads as
+    /// `Failed`, so no reader shows the run as streaming forever.
+    ///
+    /// ```
+    /// use durable_session_protocol::session::RunStatus;
+    /// assert_eq!(RunStatus::parse("cancelled"), RunStatus::Cancelled);
+    /// assert_eq!(RunStatus::parse("timed_out"), RunStatus::Failed);
+    /// ```
+    pub fn parse(s: &str) -> Self {
         match s {
-            "completed" => Some(Self::Completed),
-            "cancelled" => Some(Self::Cancelled),
-            "failed" => Some(Self::Failed),
-            _ => None,
+            "completed" => Self::Completed,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Failed,
         }
     }
 }
@@ -279,7 +287,7 @@ impl SessionEvent {
             },
             "run_finished" => Self::RunFinished {
                 run_id: s("run_id")?,
-                status: RunStatus::parse(&s("status")?).ok_or_else(|| EventError("unknown run status".into()))?,
+                status: RunStatus::parse(&s("status")?),
                 reason: v.get("reason").and_then(Json::str).map(str::to_owned),
             },
             other => return Err(EventError(format!("unknown event type \"{other}\""))),
@@ -390,10 +398,19 @@ mod tests {
             r#"{"type":"future"}"#,
             r#"{"type":"cancel","run_id":"r"}"#,
             "[",
-            r#"{"type":"run_finished","run_id":"r","status":"maybe"}"#,
+            r#"{"type":"run_finished","run_id":"r"}"#,
         ] {
             assert!(SessionEvent::parse(bad).is_err(), "{bad}");
         }
+        // A later status still ends the run.
+        let later = SessionEvent::parse(r#"{"type":"run_finished","run_id":"r","status":"timed_out"}"#).unwrap();
+        assert!(matches!(
+            later,
+            SessionEvent::RunFinished {
+                status: RunStatus::Failed,
+                ..
+            }
+        ));
         let extra = r#"{"type":"cancel","run_id":"r","by":"b","extra":[1]}"#;
         assert!(SessionEvent::parse(extra).is_ok(), "unknown fields are ignored");
     }
