@@ -210,9 +210,8 @@ fn auth_config(args: &Args) -> Result<(AuthMode, AllowedOrigins), String> {
             AuthMode::Jwt(std::sync::Arc::new(keys))
         }
     };
-    let origins = if args.allow_origins.iter().any(|o| o == "*") {
-        AllowedOrigins::Any
-    } else if args.allow_origins.is_empty() && args.auth == AuthArg::None {
+    let any = args.allow_origins.iter().any(|o| o == "*");
+    let origins = if any || (args.allow_origins.is_empty() && args.auth == AuthArg::None) {
         AllowedOrigins::Any
     } else {
         for o in &args.allow_origins {
