@@ -59,8 +59,12 @@ pub enum ErrorCode {
     Conflict,
     /// The stream is closed; nothing more can be appended.
     Closed,
-    /// The producer epoch is stale (a newer producer took over).
+    /// The token does not cover this path and right (or names another
+    /// principal). Final for that request or subscription.
     Forbidden,
+    /// The producer epoch is stale: a newer epoch of this producer id took
+    /// over. A client starts a new epoch (at seq 0) and resends.
+    StaleEpoch,
     /// The producer seq skipped ahead.
     SeqGap,
     /// `subscribe` with a `sub` id already in use on this socket.
@@ -88,6 +92,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::Closed => "closed",
             Self::Forbidden => "forbidden",
+            Self::StaleEpoch => "stale_epoch",
             Self::SeqGap => "seq_gap",
             Self::DuplicateSub => "duplicate_sub",
             Self::UnknownSub => "unknown_sub",
@@ -97,7 +102,7 @@ impl ErrorCode {
     }
 
     /// Every code.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::BadFrame,
         Self::UnknownOp,
         Self::TooLarge,
@@ -108,6 +113,7 @@ impl ErrorCode {
         Self::Conflict,
         Self::Closed,
         Self::Forbidden,
+        Self::StaleEpoch,
         Self::SeqGap,
         Self::DuplicateSub,
         Self::UnknownSub,

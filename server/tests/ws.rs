@@ -192,6 +192,38 @@ async fn repeated_producer_append_is_acked_not_stored_twice() {
     assert_eq!(http_read(&s, "p").await, r#"[{"once":true}]"#);
 }
 
+/// protocol.md §4.2 and §6: an append with an epoch older than the one the
+/// producer already used is refused with `stale_epoch` (not `forbidden`,
+/// which is about access rights), carrying its `req`; nothing is stored.
+#[tokio::test]
+async fn a_stale_producer_epoch_is_refused_with_stale_epoch() {
+    let s = TestServer::start().await;
+    http_create(&s, "e", "application/json", "[]").await;
+    let mut c = Client::connect(&s.base).await;
+    let append = |req: &str, epoch: u64, body: &str| ClientMsg::Append {
+        req: req.into(),
+        path: "e".into(),
+        payload: Some(Payload::json(body).unwrap()),
+        producer: Some(ProducerIds {
+            id: "w".into(),
+            epoch,
+            seq: 0,
+        }),
+        close: false,
+    };
+    c.send(append("new", 1, r#"{"epoch":1}"#)).await;
+    assert!(matches!(c.next().await, ServerMsg::Ack { req, .. } if req == "new"));
+    c.send(append("old", 0, r#"{"epoch":0}"#)).await;
+    match c.next().await {
+        ServerMsg::Error { code, req, sub, .. } => {
+            assert_eq!((code, req.as_deref(), sub), (ErrorCode::StaleEpoch, Some("old"), None));
+        }
+        other => panic!("expected stale_epoch, got {other:?}"),
+    }
+    assert_eq!(ErrorCode::StaleEpoch.as_str(), "stale_epoch");
+    assert_eq!(http_read(&s, "e").await, r#"[{"epoch":1}]"#);
+}
+
 /// protocol.md §5.2: per-subscription errors; §4 unsubscribe.
 #[tokio::test]
 async fn subscription_errors_do_not_end_other_subscriptions() {

@@ -505,7 +505,7 @@ fn forbidden_on_an_append_fails_it_and_a_stale_epoch_still_bumps() {
         error(
             None,
             Some(req),
-            ErrorCode::Forbidden,
+            ErrorCode::StaleEpoch,
             "producer epoch is stale (current epoch is 1)",
         ),
     );

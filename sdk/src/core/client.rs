@@ -17,7 +17,8 @@ use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, ServerMsg, clo
 
 use super::ClientError;
 use super::backoff::Backoff;
-use super::outbox::{AppendAck, AppendId, Outbox, Resolved};
+use super::errors::{ErrorClass, classify};
+use super::outbox::{AppendAck, AppendId, DEFAULT_MAX_APPEND_BYTES, Lane, Outbox, Resolved};
 use super::rng::Rng;
 use super::state::{ConnectionState, StateChange};
 use super::subscription::{Cursor, ResetPolicy, StartFrom};
@@ -54,6 +55,11 @@ pub struct Options {
     /// are then milliseconds since the Unix epoch, to compare with the
     /// token's `exp`.
     pub auth: bool,
+    /// The largest append request sent (default 16 MiB, the server's
+    /// default HTTP body limit). A larger append fails at once with
+    /// `too_large`, unsent. Over WebSocket the server's
+    /// `hello.max_frame_bytes` applies as well.
+    pub max_append_bytes: u64,
 }
 
 impl Options {
@@ -69,6 +75,7 @@ impl Options {
             producer_id: producer_id.into(),
             seed,
             auth: false,
+            max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
         }
     }
 }
@@ -107,7 +114,11 @@ pub enum SubscriptionEvent {
     Reset { reason: String },
     /// The stream is closed: no message will ever follow. The subscription ended.
     Closed,
-    /// The subscription failed and ended (e.g. `not_found`).
+    /// The subscription failed for good and ended (`not_found`,
+    /// `forbidden`, `conflict`, `bad_offset`, …; see
+    /// [`crate::core::errors`]). Transient failures never end a
+    /// subscription: they show as connection states while the client
+    /// retries.
     Error(ClientError),
 }
 
@@ -228,13 +239,20 @@ pub struct ClientCore {
     /// sign the token works: `authed`, events, acks).
     auth_failures: u32,
     next_auth_req: u64,
+    /// Transient failures in a row (server errors, HTTP 5xx/429, network
+    /// errors of the HTTP link): each one backs off further. Reset once a
+    /// connection answered a ping.
+    faults: u32,
+    /// The server asked to wait this long before the next attempt
+    /// (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ClientCore {
     /// A client that has not connected yet.
     pub fn new(opts: Options) -> Self {
         let rng = Rng::new(opts.seed);
-        let outbox = Outbox::new(opts.producer_id.clone());
+        let outbox = Outbox::new(opts.producer_id.clone(), opts.max_append_bytes);
         Self {
             opts,
             state: ConnectionState::Connecting,
@@ -255,6 +273,8 @@ impl ClientCore {
             awaiting_token: false,
             auth_failures: 0,
             next_auth_req: 0,
+            faults: 0,
+            retry_after: None,
         }
     }
 
@@ -285,6 +305,21 @@ impl ClientCore {
     /// Appends not yet acknowledged.
     pub fn pending_appends(&self) -> usize {
         self.outbox.pending()
+    }
+
+    /// Transient failures in a row since the link last proved to work (an
+    /// answered ping). An HTTP transport that sees some probes the server
+    /// before it reports the link open, so a page behind a proxy that keeps
+    /// answering `503` shows `connecting` / `disconnected`, never
+    /// `connected`.
+    pub fn faults(&self) -> u32 {
+        self.faults
+    }
+
+    /// The path of the first live subscription (what an HTTP transport
+    /// probes).
+    pub fn first_path(&self) -> Option<&str> {
+        self.subs.0.first().map(|(_, s)| s.path.as_str())
     }
 
     /// The next output, if any.
@@ -486,7 +521,9 @@ impl ClientCore {
             return;
         }
         self.attempt = 0;
-        self.lost_since = None;
+        if self.faults == 0 {
+            self.lost_since = None;
+        }
         self.connect_deadline = None;
         self.probe_deadline = None;
         self.awaiting_token = false;
@@ -532,7 +569,8 @@ impl ClientCore {
 
     fn flush_appends(&mut self) {
         if self.state == ConnectionState::Connected {
-            let frames = self.outbox.ready();
+            let (frames, failed) = self.outbox.ready();
+            self.resolve(failed);
             for frame in frames {
                 self.send(frame);
             }
@@ -553,10 +591,13 @@ impl ClientCore {
             self.auth_failures = 0;
         }
         match frame {
-            ServerMsg::Hello { .. }
-            | ServerMsg::Pong { .. }
-            | ServerMsg::Unsubscribed { .. }
-            | ServerMsg::Authed { .. } => {}
+            ServerMsg::Hello { max_frame_bytes, .. } => self.outbox.set_server_limit(max_frame_bytes),
+            // The link answers: it works end to end.
+            ServerMsg::Pong { .. } => {
+                self.faults = 0;
+                self.lost_since = None;
+            }
+            ServerMsg::Unsubscribed { .. } | ServerMsg::Authed { .. } => {}
             ServerMsg::Error {
                 code: ErrorCode::Unauthorized,
                 message,
@@ -570,6 +611,17 @@ impl ClientCore {
                 message,
                 ..
             } if self.opts.auth && is_auth_req(&req) => self.refused(now, &format!("{}: {message}", code.as_str())),
+            // The server failed for now: every transport, the same path
+            // (errors::classify). Unattributed errors concern no request.
+            ServerMsg::Error {
+                sub,
+                req,
+                code,
+                message,
+                ..
+            } if classify(code) == ErrorClass::Transient && (sub.is_some() || req.is_some()) => {
+                self.on_fault(now, &format!("{}: {message}", code.as_str()), None);
+            }
             ServerMsg::Ping { t } => self.send(ClientMsg::Pong { t }),
             ServerMsg::Events {
                 sub,
@@ -654,7 +706,7 @@ impl ClientCore {
         let Some(id) = sub_of_wire(wire) else {
             return;
         };
-        if code != ErrorCode::Gone {
+        if classify(code) != ErrorClass::Reset {
             self.sub_failed(id, code, message);
             return;
         }
@@ -677,7 +729,7 @@ impl ClientCore {
         }
     }
 
-    /// Ends subscription `id` with an error. Access errors are also reported
+    /// Ends subscription `id` with a permanent error. Access errors are also reported
     /// as a state change (`forbidden: sessions/abc`), so an app watching the
     /// connection sees them.
     fn sub_failed(&mut self, id: SubId, code: ErrorCode, message: String) {
@@ -764,12 +816,18 @@ impl ClientCore {
         self.awaiting_token = false;
         let lost_since = *self.lost_since.get_or_insert(now);
         let suspended = now.saturating_sub(lost_since) >= self.opts.suspend_after_ms;
-        let delay = if suspended {
+        // Transient failures in a row back off further, even though each
+        // reconnect opened a link (an HTTP link opens at once).
+        self.attempt = self.attempt.max(self.faults);
+        let mut delay = if suspended {
             self.opts.backoff.max_ms
         } else {
             let unit = self.rng.unit();
             self.opts.backoff.delay_ms(self.attempt, unit)
         };
+        if let Some(wait) = self.retry_after.take() {
+            delay = delay.max(wait);
+        }
         self.attempt = self.attempt.saturating_add(1);
         self.retry_at = Some(now + delay);
         let state = if suspended {
@@ -812,6 +870,42 @@ impl ClientCore {
                 }
             }
             ConnectionState::Closed => {}
+        }
+    }
+
+    /// A transient failure: the server failed for now (`internal`, or over
+    /// HTTP a 5xx, `429`, `408`), or a request of the HTTP link failed on
+    /// the network. The link is dropped and the state becomes
+    /// `disconnected` with `reason` and a retry delay that grows with each
+    /// failure in a row (at least `retry_after_ms`, the server's
+    /// `Retry-After`, when given). On the new connection every subscription
+    /// resumes from its offset (no gap, no duplicate) and unacknowledged
+    /// appends are resent with the same producer ids (stored once).
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options, Output};
+    /// use durable_sessions::core::state::ConnectionState;
+    /// let mut core = ClientCore::new(Options::new("p", 1));
+    /// core.start(0);
+    /// core.on_open(1);
+    /// core.on_fault(2, "HTTP 503", Some(2_000));
+    /// let change = std::iter::from_fn(|| core.poll_output())
+    ///     .filter_map(|o| match o { Output::State(c) => Some(c), _ => None })
+    ///     .last()
+    ///     .unwrap();
+    /// assert_eq!((change.state, change.reason.as_str()), (ConnectionState::Disconnected, "HTTP 503"));
+    /// assert!(change.retry_in_ms.unwrap() >= 2_000);
+    /// ```
+    pub fn on_fault(&mut self, now: u64, reason: &str, retry_after_ms: Option<u64>) {
+        if !matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting) {
+            return;
+        }
+        self.faults = self.faults.saturating_add(1);
+        self.retry_after = retry_after_ms;
+        if self.state == ConnectionState::Connected {
+            self.drop_link(now, reason);
+        } else {
+            self.on_close(now, reason);
         }
     }
 
@@ -874,6 +968,27 @@ impl ClientCore {
     /// retried across reconnects without duplicates, and resolved by an
     /// [`Output::Appended`] with the returned id.
     pub fn append(&mut self, path: &str, json: String) -> AppendId {
+        self.append_in(path, json, Lane::Content)
+    }
+
+    /// Queues one event in `lane`: [`Lane::Control`] for `cancel` and
+    /// `steer`, which then never wait for a message's acknowledgement. An
+    /// event larger than the limit ([`Options::max_append_bytes`], and the
+    /// server's `max_frame_bytes` once known) fails at once with
+    /// `too_large`.
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options, Output};
+    /// use durable_sessions::core::outbox::Lane;
+    /// let mut opts = Options::new("p", 1);
+    /// opts.max_append_bytes = 1_000;
+    /// let mut core = ClientCore::new(opts);
+    /// let id = core.append_in("sessions/a", format!("\"{}\"", "x".repeat(2_000)), Lane::Content);
+    /// let failed = std::iter::from_fn(|| core.poll_output()).any(|o| matches!(o,
+    ///     Output::Appended { id: i, result: Err(e) } if i == id && e.code == "too_large"));
+    /// assert!(failed);
+    /// ```
+    pub fn append_in(&mut self, path: &str, json: String, lane: Lane) -> AppendId {
         let id = self.next_id();
         if self.state == ConnectionState::Closed {
             self.outputs.push(Output::Appended {
@@ -882,8 +997,10 @@ impl ClientCore {
             });
             return id;
         }
-        self.outbox.push(path, id, json);
-        self.flush_appends();
+        match self.outbox.push(path, lane, id, json) {
+            Ok(()) => self.flush_appends(),
+            Err(e) => self.outputs.push(Output::Appended { id, result: Err(e) }),
+        }
         id
     }
 
@@ -915,3 +1032,7 @@ mod tests;
 #[cfg(test)]
 #[path = "auth_tests.rs"]
 mod auth_tests;
+
+#[cfg(test)]
+#[path = "fault_tests.rs"]
+mod fault_tests;

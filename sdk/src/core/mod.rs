@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod chat;
 pub mod client;
+pub mod errors;
 pub mod outbox;
 pub mod rng;
 pub mod session;
@@ -24,7 +25,8 @@ use std::fmt;
 /// An error the SDK reports: a machine-readable `code` and a short message.
 ///
 /// Codes are the server's error codes (`not_found`, `gone`, `closed`,
-/// `conflict`, `bad_request`, …, see `docs/protocol.md`) plus the SDK's own:
+/// `conflict`, `bad_request`, `too_large`, …, see `docs/protocol.md`;
+/// [`errors::classify`] says which are retried) plus the SDK's own:
 /// `client_closed` (the client was closed before the operation finished),
 /// `invalid_event` (the app passed something that is not a JSON object) and
 /// `token_failed` (the app's token function failed or returned no string).

@@ -6,10 +6,23 @@
 //! client's producer id, an epoch and a sequence number, so resending it
 //! after a reconnect — when its acknowledgement may have been lost — is
 //! acknowledged again instead of written twice.
+//!
+//! Two lanes per stream: [`Lane::Content`] (messages, agent output) and
+//! [`Lane::Control`] (`cancel`, `steer`). Each lane is its own idempotent
+//! producer (`{id}` and `{id}-control`, with their own epochs and seqs, as
+//! docs/protocol.md §4.2 requires consecutive seqs per producer), so a
+//! control event never waits for a message's acknowledgement: a Stop
+//! pressed while a long message is being uploaded goes out at once.
+//!
+//! Nothing waits forever behind a failed request: an append larger than
+//! the limit (the configured one, and the server's `hello.max_frame_bytes`
+//! over WebSocket) fails at once with `too_large` without being sent, and a
+//! request the server refuses for good fails only its own appends.
 
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Payload, ProducerIds};
 
 use super::ClientError;
+use super::errors::{ErrorClass, classify};
 
 /// Identifies one `append` call.
 pub type AppendId = u64;
@@ -23,6 +36,25 @@ pub struct AppendAck {
     pub duplicate: bool,
 }
 
+/// Which queue of a stream an append waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lane {
+    /// Messages and everything else, in order.
+    #[default]
+    Content,
+    /// Control events (`cancel`, `steer`): in order among themselves, never
+    /// behind content.
+    Control,
+}
+
+/// The producer id of the control lane is the client's with this suffix.
+pub const CONTROL_SUFFIX: &str = "-control";
+
+/// The default largest append request (the server's default HTTP body
+/// limit, 16 MiB). Over WebSocket the server's `hello.max_frame_bytes`
+/// (1 MiB by default) applies as well.
+pub const DEFAULT_MAX_APPEND_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Most bytes in one batch (a single larger event is still sent alone).
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Most events in one batch.
@@ -35,33 +67,54 @@ struct InFlight {
     req: String,
     epoch: u64,
     seq: u64,
-    items: Vec<AppendId>,
+    /// The appends in the batch and the length of each one's JSON.
+    items: Vec<(AppendId, usize)>,
     body: String,
     bumps: u32,
 }
 
-#[derive(Debug, Default)]
+impl InFlight {
+    /// The batch's appends with their JSON, in order.
+    fn split(self) -> Vec<(AppendId, String)> {
+        let mut at = 1;
+        let mut out = Vec::with_capacity(self.items.len());
+        for (id, len) in self.items {
+            out.push((id, self.body[at..at + len].to_owned()));
+            at += len + 1;
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
 struct StreamQueue {
     path: String,
+    lane: Lane,
+    /// The producer id of this lane.
+    producer: String,
+    /// Bytes of a request's frame besides its JSON array.
+    overhead: usize,
     epoch: u64,
     next_seq: u64,
     queue: Vec<(AppendId, String)>,
     in_flight: Option<InFlight>,
 }
 
-/// Whether a `forbidden` error is about a stale producer epoch (the server
-/// says "producer epoch is stale …"; the HTTP link words a `403` carrying a
-/// `Producer-Epoch` header so) rather than about access rights.
-///
-/// ```
-/// use durable_sessions::core::outbox::is_stale_epoch;
-/// assert!(is_stale_epoch("producer epoch is stale (current epoch is 2)"));
-/// assert!(!is_stale_epoch("the token of ada has no append right on sessions/x"));
-/// ```
-pub fn is_stale_epoch(message: &str) -> bool {
-    // A byte window, not `str::contains`: the latter's substring search is
-    // ~2 KB of Wasm.
-    message.as_bytes().windows(14).any(|w| w == b"producer epoch")
+/// Bytes of an append frame for `path` besides its JSON array (an upper
+/// bound: the largest request id, epoch and seq).
+fn frame_overhead(path: &str, producer: &str) -> usize {
+    let frame = ClientMsg::Append {
+        req: format!("a{}", u64::MAX),
+        path: path.to_owned(),
+        payload: Some(Payload::Json(String::new())),
+        producer: Some(ProducerIds {
+            id: producer.to_owned(),
+            epoch: u64::MAX,
+            seq: u64::MAX,
+        }),
+        close: false,
+    };
+    frame.to_json().len()
 }
 
 /// The outcome of some appends.
@@ -71,34 +124,85 @@ pub type Resolved = Vec<(AppendId, Result<AppendAck, ClientError>)>;
 #[derive(Debug)]
 pub struct Outbox {
     producer_id: String,
-    /// One queue per stream, in first-use order (few per client).
+    /// One queue per stream and lane, in first-use order (few per client).
     streams: Vec<StreamQueue>,
     next_req: u64,
+    /// The configured largest request.
+    max_request: u64,
+    /// The server's largest frame (`hello.max_frame_bytes`), once known.
+    server_limit: Option<u64>,
+    /// Largest batch; halved when the server refused a batch as too large.
+    batch_cap: usize,
 }
 
 impl Outbox {
-    /// An empty outbox writing as producer `producer_id`.
-    pub fn new(producer_id: String) -> Self {
+    /// An empty outbox writing as producer `producer_id` (and
+    /// `{producer_id}-control` for control events), sending requests of at
+    /// most `max_request_bytes`.
+    pub fn new(producer_id: String, max_request_bytes: u64) -> Self {
         Self {
             producer_id,
             streams: Vec::new(),
             next_req: 0,
+            max_request: max_request_bytes,
+            server_limit: None,
+            batch_cap: MAX_BATCH_BYTES,
         }
     }
 
-    /// Queues one event (JSON text) for `path`.
-    pub fn push(&mut self, path: &str, id: AppendId, json: String) {
-        let at = match self.streams.iter().position(|s| s.path == path) {
-            Some(at) => at,
-            None => {
-                self.streams.push(StreamQueue {
-                    path: path.to_owned(),
-                    ..StreamQueue::default()
-                });
-                self.streams.len() - 1
-            }
+    /// The largest request (frame) sent now.
+    pub fn limit(&self) -> u64 {
+        self.server_limit.map_or(self.max_request, |s| s.min(self.max_request))
+    }
+
+    /// The server announced its largest frame (`hello`).
+    pub fn set_server_limit(&mut self, bytes: u64) {
+        self.server_limit = Some(bytes);
+    }
+
+    /// Why an event of `json_len` bytes cannot be sent on `stream`, if so.
+    fn too_large(&self, stream: &StreamQueue, json_len: usize) -> Option<ClientError> {
+        let size = (stream.overhead + json_len + 2) as u64;
+        let limit = self.limit();
+        (size > limit).then(|| {
+            ClientError::new(
+                ErrorCode::TooLarge.as_str(),
+                format!("an append of {size} bytes is larger than the limit of {limit} bytes"),
+            )
+        })
+    }
+
+    fn queue_of(&mut self, path: &str, lane: Lane) -> usize {
+        if let Some(at) = self.streams.iter().position(|s| s.path == path && s.lane == lane) {
+            return at;
+        }
+        let producer = match lane {
+            Lane::Content => self.producer_id.clone(),
+            Lane::Control => [self.producer_id.as_str(), CONTROL_SUFFIX].concat(),
         };
+        self.streams.push(StreamQueue {
+            path: path.to_owned(),
+            lane,
+            overhead: frame_overhead(path, &producer),
+            producer,
+            epoch: 0,
+            next_seq: 0,
+            queue: Vec::new(),
+            in_flight: None,
+        });
+        self.streams.len() - 1
+    }
+
+    /// Queues one event (JSON text) for `path` in `lane`. An event that can
+    /// never be sent (larger than [`Outbox::limit`]) is refused at once
+    /// with `too_large`.
+    pub fn push(&mut self, path: &str, lane: Lane, id: AppendId, json: String) -> Result<(), ClientError> {
+        let at = self.queue_of(path, lane);
+        if let Some(e) = self.too_large(&self.streams[at], json.len()) {
+            return Err(e);
+        }
         self.streams[at].queue.push((id, json));
+        Ok(())
     }
 
     /// Number of appends not yet resolved.
@@ -109,14 +213,14 @@ impl Outbox {
             .sum()
     }
 
-    fn frame(&self, path: &str, f: &InFlight) -> ClientMsg {
+    fn frame(s: &StreamQueue, f: &InFlight) -> ClientMsg {
         ClientMsg::Append {
             req: f.req.clone(),
-            path: path.to_owned(),
+            path: s.path.clone(),
             // Batches join events that were valid JSON when queued.
             payload: Some(Payload::Json(f.body.clone())),
             producer: Some(ProducerIds {
-                id: self.producer_id.clone(),
+                id: s.producer.clone(),
                 epoch: f.epoch,
                 seq: f.seq,
             }),
@@ -129,21 +233,42 @@ impl Outbox {
         format!("a{}", self.next_req)
     }
 
-    /// New batches for streams with nothing in flight. Call when connected.
-    pub fn ready(&mut self) -> Vec<ClientMsg> {
+    /// Queue indexes, control lanes first.
+    fn order(&self) -> Vec<usize> {
+        let (mut control, content): (Vec<usize>, Vec<usize>) =
+            (0..self.streams.len()).partition(|at| self.streams[*at].lane == Lane::Control);
+        control.extend(content);
+        control
+    }
+
+    /// New batches for queues with nothing in flight (control lanes first),
+    /// and the appends failed because they no longer fit the limit (learned
+    /// from the server after they were queued). Call when connected.
+    pub fn ready(&mut self) -> (Vec<ClientMsg>, Resolved) {
         let mut frames = Vec::new();
-        for at in 0..self.streams.len() {
-            if self.streams[at].in_flight.is_some() || self.streams[at].queue.is_empty() {
+        let mut failed = Vec::new();
+        for at in self.order() {
+            if self.streams[at].in_flight.is_some() {
+                continue;
+            }
+            let queue = std::mem::take(&mut self.streams[at].queue);
+            for (id, json) in queue {
+                match self.too_large(&self.streams[at], json.len()) {
+                    Some(e) => failed.push((id, Err(e))),
+                    None => self.streams[at].queue.push((id, json)),
+                }
+            }
+            if self.streams[at].queue.is_empty() {
                 continue;
             }
             let req = self.new_req();
+            let limit = usize::try_from(self.limit()).unwrap_or(usize::MAX);
             let stream = &mut self.streams[at];
+            let cap = self.batch_cap.min(limit.saturating_sub(stream.overhead));
             let mut items = Vec::new();
             let mut body = String::from("[");
-            let mut taken = 0;
             for (id, json) in &stream.queue {
-                let fits =
-                    items.is_empty() || (body.len() + json.len() < MAX_BATCH_BYTES && items.len() < MAX_BATCH_ITEMS);
+                let fits = items.is_empty() || (body.len() + json.len() + 2 <= cap && items.len() < MAX_BATCH_ITEMS);
                 if !fits {
                     break;
                 }
@@ -151,10 +276,9 @@ impl Outbox {
                     body.push(',');
                 }
                 body.push_str(json);
-                items.push(*id);
-                taken += 1;
+                items.push((*id, json.len()));
             }
-            stream.queue.drain(..taken);
+            stream.queue.drain(..items.len());
             body.push(']');
             let flight = InFlight {
                 req,
@@ -164,18 +288,22 @@ impl Outbox {
                 body,
                 bumps: 0,
             };
-            frames.push(self.frame(&self.streams[at].path, &flight));
-            self.streams[at].in_flight = Some(flight);
+            frames.push(Self::frame(stream, &flight));
+            stream.in_flight = Some(flight);
         }
-        frames
+        (frames, failed)
     }
 
     /// Requests to send again on a new connection: everything in flight,
-    /// with the same producer ids (so the server deduplicates).
+    /// with the same producer ids (so the server deduplicates), control
+    /// lanes first.
     pub fn resend(&mut self) -> Vec<ClientMsg> {
-        self.streams
-            .iter()
-            .filter_map(|s| s.in_flight.as_ref().map(|f| self.frame(&s.path, f)))
+        self.order()
+            .into_iter()
+            .filter_map(|at| {
+                let s = &self.streams[at];
+                s.in_flight.as_ref().map(|f| Self::frame(s, f))
+            })
             .collect()
     }
 
@@ -197,24 +325,20 @@ impl Outbox {
             offset: offset.to_owned(),
             duplicate,
         };
-        Some(flight.items.into_iter().map(|id| (id, Ok(ack.clone()))).collect())
+        Some(flight.items.into_iter().map(|(id, _)| (id, Ok(ack.clone()))).collect())
     }
 
-    /// An `error` for `req`. A fenced or out-of-sequence producer starts a
-    /// new epoch and resends (returned as the frame); other errors fail the
-    /// batch's appends. `None` when the request is not ours.
-    ///
-    /// `forbidden` means a stale producer epoch only when its message says
-    /// so (see [`is_stale_epoch`]); otherwise the token does not allow the
-    /// append, which fails it.
+    /// An `error` for `req` (one the client does not retry as transient).
+    /// A fenced producer (`stale_epoch`, `seq_gap`) starts a new epoch and
+    /// resends (returned as the frame); a batch of several appends refused
+    /// as `too_large` goes back to the queue to be sent in smaller batches;
+    /// any other error fails the batch's appends, and the queue moves on.
+    /// The refused request's seq was not stored, so the next request reuses
+    /// it. `None` when the request is not ours.
     pub fn on_error(&mut self, req: &str, code: ErrorCode, message: &str) -> Option<(Resolved, Option<ClientMsg>)> {
         let at = self.flight_of(req)?;
-        let fenced = code == ErrorCode::SeqGap || (code == ErrorCode::Forbidden && is_stale_epoch(message));
-        let retry = fenced
-            && self.streams[at]
-                .in_flight
-                .as_ref()
-                .is_some_and(|f| f.bumps < MAX_EPOCH_BUMPS);
+        let flight = self.streams[at].in_flight.as_ref()?;
+        let retry = classify(code) == ErrorClass::Fenced && flight.bumps < MAX_EPOCH_BUMPS;
         if retry {
             let new_req = self.new_req();
             let stream = &mut self.streams[at];
@@ -227,13 +351,27 @@ impl Outbox {
             flight.bumps += 1;
             flight.req = new_req;
             let stream = &self.streams[at];
-            let frame = stream.in_flight.as_ref().map(|f| self.frame(&stream.path, f));
+            let frame = stream.in_flight.as_ref().map(|f| Self::frame(stream, f));
             return Some((Vec::new(), frame));
         }
         let flight = self.streams[at].in_flight.take()?;
+        if code == ErrorCode::TooLarge && flight.items.len() > 1 {
+            // The server takes less than we thought: smaller batches (the
+            // events are retried one by one at worst).
+            self.batch_cap = (flight.body.len() / 2).max(1);
+            let stream = &mut self.streams[at];
+            let mut queue = flight.split();
+            queue.append(&mut stream.queue);
+            stream.queue = queue;
+            return Some((Vec::new(), None));
+        }
         let error = ClientError::new(code.as_str(), message);
         Some((
-            flight.items.into_iter().map(|id| (id, Err(error.clone()))).collect(),
+            flight
+                .items
+                .into_iter()
+                .map(|(id, _)| (id, Err(error.clone())))
+                .collect(),
             None,
         ))
     }
@@ -243,7 +381,7 @@ impl Outbox {
         let mut out = Vec::new();
         for s in &mut self.streams {
             if let Some(f) = s.in_flight.take() {
-                out.extend(f.items.into_iter().map(|id| (id, Err(error.clone()))));
+                out.extend(f.items.into_iter().map(|(id, _)| (id, Err(error.clone()))));
             }
             out.extend(s.queue.drain(..).map(|(id, _)| (id, Err(error.clone()))));
         }
@@ -254,6 +392,23 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const C: Lane = Lane::Content;
+
+    fn outbox() -> Outbox {
+        Outbox::new("p".into(), DEFAULT_MAX_APPEND_BYTES)
+    }
+
+    /// Pushes an event that fits.
+    fn push(o: &mut Outbox, path: &str, id: AppendId, json: &str) {
+        o.push(path, C, id, json.into()).unwrap();
+    }
+
+    fn frames(o: &mut Outbox) -> Vec<ClientMsg> {
+        let (frames, failed) = o.ready();
+        assert!(failed.is_empty(), "{failed:?}");
+        frames
+    }
 
     fn producer_of(m: &ClientMsg) -> (String, u64, u64, String) {
         match m {
@@ -267,15 +422,22 @@ mod tests {
         }
     }
 
+    fn producer_id_of(m: &ClientMsg) -> String {
+        match m {
+            ClientMsg::Append { producer: Some(p), .. } => p.id.clone(),
+            other => panic!("not an append: {other:?}"),
+        }
+    }
+
     #[test]
     fn one_request_in_flight_per_stream_and_the_rest_batched() {
-        let mut o = Outbox::new("p".into());
-        o.push("s", 1, r#"{"a":1}"#.into());
-        let first = o.ready();
+        let mut o = outbox();
+        push(&mut o, "s", 1, r#"{"a":1}"#);
+        let first = frames(&mut o);
         assert_eq!(first.len(), 1);
-        o.push("s", 2, r#"{"b":2}"#.into());
-        o.push("s", 3, r#"{"c":3}"#.into());
-        assert!(o.ready().is_empty(), "waits for the ack");
+        push(&mut o, "s", 2, r#"{"b":2}"#);
+        push(&mut o, "s", 3, r#"{"c":3}"#);
+        assert!(frames(&mut o).is_empty(), "waits for the ack");
         let (req, epoch, seq, body) = producer_of(&first[0]);
         assert_eq!((epoch, seq, body.as_str()), (0, 0, r#"[{"a":1}]"#));
         let done = o.on_ack(&req, "o1", false).unwrap();
@@ -289,7 +451,7 @@ mod tests {
                 })
             )]
         );
-        let second = o.ready();
+        let second = frames(&mut o);
         let (_, epoch, seq, body) = producer_of(&second[0]);
         assert_eq!((epoch, seq, body.as_str()), (0, 1, r#"[{"b":2},{"c":3}]"#));
         assert_eq!(o.pending(), 2);
@@ -297,9 +459,9 @@ mod tests {
 
     #[test]
     fn retries_after_reconnect_reuse_the_producer_ids() {
-        let mut o = Outbox::new("p".into());
-        o.push("s", 1, "1".into());
-        let sent = o.ready();
+        let mut o = outbox();
+        push(&mut o, "s", 1, "1");
+        let sent = frames(&mut o);
         // The connection drops before the ack: the same request goes again.
         let again = o.resend();
         assert_eq!(sent, again);
@@ -313,59 +475,160 @@ mod tests {
 
     #[test]
     fn a_rejected_batch_fails_without_consuming_its_seq() {
-        let mut o = Outbox::new("p".into());
-        o.push("s", 1, "1".into());
-        let (req, ..) = producer_of(&o.ready()[0]);
+        let mut o = outbox();
+        push(&mut o, "s", 1, "1");
+        let (req, ..) = producer_of(&frames(&mut o)[0]);
         let (done, retry) = o.on_error(&req, ErrorCode::NotFound, "stream not found").unwrap();
         assert!(retry.is_none());
         assert_eq!(done[0].1.as_ref().unwrap_err().code, "not_found");
-        o.push("s", 2, "2".into());
-        let (_, epoch, seq, _) = producer_of(&o.ready()[0]);
+        push(&mut o, "s", 2, "2");
+        let (_, epoch, seq, _) = producer_of(&frames(&mut o)[0]);
         assert_eq!((epoch, seq), (0, 0), "seq 0 was never accepted");
     }
 
     #[test]
     fn a_fenced_producer_bumps_its_epoch_and_resends() {
-        let mut o = Outbox::new("p".into());
-        o.push("s", 1, "1".into());
-        let (req, ..) = producer_of(&o.ready()[0]);
-        let (done, retry) = o
-            .on_error(
-                &req,
-                ErrorCode::Forbidden,
-                "producer epoch is stale (current epoch is 1)",
-            )
-            .unwrap();
-        assert!(done.is_empty());
-        let (req2, epoch, seq, _) = producer_of(&retry.unwrap());
-        assert_eq!((epoch, seq), (1, 0));
-        assert!(o.on_ack(&req2, "o", false).is_some());
+        for code in [ErrorCode::StaleEpoch, ErrorCode::SeqGap] {
+            let mut o = outbox();
+            push(&mut o, "s", 1, "1");
+            let (req, ..) = producer_of(&frames(&mut o)[0]);
+            let (done, retry) = o.on_error(&req, code, "current epoch is 1").unwrap();
+            assert!(done.is_empty());
+            let (req2, epoch, seq, _) = producer_of(&retry.unwrap());
+            assert_eq!((epoch, seq), (1, 0));
+            assert!(o.on_ack(&req2, "o", false).is_some());
+        }
     }
 
     #[test]
-    fn an_append_the_token_does_not_allow_fails_at_once() {
-        let mut o = Outbox::new("p".into());
-        o.push("s", 1, "1".into());
-        let (req, ..) = producer_of(&o.ready()[0]);
-        let (done, retry) = o
-            .on_error(&req, ErrorCode::Forbidden, "the token of ada has no append right on s")
-            .unwrap();
-        assert!(retry.is_none(), "no epoch bump");
-        assert_eq!(done[0].1.as_ref().unwrap_err().code, "forbidden");
-        o.push("s", 2, "2".into());
-        let (_, epoch, seq, _) = producer_of(&o.ready()[0]);
-        assert_eq!((epoch, seq), (0, 0));
+    fn a_forbidden_append_fails_at_once_whatever_its_message_says() {
+        // The code decides, not the text: `forbidden` is about rights.
+        for message in [
+            "the token of ada has no append right on s",
+            "producer epoch is stale (current epoch is 1)",
+        ] {
+            let mut o = outbox();
+            push(&mut o, "s", 1, "1");
+            let (req, ..) = producer_of(&frames(&mut o)[0]);
+            let (done, retry) = o.on_error(&req, ErrorCode::Forbidden, message).unwrap();
+            assert!(retry.is_none(), "no epoch bump");
+            assert_eq!(done[0].1.as_ref().unwrap_err().code, "forbidden");
+            push(&mut o, "s", 2, "2");
+            let (_, epoch, seq, _) = producer_of(&frames(&mut o)[0]);
+            assert_eq!((epoch, seq), (0, 0));
+        }
     }
 
     #[test]
     fn streams_are_independent_and_close_fails_everything() {
-        let mut o = Outbox::new("p".into());
-        o.push("a", 1, "1".into());
-        o.push("b", 2, "2".into());
-        assert_eq!(o.ready().len(), 2);
-        o.push("a", 3, "3".into());
+        let mut o = outbox();
+        push(&mut o, "a", 1, "1");
+        push(&mut o, "b", 2, "2");
+        assert_eq!(frames(&mut o).len(), 2);
+        push(&mut o, "a", 3, "3");
+        o.push("a", Lane::Control, 4, "4".into()).unwrap();
         let failed = o.fail_all(&ClientError::new("closed", "client closed"));
-        assert_eq!(failed.len(), 3);
+        assert_eq!(failed.len(), 4);
         assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn control_events_never_wait_behind_content() {
+        let mut o = outbox();
+        let big = format!(r#"{{"type":"user_message","text":"{}"}}"#, "x".repeat(500_000));
+        push(&mut o, "s", 1, &big);
+        let first = frames(&mut o);
+        assert_eq!(producer_id_of(&first[0]), "p");
+        // The message is in flight (a slow upload, a lost ack …) and another
+        // one queues behind it; a cancel does not.
+        push(&mut o, "s", 2, r#"{"type":"user_message"}"#);
+        o.push("s", Lane::Control, 3, r#"{"type":"cancel"}"#.into()).unwrap();
+        let now = frames(&mut o);
+        assert_eq!(now.len(), 1, "only the cancel goes: {now:?}");
+        let (req, epoch, seq, body) = producer_of(&now[0]);
+        assert_eq!(producer_id_of(&now[0]), "p-control", "its own producer");
+        assert_eq!((epoch, seq, body.as_str()), (0, 0, r#"[{"type":"cancel"}]"#));
+        assert_eq!(o.on_ack(&req, "o9", false).unwrap()[0].0, 3);
+        // On a new connection both lanes' in-flight requests go again,
+        // control first.
+        o.push("s", Lane::Control, 4, r#"{"type":"steer"}"#.into()).unwrap();
+        frames(&mut o);
+        let again = o.resend();
+        assert_eq!(again.iter().map(producer_id_of).collect::<Vec<_>>(), ["p-control", "p"]);
+        assert_eq!(producer_of(&again[0]).2, 1, "the control lane's own seq");
+    }
+
+    #[test]
+    fn an_append_larger_than_the_limit_is_refused_at_once() {
+        let mut o = Outbox::new("p".into(), 1_000);
+        let e = o.push("s", C, 1, format!("\"{}\"", "x".repeat(1_000))).unwrap_err();
+        assert_eq!(e.code, "too_large");
+        assert_eq!(o.pending(), 0, "never queued");
+        // The server's limit (hello) applies too, when smaller.
+        let mut o = outbox();
+        o.set_server_limit(2_000);
+        assert_eq!(o.limit(), 2_000);
+        let big = format!("\"{}\"", "x".repeat(2_000));
+        assert_eq!(o.push("s", Lane::Control, 1, big).unwrap_err().code, "too_large");
+        let fits = format!("\"{}\"", "x".repeat(1_700));
+        o.push("s", C, 2, fits).unwrap();
+        let sent = frames(&mut o);
+        assert!(sent[0].to_json().len() <= 2_000, "the frame fits the limit");
+    }
+
+    #[test]
+    fn appends_queued_before_the_limit_was_known_fail_when_it_is() {
+        let mut o = outbox();
+        push(&mut o, "s", 1, &format!("\"{}\"", "x".repeat(1_500_000)));
+        push(&mut o, "s", 2, r#"{"small":true}"#);
+        // Connected: the server says 1 MiB.
+        o.set_server_limit(1 << 20);
+        let (sent, failed) = o.ready();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, 1);
+        assert_eq!(failed[0].1.as_ref().unwrap_err().code, "too_large");
+        let (_, epoch, seq, body) = producer_of(&sent[0]);
+        assert_eq!((epoch, seq, body.as_str()), (0, 0, r#"[{"small":true}]"#));
+    }
+
+    #[test]
+    fn too_large_from_the_server_fails_that_append_and_the_next_goes_out() {
+        let mut o = outbox();
+        push(&mut o, "s", 1, &format!("\"{}\"", "x".repeat(300_000)));
+        let (req, ..) = producer_of(&frames(&mut o)[0]);
+        push(&mut o, "s", 2, r#"{"type":"user_message"}"#);
+        let (done, retry) = o.on_error(&req, ErrorCode::TooLarge, "frame too large").unwrap();
+        assert!(retry.is_none());
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].1.as_ref().unwrap_err().code, "too_large");
+        let next = frames(&mut o);
+        let (_, epoch, seq, body) = producer_of(&next[0]);
+        assert_eq!((epoch, seq, body.as_str()), (0, 0, r#"[{"type":"user_message"}]"#));
+    }
+
+    #[test]
+    fn a_batch_refused_as_too_large_is_split_not_failed() {
+        let mut o = outbox();
+        push(&mut o, "s", 1, "0");
+        let (req, ..) = producer_of(&frames(&mut o)[0]);
+        for id in 2..=5 {
+            push(&mut o, "s", id, &format!(r#"{{"n":{id}}}"#));
+        }
+        o.on_ack(&req, "o1", false).unwrap();
+        let (req, _, seq, body) = producer_of(&frames(&mut o)[0]);
+        assert_eq!((seq, body.as_str()), (1, r#"[{"n":2},{"n":3},{"n":4},{"n":5}]"#));
+        let (done, retry) = o.on_error(&req, ErrorCode::TooLarge, "too large").unwrap();
+        assert!(done.is_empty() && retry.is_none());
+        assert_eq!(o.pending(), 4, "back in the queue");
+        // Smaller batches, from the same seq on, until all are stored in order.
+        let (mut acked, mut seqs) = (Vec::new(), Vec::new());
+        while o.pending() > 0 {
+            let (req, _, seq, body) = producer_of(&frames(&mut o)[0]);
+            assert!(body.len() < 33, "smaller than the refused batch: {body}");
+            seqs.push(seq);
+            acked.extend(o.on_ack(&req, "o", false).unwrap().into_iter().map(|(id, _)| id));
+        }
+        assert_eq!(acked, [2, 3, 4, 5]);
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     }
 }

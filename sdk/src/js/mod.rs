@@ -150,6 +150,7 @@ fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
         ("heartbeatTimeoutMs", &mut o.core.heartbeat_timeout_ms),
         ("connectTimeoutMs", &mut o.core.connect_timeout_ms),
         ("suspendAfterMs", &mut o.core.suspend_after_ms),
+        ("maxAppendBytes", &mut o.core.max_append_bytes),
     ] {
         if let Some(ms) = opt_ms(&v, key)? {
             *slot = ms.max(1);

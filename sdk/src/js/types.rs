@@ -36,6 +36,10 @@ export interface StateChange {
 export type ErrorCode =
   | "bad_frame"
   | "unknown_op"
+  /**
+   * An append larger than the limit (`maxAppendBytes`, and the server's frame
+   * limit over WebSocket): rejected at once, never sent. Only that append fails.
+   */
   | "too_large"
   | "bad_offset"
   | "bad_request"
@@ -43,11 +47,17 @@ export type ErrorCode =
   | "gone"
   | "conflict"
   | "closed"
-  /** The token does not cover this stream or right (or a stale producer epoch). Final. */
+  /** The token does not cover this stream or right. Final. */
   | "forbidden"
+  /** A newer epoch of this producer took over; the SDK starts a new epoch and resends by itself. */
+  | "stale_epoch"
   | "seq_gap"
   | "duplicate_sub"
   | "unknown_sub"
+  /**
+   * The server failed for now. Never ends a subscription or an append: the
+   * SDK retries with backoff, as for an HTTP 5xx, 429 or a network error.
+   */
   | "internal"
   /** No valid token (missing, expired, invalid). With a `token` option the SDK gets a new one and retries by itself. */
   | "unauthorized"
@@ -96,6 +106,13 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Report "suspended" after this long without a connection (default 60000). */
   suspendAfterMs?: number;
+  /**
+   * The largest append request the SDK sends, in bytes (default 16777216 = 16 MiB,
+   * the server's default HTTP body limit). A larger event is rejected at once
+   * with `too_large`, unsent, and nothing waits behind it. Over WebSocket the
+   * server's own frame limit (1 MiB by default) applies too.
+   */
+  maxAppendBytes?: number;
   /**
    * Access token for a server with access control on: a function (refreshed
    * before it expires, see `TokenProvider`) or a fixed string. Sent in the

@@ -10,12 +10,12 @@ use durable_session_protocol::ws::{ClientMsg, ServerMsg, WS_PATH};
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 
-use super::http::HttpLink;
+use super::http::{self, Fault, HttpLink};
 use super::socket::{Socket, SocketEvent};
 use super::{now_ms, random_id, random_u64};
 use crate::core::ClientError;
 use crate::core::client::{ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent};
-use crate::core::outbox::{AppendAck, AppendId};
+use crate::core::outbox::{AppendAck, AppendId, Lane};
 use crate::core::state::{ConnectionState, StateChange};
 
 /// How the client reaches the server.
@@ -165,7 +165,13 @@ impl Inner {
         match self.transport {
             Transport::Http => {
                 self.link = Link::Http(HttpLink::new(weak.clone(), generation));
-                self.core.on_open(now_ms());
+                // After transient failures, a probe answers first: the state
+                // stays `connecting` while a proxy keeps answering 503.
+                let probe = self.core.first_path().filter(|_| self.core.faults() > 0);
+                match probe.map(str::to_owned) {
+                    Some(path) => http::probe(weak.clone(), generation, path),
+                    None => self.core.on_open(now_ms()),
+                }
             }
             Transport::WebSocket => self.open_socket(weak, generation),
         }
@@ -276,8 +282,10 @@ fn on_socket_event(rc: &Rc<RefCell<Inner>>, generation: u64, event: SocketEvent)
     pump(rc);
 }
 
-/// Delivers a frame produced by the HTTP link.
-pub(crate) fn deliver(rc: &Rc<RefCell<Inner>>, generation: u64, frame: Result<ServerMsg, String>) {
+/// Delivers what the HTTP link produced: a frame, or a transient failure
+/// (a network error, a 5xx, 429 or 408) that drops the link and retries
+/// with backoff.
+pub(crate) fn deliver(rc: &Rc<RefCell<Inner>>, generation: u64, frame: Result<ServerMsg, Fault>) {
     {
         let mut inner = rc.borrow_mut();
         if inner.generation != generation {
@@ -285,11 +293,23 @@ pub(crate) fn deliver(rc: &Rc<RefCell<Inner>>, generation: u64, frame: Result<Se
         }
         match frame {
             Ok(msg) => inner.core.on_frame(now_ms(), msg),
-            Err(reason) => {
+            Err(fault) => {
                 inner.link = Link::None;
-                inner.core.on_close(now_ms(), &reason);
+                inner.core.on_fault(now_ms(), &fault.reason, fault.retry_after_ms);
             }
         }
+    }
+    pump(rc);
+}
+
+/// The HTTP link's probe was answered: the link is open.
+pub(crate) fn opened(rc: &Rc<RefCell<Inner>>, generation: u64) {
+    {
+        let mut inner = rc.borrow_mut();
+        if inner.generation != generation {
+            return;
+        }
+        inner.core.on_open(now_ms());
     }
     pump(rc);
 }
@@ -499,12 +519,25 @@ impl WebClient {
     }
 
     /// Appends one event (JSON text); resolves once the server acknowledged
-    /// it. Queued while offline, retried without duplicates.
+    /// it. Queued while offline, retried without duplicates. An event larger
+    /// than the limit (`core.max_append_bytes`, and the server's frame limit
+    /// over WebSocket) fails at once with `too_large`.
     pub fn append(&self, path: &str, json: String) -> impl Future<Output = Result<AppendAck, ClientError>> + 'static {
+        self.append_in(path, json, Lane::Content)
+    }
+
+    /// [`WebClient::append`] in `lane`: [`Lane::Control`] for `cancel` and
+    /// `steer`, which then never wait behind a message.
+    pub fn append_in(
+        &self,
+        path: &str,
+        json: String,
+        lane: Lane,
+    ) -> impl Future<Output = Result<AppendAck, ClientError>> + 'static {
         let (done, result) = super::slot::channel();
         {
             let mut inner = self.inner.borrow_mut();
-            let id = inner.core.append(path, json);
+            let id = inner.core.append_in(path, json, lane);
             inner.appends.push((id, done));
         }
         pump(&self.inner);

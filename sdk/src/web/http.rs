@@ -7,10 +7,17 @@
 //! headers, `create` a `PUT`, `ping` is answered at once. Every request
 //! carries the client's current token (`Authorization: Bearer`), read when
 //! the request starts, so a refreshed token is used from the next request
-//! (the next long-poll) on and `auth` needs no request. A network failure
-//! of any request is reported as a lost link: the core then reconnects and
-//! resumes every subscription from its offset and resends unacknowledged
-//! appends, exactly as over WebSocket.
+//! (the next long-poll) on and `auth` needs no request.
+//!
+//! Error statuses become the codes a WebSocket server would send
+//! ([`crate::core::errors::http_error_code`]) and are classified by the core
+//! ([`crate::core::errors::classify`]): a network failure, a 5xx (a proxy's
+//! 502/503/504 included), 429 or 408 is a transient fault of the link — the
+//! core drops it, shows `disconnected` with the reason (`HTTP 503`), waits
+//! (backoff, at least the `Retry-After`), probes the server with a `HEAD`
+//! before reporting the link open again, then resumes every subscription
+//! from its offset and resends unacknowledged appends, exactly as over
+//! WebSocket. Other statuses end that subscription or fail that append.
 
 use std::cell::RefCell;
 use std::rc::Weak;
@@ -20,8 +27,24 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, RequestCache, RequestInit, Response};
 
-use super::client::{Inner, deliver};
+use super::client::{Inner, deliver, opened};
 use super::socket::js_error_text;
+use crate::core::errors::{ErrorClass, HttpHints, classify, http_error_code, retry_after_ms};
+
+/// A transient failure of the link: the core retries with backoff.
+pub(crate) struct Fault {
+    pub(crate) reason: String,
+    pub(crate) retry_after_ms: Option<u64>,
+}
+
+impl Fault {
+    fn network(e: String) -> Self {
+        Self {
+            reason: e,
+            retry_after_ms: None,
+        }
+    }
+}
 
 /// Requests of one link (one "connection").
 pub(crate) struct HttpLink {
@@ -99,34 +122,46 @@ async fn fetch(
     })
 }
 
-/// The error frame for a failed request.
-fn error_for(reply: &Reply) -> (ErrorCode, String) {
-    let stale_epoch = reply.header("producer-epoch");
-    let code = match reply.status {
-        400 => ErrorCode::BadRequest,
-        401 => ErrorCode::Unauthorized,
-        403 => ErrorCode::Forbidden,
-        404 => ErrorCode::NotFound,
-        410 => ErrorCode::Gone,
-        409 if reply
+/// The code and message of a failed request, or the transient fault it is.
+fn error_for(reply: &Reply) -> Result<(ErrorCode, String), Fault> {
+    let hints = HttpHints {
+        producer_epoch: reply.header("producer-epoch").is_some(),
+        stream_closed: reply
             .header("stream-closed")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true")) =>
-        {
-            ErrorCode::Closed
-        }
-        409 if reply.header("producer-expected-seq").is_some() => ErrorCode::SeqGap,
-        409 => ErrorCode::Conflict,
-        413 => ErrorCode::TooLarge,
-        _ => ErrorCode::Internal,
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        expected_seq: reply.header("producer-expected-seq").is_some(),
     };
+    let code = http_error_code(reply.status, hints);
+    let status = format!("HTTP {}", reply.status);
+    if classify(code) == ErrorClass::Transient {
+        return Err(Fault {
+            reason: status,
+            retry_after_ms: reply.header("retry-after").and_then(|v| retry_after_ms(&v)),
+        });
+    }
     let message = reply.body.trim_ascii();
-    let message = match stale_epoch {
-        // Worded so the outbox tells a fenced producer from an access refusal.
-        Some(current) if reply.status == 403 => format!("producer epoch is stale (current epoch is {current})"),
-        _ if message.is_empty() => format!("HTTP {}", reply.status),
-        _ => message.to_owned(),
-    };
-    (code, message)
+    let message = if message.is_empty() { status } else { message.to_owned() };
+    Ok((code, message))
+}
+
+/// A finished request: the frame to deliver (an `ack` for a success
+/// status, else an `error` for `req`), or the transient fault.
+fn answer(
+    req: String,
+    reply: Result<Reply, String>,
+    ok: impl FnOnce(String, &Reply) -> Option<ServerMsg>,
+) -> Result<ServerMsg, Fault> {
+    let reply = reply.map_err(Fault::network)?;
+    if let Some(frame) = ok(req.clone(), &reply) {
+        return Ok(frame);
+    }
+    let (code, message) = error_for(&reply)?;
+    Ok(ServerMsg::Error {
+        sub: None,
+        req: Some(req),
+        code,
+        message,
+    })
 }
 
 /// The `ack` for a successful request.
@@ -136,17 +171,6 @@ fn ack(req: String, reply: &Reply, duplicate: bool) -> ServerMsg {
         offset: reply.header("stream-next-offset").unwrap_or_default(),
         duplicate,
         closed: reply.header("stream-closed").is_some(),
-    }
-}
-
-/// The `error` for a failed request.
-fn failed(req: String, reply: &Reply) -> ServerMsg {
-    let (code, message) = error_for(reply);
-    ServerMsg::Error {
-        sub: None,
-        req: Some(req),
-        code,
-        message,
     }
 }
 
@@ -224,9 +248,8 @@ impl HttpLink {
                     let ct = content_type.unwrap_or_else(|| "application/json".into());
                     let url = stream_url(&base, &path);
                     let reply = fetch(&client, "PUT", &url, &[("content-type", ct)], None, None).await;
-                    let frame = reply.map(|r| match r.status {
-                        200 | 201 => ack(req, &r, r.status == 200),
-                        _ => failed(req, &r),
+                    let frame = answer(req, reply, |req, r| {
+                        matches!(r.status, 200 | 201).then(|| ack(req, r, r.status == 200))
                     });
                     send_back(&client, generation, frame);
                 });
@@ -258,10 +281,10 @@ impl HttpLink {
                     }
                     let url = stream_url(&base, &path);
                     let reply = fetch(&client, "POST", &url, &headers, body.as_deref(), None).await;
-                    let frame = reply.map(|r| match r.status {
+                    let frame = answer(req, reply, |req, r| {
                         // 204 with producer headers and a body marks a duplicate.
-                        200 | 204 => ack(req, &r, r.status == 204 && producer.is_some() && body.is_some()),
-                        _ => failed(req, &r),
+                        let duplicate = r.status == 204 && producer.is_some() && body.is_some();
+                        matches!(r.status, 200 | 204).then(|| ack(req, r, duplicate))
                     });
                     send_back(&client, generation, frame);
                 });
@@ -275,10 +298,30 @@ fn base_of(client: &Weak<RefCell<Inner>>) -> Option<String> {
     client.upgrade().map(|rc| rc.borrow().http_base.clone())
 }
 
-fn send_back(client: &Weak<RefCell<Inner>>, generation: u64, frame: Result<ServerMsg, String>) {
+fn send_back(client: &Weak<RefCell<Inner>>, generation: u64, frame: Result<ServerMsg, Fault>) {
     if let Some(rc) = client.upgrade() {
         deliver(&rc, generation, frame);
     }
+}
+
+/// Asks the server whether it answers (a `HEAD` of `path`) before the link
+/// is reported open again after transient faults: any answer but a
+/// transient one opens it; a transient one is another fault.
+pub(crate) fn probe(client: Weak<RefCell<Inner>>, generation: u64, path: String) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let Some(base) = base_of(&client) else { return };
+        let reply = fetch(&client, "HEAD", &stream_url(&base, &path), &[], None, None).await;
+        let fault = match reply {
+            Ok(r) if r.status < 400 => None,
+            Ok(r) => error_for(&r).err(),
+            Err(e) => Some(Fault::network(e)),
+        };
+        match (fault, client.upgrade()) {
+            (Some(fault), _) => send_back(&client, generation, Err(fault)),
+            (None, Some(rc)) => opened(&rc, generation),
+            (None, None) => {}
+        }
+    });
 }
 
 /// Catch-up reads until up to date, then long-polls, forever (until aborted
@@ -311,10 +354,13 @@ async fn read_loop(
         }
         let reply = match reply {
             Ok(r) => r,
-            Err(e) => return send_back(&client, generation, Err(e)),
+            Err(e) => return send_back(&client, generation, Err(Fault::network(e))),
         };
         if !matches!(reply.status, 200 | 204) {
-            let (code, message) = error_for(&reply);
+            let (code, message) = match error_for(&reply) {
+                Ok(error) => error,
+                Err(fault) => return send_back(&client, generation, Err(fault)),
+            };
             let code = if code == ErrorCode::BadRequest {
                 ErrorCode::BadOffset
             } else {

@@ -15,7 +15,7 @@ use super::random_id;
 use crate::core::ClientError;
 use crate::core::chat::ChatView;
 use crate::core::client::{SubscribeOptions, SubscriptionEvent};
-use crate::core::outbox::AppendAck;
+use crate::core::outbox::{AppendAck, Lane};
 use crate::core::session::{self, Applied, SessionModel};
 use crate::core::subscription::{ResetPolicy, StartFrom};
 
@@ -221,14 +221,17 @@ impl WebSession {
         (id, self.append(json))
     }
 
-    /// Sends a `cancel` for `run_id`.
+    /// Sends a `cancel` for `run_id`. Control events have their own lane:
+    /// they never wait behind a message still being sent.
     pub fn cancel(&self, run_id: &str) -> impl Future<Output = Result<AppendAck, ClientError>> + 'static {
-        self.append(session::cancel(run_id, &self.inner.author))
+        let json = session::cancel(run_id, &self.inner.author);
+        self.inner.client.append_in(&self.inner.path, json, Lane::Control)
     }
 
-    /// Sends a `steer` for `run_id`.
+    /// Sends a `steer` for `run_id` (in the control lane, like `cancel`).
     pub fn steer(&self, run_id: &str, text: &str) -> impl Future<Output = Result<AppendAck, ClientError>> + 'static {
-        self.append(session::steer(run_id, text, &self.inner.author))
+        let json = session::steer(run_id, text, &self.inner.author);
+        self.inner.client.append_in(&self.inner.path, json, Lane::Control)
     }
 
     /// Ends the subscription and writes the snapshot. The client stays open.

@@ -131,7 +131,7 @@ fn store_error_code(e: &StoreError) -> ErrorCode {
         | StoreError::ConfigMismatch(_)
         | StoreError::SeqRegression { .. }
         | StoreError::ForkSourceGone => ErrorCode::Conflict,
-        StoreError::StaleEpoch { .. } => ErrorCode::Forbidden,
+        StoreError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
         StoreError::SeqGap { .. } => ErrorCode::SeqGap,
         StoreError::BadRequest(_) => ErrorCode::BadRequest,
         StoreError::OffsetBeyondTail => ErrorCode::BadOffset,
