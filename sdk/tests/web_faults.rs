@@ -1,0 +1,274 @@
+//! Fault paths of the browser SDK in headless Chromium, against the servers
+//! started by `scripts/test-wasm.sh`: an append too large for the server
+//! next to a Stop that must still work, and the HTTP transport behind a
+//! proxy that answers `503` for a while (tests/support/fault-proxy.mjs).
+
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+
+use durable_sessions::core::ClientError;
+use durable_sessions::core::chat::{ChatItem, RunState};
+use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
+use durable_sessions::core::outbox::AppendAck;
+use durable_sessions::core::state::{ConnectionState, StateChange};
+use durable_sessions::protocol::session::RunMode;
+use durable_sessions::web::{SessionOptions, Transport, WebClient, WebOptions, WebSession, random_id};
+use gloo_timers::future::TimeoutFuture;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Our server (WebSocket + HTTP, test hooks on, demo agent attached).
+const SERVER: &str = match option_env!("DS_SERVER") {
+    Some(s) => s,
+    None => "http://127.0.0.1:4437",
+};
+/// The fault proxy in front of [`SERVER`].
+const PROXY: &str = match option_env!("DS_PROXY") {
+    Some(s) => s,
+    None => "http://127.0.0.1:4440",
+};
+
+fn options(url: &str, transport: Transport) -> WebOptions {
+    let mut o = WebOptions::new(url);
+    o.transport = transport;
+    o.core.backoff.min_ms = 50;
+    o.core.backoff.max_ms = 500;
+    o
+}
+
+fn session_options() -> SessionOptions {
+    SessionOptions {
+        author: "wasm-test".into(),
+        persist: false,
+    }
+}
+
+/// Polls `cond` every 20 ms for up to `ms`.
+async fn wait_until(what: &str, ms: u32, cond: impl Fn() -> bool) {
+    let mut waited = 0;
+    while !cond() {
+        assert!(waited < ms, "timed out after {ms} ms waiting for {what}");
+        TimeoutFuture::new(20).await;
+        waited += 20;
+    }
+}
+
+async fn fetch_text(method: &str, url: &str) -> (u16, String) {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let window = web_sys::window().unwrap();
+    let res: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
+        .await
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    let text = JsFuture::from(res.text().unwrap()).await.unwrap().as_string().unwrap();
+    (res.status(), text)
+}
+
+/// Every event of a stream as stored, read over plain HTTP (not through
+/// the proxy).
+async fn stored_events(path: &str) -> Vec<serde_json::Value> {
+    let (status, body) = fetch_text("GET", &format!("{SERVER}/v1/stream/{path}?offset=-1")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Every event delivered to a session.
+type Log = Rc<RefCell<Vec<serde_json::Value>>>;
+
+fn record(session: &WebSession) -> (Log, durable_sessions::web::UpdateListener) {
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let listener = session.on_update(move |u| {
+        for e in &u.events {
+            l.borrow_mut().push(serde_json::from_str(&e.json).unwrap());
+        }
+    });
+    (log, listener)
+}
+
+/// Every state change of `client`.
+fn state_log(client: &WebClient) -> (Rc<RefCell<Vec<StateChange>>>, durable_sessions::web::Listener) {
+    let log: Rc<RefCell<Vec<StateChange>>> = Rc::default();
+    let l = log.clone();
+    let listener = client.on_state(move |c| l.borrow_mut().push(c.clone()));
+    (log, listener)
+}
+
+fn latest_run(session: &WebSession) -> Option<(String, RunState, usize)> {
+    session.view().items().iter().rev().find_map(|i| match i {
+        ChatItem::Run(r) => Some((r.run_id.clone(), r.state, r.text.len())),
+        _ => None,
+    })
+}
+
+type Outcome = Rc<RefCell<Option<Result<AppendAck, ClientError>>>>;
+
+/// Runs an append's future in the background; its outcome lands in the cell.
+fn watch(fut: impl Future<Output = Result<AppendAck, ClientError>> + 'static) -> Outcome {
+    let outcome: Outcome = Rc::default();
+    let o = outcome.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        *o.borrow_mut() = Some(fut.await);
+    });
+    outcome
+}
+
+/// A 1.5 MB message pasted while an answer streams, then Stop: the message
+/// fails at once with a typed `too_large` (it is never sent), the cancel is
+/// stored and honoured. Before the fix the oversized append waited for an
+/// acknowledgement forever and the cancel queued behind it.
+async fn a_big_append_fails_at_once_and_a_cancel_still_lands(transport: Transport) {
+    let mut opts = options(SERVER, transport);
+    if transport == Transport::Http {
+        // HTTP has no `hello`: the configured limit applies (the server
+        // itself takes 16 MiB bodies).
+        opts.core.max_append_bytes = 1 << 20;
+    }
+    let client = WebClient::new(opts).unwrap();
+    let session = WebSession::open(&client, &random_id("big"), session_options());
+    let (_, sent) = session.send("describe mountains", RunMode::Single);
+    sent.await.unwrap();
+    wait_until("answer underway", 15_000, || {
+        latest_run(&session).is_some_and(|(_, _, len)| len > 10)
+    })
+    .await;
+    let (run_id, ..) = latest_run(&session).unwrap();
+    let document = "lorem ipsum ".repeat(125_000);
+    assert!(document.len() >= 1_500_000);
+    let (_, big) = session.send(&document, RunMode::Single);
+    let big = watch(big);
+    let cancel = watch(session.cancel(&run_id));
+    wait_until("the cancel acknowledged", 10_000, || cancel.borrow().is_some()).await;
+    cancel
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .as_ref()
+        .expect("the cancel is stored");
+    wait_until("the big append settled", 1_000, || big.borrow().is_some()).await;
+    let error = big.borrow().clone().unwrap().expect_err("too large");
+    assert_eq!(error.code, "too_large", "{error}");
+    wait_until("the run cancelled", 15_000, || {
+        session
+            .view()
+            .run(&run_id)
+            .is_some_and(|r| r.state == RunState::Cancelled)
+    })
+    .await;
+    // The server's log: the cancel is there, the document is not.
+    let stored = stored_events(session.path()).await;
+    assert!(
+        stored
+            .iter()
+            .any(|e| e["type"] == "cancel" && e["run_id"] == run_id.as_str() && e["by"] == "wasm-test"),
+        "the cancel is in the log"
+    );
+    assert!(
+        stored
+            .iter()
+            .all(|e| e["text"].as_str().is_none_or(|t| t.len() < 1_000)),
+        "the document was never stored"
+    );
+    // The session goes on: the next message is sent and answered.
+    session.send("and now rivers", RunMode::Single).1.await.unwrap();
+    assert_eq!(client.state().state, ConnectionState::Connected);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn websocket_a_1_5_mb_append_fails_with_too_large_and_the_cancel_lands() {
+    a_big_append_fails_at_once_and_a_cancel_still_lands(Transport::WebSocket).await;
+}
+
+#[wasm_bindgen_test]
+async fn http_a_1_5_mb_append_fails_with_too_large_and_the_cancel_lands() {
+    a_big_append_fails_at_once_and_a_cancel_still_lands(Transport::Http).await;
+}
+
+/// The HTTP transport behind a proxy that answers `503` (with
+/// `Retry-After: 1`) for 10 s while events keep being written: the page
+/// shows `disconnected` with the reason, retries by itself, and once the
+/// proxy recovers it has exactly what the server stored — no gap, no
+/// duplicate. Before the fix the first 503 ended the subscription for good
+/// and the state never changed.
+#[wasm_bindgen_test]
+async fn http_behind_a_proxy_answering_503_for_10_s_catches_up_by_itself() {
+    let id = random_id("proxy");
+    let path = format!("sessions/{id}");
+    // A writer straight to the server (not through the proxy).
+    let writer = WebClient::new(options(SERVER, Transport::WebSocket)).unwrap();
+    let ready = Rc::new(RefCell::new(false));
+    let r = ready.clone();
+    let _writer_sub = writer.subscribe(
+        &path,
+        SubscribeOptions {
+            create: true,
+            ..Default::default()
+        },
+        move |e| {
+            if let SubscriptionEvent::UpToDate { .. } = e {
+                *r.borrow_mut() = true;
+            }
+        },
+    );
+    wait_until("the session created", 10_000, || *ready.borrow()).await;
+    let note = |i: u32| format!(r#"{{"type":"note","i":{i}}}"#);
+    let reader = WebClient::new(options(PROXY, Transport::Http)).unwrap();
+    let (states, _s) = state_log(&reader);
+    let session = WebSession::open(&reader, &id, session_options());
+    let (log, _l) = record(&session);
+    for i in 0..5 {
+        writer.append(&path, note(i)).await.unwrap();
+    }
+    wait_until("the first events through the proxy", 10_000, || log.borrow().len() == 5).await;
+    assert_eq!(reader.state().state, ConnectionState::Connected);
+    let (status, _) = fetch_text("POST", &format!("{PROXY}/__fault/503?ms=10000&retry_after=1")).await;
+    assert_eq!(status, 200);
+    // Written during the outage, one every 500 ms.
+    for i in 5..25 {
+        writer.append(&path, note(i)).await.unwrap();
+        TimeoutFuture::new(500).await;
+    }
+    let disconnected = |s: &StateChange| s.state == ConnectionState::Disconnected && s.reason.contains("HTTP 503");
+    assert!(
+        states.borrow().iter().any(disconnected),
+        "the outage shows as disconnected: {:?}",
+        states
+            .borrow()
+            .iter()
+            .map(|s| (s.state, s.reason.clone()))
+            .collect::<Vec<_>>()
+    );
+    wait_until("caught up after the outage", 30_000, || log.borrow().len() == 25).await;
+    // And live again.
+    writer.append(&path, note(25)).await.unwrap();
+    wait_until("live after the outage", 10_000, || log.borrow().len() == 26).await;
+    let stored = stored_events(&path).await;
+    assert_eq!(*log.borrow(), stored, "no gap, no duplicate");
+    assert_eq!(reader.state().state, ConnectionState::Connected);
+    // Retries were spaced (Retry-After: 1 s), not a loop.
+    let retries = states
+        .borrow()
+        .iter()
+        .filter(|s| s.state == ConnectionState::Disconnected)
+        .count();
+    assert!((1..=12).contains(&retries), "{retries} retries in ~10 s");
+    assert!(
+        states
+            .borrow()
+            .iter()
+            .all(|s| s.retry_in_ms.is_none_or(|ms| ms >= 1_000)),
+        "each retry waited at least the Retry-After"
+    );
+    reader.close();
+    writer.close();
+}
