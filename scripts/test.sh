@@ -44,6 +44,12 @@ bash scripts/build-demo.sh
 cargo build --quiet -p durable-session-server -p durable-session-agent
 run node --test --test-concurrency=1 tests/e2e/
 
+step "chaos: three pages through a proxy that cuts and black-holes connections, the server SIGKILLed and restarted, a reload (WebSocket and HTTP)"
+# Needs the npm package (built above) and the debug server and agent.
+[ -f sdk/pkg/durable_sessions.js ] || bash scripts/build-sdk.sh
+cargo build --quiet -p durable-session-server -p durable-session-agent
+run node --test --test-concurrency=1 tests/chaos/
+
 step "npm run size"
 node scripts/size.mjs
 
