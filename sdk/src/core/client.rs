@@ -569,6 +569,11 @@ impl ClientCore {
 
     fn flush_appends(&mut self) {
         if self.state == ConnectionState::Connected {
+            // A stream this client creates takes appends once the create is
+            // confirmed: the WebSocket applies frames in order, but an HTTP
+            // append could overtake its create.
+            let creating = self.subs.0.iter().filter(|(_, s)| s.needs_create);
+            self.outbox.hold(creating.map(|(_, s)| s.path.clone()).collect());
             let (frames, failed) = self.outbox.ready();
             self.resolve(failed);
             for frame in frames {
@@ -677,6 +682,7 @@ impl ClientCore {
         if let Some(sub) = self.subs.get_mut(&id) {
             sub.needs_create = false;
             self.open_sub(id);
+            self.flush_appends();
         }
     }
 
@@ -764,7 +770,10 @@ impl ClientCore {
     }
 
     fn remove_sub(&mut self, id: SubId) {
-        self.subs.remove(&id);
+        if self.subs.remove(&id).is_some_and(|s| s.needs_create) {
+            // Appends held for its create go now (and meet their own fate).
+            self.flush_appends();
+        }
     }
 
     /// The subscription whose create `req` answers, if it awaits one.
@@ -954,9 +963,10 @@ impl ClientCore {
 
     /// Ends a subscription.
     pub fn unsubscribe(&mut self, id: SubId) {
-        if self.subs.remove(&id).is_some() && self.state == ConnectionState::Connected {
+        if self.subs.get(&id).is_some() && self.state == ConnectionState::Connected {
             self.send(ClientMsg::Unsubscribe { sub: wire_sub(id) });
         }
+        self.remove_sub(id);
     }
 
     /// The start a subscription was created with.

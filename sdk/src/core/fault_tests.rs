@@ -397,3 +397,55 @@ fn a_cancel_goes_out_while_a_message_awaits_its_ack() {
     );
     assert_eq!(c.pending_appends(), 0);
 }
+
+/// A session opened and written to at once (`create: true`, then a send):
+/// the append waits for the create's acknowledgement. Over WebSocket the
+/// server applies frames in order anyway, but over HTTP the `POST` could
+/// overtake the `PUT` and find no stream (`not_found`), which is what made a
+/// browser test flaky on a busy machine.
+#[test]
+fn appends_to_a_stream_being_created_wait_for_the_create() {
+    let mut c = connected();
+    c.subscribe(
+        "sessions/new",
+        SubscribeOptions {
+            create: true,
+            ..Default::default()
+        },
+    );
+    let id = c.append("sessions/new", r#"{"type":"user_message"}"#.into());
+    c.append("sessions/other", "{}".into());
+    let out = sent(&drain(&mut c));
+    assert!(matches!(&out[0], ClientMsg::Create { req, .. } if req == "c1"));
+    assert_eq!(out.len(), 2, "only the other stream's append goes: {out:?}");
+    assert!(matches!(&out[1], ClientMsg::Append { path, .. } if path == "sessions/other"));
+    c.on_frame(
+        1,
+        ServerMsg::Ack {
+            req: "c1".into(),
+            offset: "00".into(),
+            duplicate: false,
+            closed: false,
+        },
+    );
+    let out = sent(&drain(&mut c));
+    assert!(
+        matches!(&out[..], [ClientMsg::Subscribe { .. }, ClientMsg::Append { path, .. }] if path == "sessions/new")
+    );
+    // A create that fails for good releases the appends too (they then get
+    // their own answer).
+    let mut c = connected();
+    c.subscribe(
+        "sessions/bad",
+        SubscribeOptions {
+            create: true,
+            ..Default::default()
+        },
+    );
+    c.append("sessions/bad", "{}".into());
+    drain(&mut c);
+    c.on_frame(1, error(None, Some("c1"), ErrorCode::BadRequest, "invalid path"));
+    let out = drain(&mut c);
+    assert!(matches!(&sent(&out)[..], [ClientMsg::Append { path, .. }] if path == "sessions/bad"));
+    let _ = id;
+}

@@ -79,7 +79,8 @@ impl InFlight {
         let mut at = 1;
         let mut out = Vec::with_capacity(self.items.len());
         for (id, len) in self.items {
-            out.push((id, self.body[at..at + len].to_owned()));
+            // `get`, not indexing: no panic path (and its formatting) in the Wasm.
+            out.push((id, self.body.get(at..at + len).unwrap_or_default().to_owned()));
             at += len + 1;
         }
         out
@@ -133,6 +134,8 @@ pub struct Outbox {
     server_limit: Option<u64>,
     /// Largest batch; halved when the server refused a batch as too large.
     batch_cap: usize,
+    /// Streams whose appends wait (their creation is not confirmed yet).
+    held: Vec<String>,
 }
 
 impl Outbox {
@@ -147,6 +150,7 @@ impl Outbox {
             max_request: max_request_bytes,
             server_limit: None,
             batch_cap: MAX_BATCH_BYTES,
+            held: Vec::new(),
         }
     }
 
@@ -158,6 +162,13 @@ impl Outbox {
     /// The server announced its largest frame (`hello`).
     pub fn set_server_limit(&mut self, bytes: u64) {
         self.server_limit = Some(bytes);
+    }
+
+    /// Appends to `paths` wait in [`Outbox::ready`] (the client is still
+    /// creating those streams: over HTTP an append racing the `PUT` would
+    /// find no stream).
+    pub fn hold(&mut self, paths: Vec<String>) {
+        self.held = paths;
     }
 
     /// Why an event of `json_len` bytes cannot be sent on `stream`, if so.
@@ -248,7 +259,8 @@ impl Outbox {
         let mut frames = Vec::new();
         let mut failed = Vec::new();
         for at in self.order() {
-            if self.streams[at].in_flight.is_some() {
+            let stream = &self.streams[at];
+            if stream.in_flight.is_some() || self.held.contains(&stream.path) {
                 continue;
             }
             let queue = std::mem::take(&mut self.streams[at].queue);
