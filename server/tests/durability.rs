@@ -101,9 +101,11 @@ async fn kill_9_after_ack_loses_nothing() {
     let res = client.get(&url).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let stored: Vec<serde_json::Value> = serde_json::from_str(&res.text().await.unwrap()).unwrap();
-    // Each message's end offset is its 1-based position in a JSON stream.
+    // Each message's end offset is the stream's incarnation, then its 1-based
+    // position in a JSON stream.
     for (offset, body) in &acked {
-        let pos: usize = offset.replace('_', "").parse().unwrap();
+        let (_, pos) = offset.split_once('_').unwrap();
+        let pos: usize = pos.parse().unwrap();
         let expected: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(
             stored.get(pos - 1),

@@ -32,6 +32,7 @@ async fn read_all(s: &TestServer, path: &str) -> (String, String) {
 async fn json_round_trip_with_offsets() {
     let s = TestServer::start().await;
     create_json(&s, "sessions/a", r#"[{"type":"user_message","text":"hi"}]"#).await;
+    let (_, after_first) = read_all(&s, "sessions/a").await;
     let res = s
         .client
         .post(s.url("sessions/a"))
@@ -49,10 +50,7 @@ async fn json_round_trip_with_offsets() {
     // Resuming from the first message's end returns exactly the rest.
     let res = s
         .client
-        .get(format!(
-            "{}?offset=0000000000000000_0000000000000001",
-            s.url("sessions/a")
-        ))
+        .get(format!("{}?offset={after_first}", s.url("sessions/a")))
         .send()
         .await
         .unwrap();
@@ -110,6 +108,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     .await;
     create_json(&s, "target", r#"{"keep":"me"}"#).await;
     let (before, tail_before) = read_all(&s, "target").await;
+    // An offset of the stream's incarnation (the first group), past its tail.
+    let (incarnation, _) = tail_before.split_once('_').unwrap();
+    let beyond_tail: &'static str = Box::leak(format!("offset={incarnation}_0000000000000099").into_boxed_str());
 
     use reqwest::Method as M;
     const JSON: &[(&str, &[u8])] = &[("content-type", b"application/json")];
@@ -245,7 +246,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             what: "offset beyond the tail",
             method: M::GET,
             path: "target",
-            query: "offset=0000000000000000_0000000000000099",
+            query: beyond_tail,
             headers: &[],
             body: b"",
             status: StatusCode::BAD_REQUEST,

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::{ApiError, AppState, access, validate_path};
 use crate::auth::{Access, Denied, Principal, Right, identity};
 use crate::config::AuthMode;
-use crate::offset::{Pos, StartAt, format_offset, parse_start};
+use crate::offset::{StartAt, format_offset, parse_start};
 use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules};
 
 /// `GET /v1/ws`: upgrades to the WebSocket protocol.
@@ -486,12 +486,11 @@ fn expiry_instant(principal: &Principal) -> Instant {
 fn messages(chunk: &Chunk) -> Vec<Message> {
     let json = chunk.info.is_json();
     let text = rules::is_text(&chunk.info.content_type);
-    let mut pos: Pos = chunk.start;
     chunk
         .pieces
         .iter()
-        .map(|piece| {
-            pos += if json { 1 } else { piece.len() as Pos };
+        .zip(&chunk.offsets)
+        .map(|(piece, &end)| {
             // Stored JSON pieces were validated when they were appended.
             let payload = if json {
                 Payload::Json(String::from_utf8_lossy(piece).into_owned())
@@ -501,7 +500,7 @@ fn messages(chunk: &Chunk) -> Vec<Message> {
                 Payload::Base64(base64::engine::general_purpose::STANDARD.encode(piece))
             };
             Message {
-                offset: format_offset(pos),
+                offset: format_offset(end),
                 payload,
             }
         })

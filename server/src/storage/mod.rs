@@ -41,7 +41,8 @@ pub struct Producer {
 pub struct ForkFrom {
     /// Path of the source stream (relative to `/v1/stream/`).
     pub source: String,
-    /// Divergence point; `None` means the source's current tail.
+    /// Divergence point, an offset of the source; `None` means the source's
+    /// current tail.
     pub offset: Option<Pos>,
     /// Messages (JSON) or bytes (other types) past `offset` to inherit too.
     pub sub_offset: u64,
@@ -77,7 +78,7 @@ pub struct StreamInfo {
     /// Internal id, unique across the lifetime of the store (used in ETags).
     pub id: i64,
     pub content_type: String,
-    /// The tail: the position the next append will start at.
+    /// The tail: the offset of the position the next append will start at.
     pub tail: Pos,
     pub closed: bool,
     pub expiry: Expiry,
@@ -123,13 +124,16 @@ pub struct Read {
 #[derive(Debug, Clone)]
 pub struct Chunk {
     pub info: StreamInfo,
-    /// The position the data starts at.
+    /// The offset the data starts at.
     pub start: Pos,
-    /// The position after the data: where the next read starts.
+    /// The offset after the data: where the next read starts.
     pub next: Pos,
     /// JSON streams: one entry per message (each a JSON text). Other
     /// streams: consecutive byte runs, to be concatenated.
     pub pieces: Vec<Bytes>,
+    /// The offset just after each piece (a fork's data can span
+    /// incarnations, so these are not simply counted from `start`).
+    pub offsets: Vec<Pos>,
 }
 
 impl Chunk {
@@ -145,7 +149,9 @@ impl Chunk {
 pub enum StoreError {
     /// No such stream (or it expired).
     NotFound,
-    /// The stream was deleted but is kept for its forks.
+    /// The stream was deleted but is kept for its forks; or a read's offset
+    /// belongs to another incarnation of the stream (one deleted, or expired,
+    /// and created again), or to data a fork does not share.
     Gone,
     /// The stream is closed; nothing more can be appended.
     Closed { tail: Pos },
@@ -161,7 +167,8 @@ pub enum StoreError {
     SeqGap { expected: u64, received: u64 },
     /// Anything else the client got wrong: a short, plain message.
     BadRequest(String),
-    /// The offset is past the tail of the stream.
+    /// The offset is past the tail of the stream (in its current
+    /// incarnation).
     OffsetBeyondTail,
     /// A fork source that does not exist.
     ForkSourceNotFound,
@@ -175,7 +182,9 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NotFound => f.write_str("stream not found"),
-            Self::Gone => f.write_str("stream was deleted"),
+            Self::Gone => {
+                f.write_str("stream was deleted, or the offset is from before it was deleted and created again")
+            }
             Self::Closed { .. } => f.write_str("stream is closed"),
             Self::ContentTypeMismatch { stream } => {
                 write!(f, "content type does not match the stream's ({stream})")

@@ -26,7 +26,7 @@ use super::{
     Append, Appended, Chunk, CreateStream, Created, Expiry, Read, Storage, StoreError, StoreResult, StreamInfo,
 };
 use crate::changes::{ChangeFeed, ChangeHub, Published};
-use crate::offset::{Pos, StartAt};
+use crate::offset::{Lineage, MAX_POSITION, Pos, Position, StartAt, Unresolved};
 
 /// Most mutations applied in one transaction.
 const MAX_BATCH: usize = 512;
@@ -52,7 +52,9 @@ CREATE TABLE IF NOT EXISTS streams (
     fork_offset INTEGER,
     fork_req_offset INTEGER,
     fork_sub INTEGER NOT NULL DEFAULT 0,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    incarnation INTEGER NOT NULL DEFAULT 0,
+    lineage TEXT
 );
 CREATE INDEX IF NOT EXISTS streams_fork_source ON streams(fork_source);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -71,9 +73,14 @@ CREATE TABLE IF NOT EXISTS producers (
 ) WITHOUT ROWID;
 ";
 
+/// Columns added since the first schema, with their definitions: a database
+/// made before them gets them on open (`ALTER TABLE`). Rows from before
+/// incarnations existed have incarnation 0, the offsets they issued.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("incarnation", "INTEGER NOT NULL DEFAULT 0"), ("lineage", "TEXT")];
+
 const ROW_COLUMNS: &str = "id, path, content_type, ttl_seconds, expires_at_ms, touched_ms, closed, \
      closed_by_id, closed_by_epoch, closed_by_seq, tail, last_stream_seq, fork_source, \
-     fork_source_path, fork_offset, fork_req_offset, fork_sub, deleted";
+     fork_source_path, fork_offset, fork_req_offset, fork_sub, deleted, incarnation, lineage";
 
 /// A stream's row.
 #[derive(Debug, Clone)]
@@ -85,14 +92,17 @@ struct Row {
     touched_ms: i64,
     closed: bool,
     closed_by: Option<(String, u64, u64)>,
-    tail: Pos,
+    tail: Position,
     last_stream_seq: Option<String>,
     fork_source: Option<i64>,
     fork_source_path: Option<String>,
-    fork_offset: Option<Pos>,
-    fork_req_offset: Option<Pos>,
+    fork_offset: Option<Position>,
+    fork_req_offset: Option<Position>,
     fork_sub: u64,
     deleted: bool,
+    /// Which incarnation each run of positions belongs to: how positions
+    /// become offsets.
+    lineage: Lineage,
 }
 
 impl Row {
@@ -110,14 +120,25 @@ impl Row {
             touched_ms: r.get(5)?,
             closed: r.get(6)?,
             closed_by,
-            tail: r.get::<_, i64>(10)? as Pos,
+            tail: r.get::<_, i64>(10)? as Position,
             last_stream_seq: r.get(11)?,
             fork_source: r.get(12)?,
             fork_source_path: r.get(13)?,
-            fork_offset: r.get::<_, Option<i64>>(14)?.map(|v| v as Pos),
-            fork_req_offset: r.get::<_, Option<i64>>(15)?.map(|v| v as Pos),
+            fork_offset: r.get::<_, Option<i64>>(14)?.map(|v| v as Position),
+            fork_req_offset: r.get::<_, Option<i64>>(15)?.map(|v| v as Position),
             fork_sub: r.get::<_, i64>(16)? as u64,
             deleted: r.get(17)?,
+            lineage: match r.get::<_, Option<String>>(19)? {
+                // A stream created from scratch (or stored before lineages).
+                None => Lineage::new(r.get::<_, i64>(18)? as u64),
+                Some(text) => Lineage::decode(&text).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        19,
+                        rusqlite::types::Type::Text,
+                        format!("malformed lineage {text:?}").into(),
+                    )
+                })?,
+            },
         })
     }
 
@@ -133,7 +154,7 @@ impl Row {
         StreamInfo {
             id: self.id,
             content_type: self.content_type.clone(),
-            tail: self.tail,
+            tail: self.lineage.offset(self.tail),
             closed: self.closed,
             expiry: self.expiry(),
         }
@@ -210,24 +231,31 @@ fn live_row(conn: &Connection, touches: &Touches, path: &str, now: i64) -> Store
     }
 }
 
+/// Where collected data goes: the pieces and the position after each.
+#[derive(Default)]
+struct Collected {
+    pieces: Vec<Bytes>,
+    ends: Vec<Position>,
+    bytes: usize,
+}
+
 /// Collects stored data of stream `id` from `*pos` up to (excluding)
 /// `limit`, following the fork chain, until about `budget` bytes are in
 /// `out`. Advances `*pos` past what was collected.
 fn collect(
     conn: &Connection,
     id: i64,
-    pos: &mut Pos,
-    limit: Pos,
+    pos: &mut Position,
+    limit: Position,
     budget: usize,
-    out: &mut Vec<Bytes>,
-    used: &mut usize,
+    out: &mut Collected,
 ) -> StoreResult<()> {
     let row = find_by_id(conn, id)?.ok_or_else(|| internal("fork source vanished"))?;
     if let (Some(source), Some(fork_at)) = (row.fork_source, row.fork_offset)
         && *pos < fork_at
     {
         let source_limit = limit.min(fork_at);
-        collect(conn, source, pos, source_limit, budget, out, used)?;
+        collect(conn, source, pos, source_limit, budget, out)?;
         if *pos < source_limit {
             return Ok(()); // budget reached inside the source
         }
@@ -240,11 +268,11 @@ fn collect(
         .map_err(internal)?;
     let mut rows = st.query(params![id, *pos as i64, limit as i64]).map_err(internal)?;
     while let Some(r) = rows.next().map_err(internal)? {
-        if *used >= budget && !out.is_empty() {
+        if out.bytes >= budget && !out.pieces.is_empty() {
             break;
         }
-        let start = r.get::<_, i64>(0).map_err(internal)? as Pos;
-        let end = r.get::<_, i64>(1).map_err(internal)? as Pos;
+        let start = r.get::<_, i64>(0).map_err(internal)? as Position;
+        let end = r.get::<_, i64>(1).map_err(internal)? as Position;
         let data: Vec<u8> = r.get(2).map_err(internal)?;
         let piece = if row.is_json() {
             Bytes::from(data)
@@ -253,9 +281,10 @@ fn collect(
             let to = end.min(limit) - start;
             Bytes::from(data).slice(from as usize..to as usize)
         };
-        *used += piece.len();
-        out.push(piece);
+        out.bytes += piece.len();
+        out.pieces.push(piece);
         *pos = end.min(limit);
+        out.ends.push(*pos);
     }
     Ok(())
 }
@@ -269,31 +298,38 @@ fn read_chunk(conn: &Connection, touches: &Touches, req: &Read) -> StoreResult<C
     let start = match req.from {
         StartAt::Beginning => 0,
         StartAt::Now => row.tail,
-        StartAt::Pos(p) if p > row.tail => return Err(StoreError::OffsetBeyondTail),
-        StartAt::Pos(p) => p,
+        StartAt::Pos(offset) => row.lineage.resolve(offset, row.tail).map_err(|e| match e {
+            Unresolved::BeyondTail => StoreError::OffsetBeyondTail,
+            Unresolved::OtherIncarnation => StoreError::Gone,
+        })?,
     };
-    let mut pieces = Vec::new();
+    let mut out = Collected::default();
     let mut next = start;
     if start < row.tail {
-        let mut used = 0;
-        collect(conn, row.id, &mut next, row.tail, req.max_bytes, &mut pieces, &mut used)?;
+        collect(conn, row.id, &mut next, row.tail, req.max_bytes, &mut out)?;
     }
     Ok(Chunk {
         info: row.info(),
-        start,
-        next,
-        pieces,
+        start: row.lineage.offset(start),
+        next: row.lineage.offset(next),
+        pieces: out.pieces,
+        offsets: out.ends.into_iter().map(|end| row.lineage.offset(end)).collect(),
     })
 }
 
 /// Writes pieces from position `start`; returns the new tail.
-fn insert_pieces(conn: &Connection, id: i64, json: bool, start: Pos, pieces: &[Bytes]) -> StoreResult<Pos> {
+fn insert_pieces(conn: &Connection, id: i64, json: bool, start: Position, pieces: &[Bytes]) -> StoreResult<Position> {
     let mut st = conn
         .prepare_cached("INSERT INTO chunks (stream_id, start_pos, end_pos, data) VALUES (?1, ?2, ?3, ?4)")
         .map_err(internal)?;
     let mut pos = start;
     for piece in pieces {
-        let end = pos + if json { 1 } else { piece.len() as Pos };
+        let end = pos + if json { 1 } else { piece.len() as Position };
+        if end > MAX_POSITION {
+            return Err(StoreError::BadRequest(
+                "the stream is full: no offset left for this data".into(),
+            ));
+        }
         st.execute(params![id, pos as i64, end as i64, piece.as_ref()])
             .map_err(internal)?;
         pos = end;
@@ -428,6 +464,26 @@ impl Writer {
     }
 }
 
+/// Brings a database made by an earlier version up to [`SCHEMA`]: adds the
+/// columns it lacks, in one transaction.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let present: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('streams')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, definition) in ADDED_COLUMNS {
+            if !present.iter().any(|p| p == name) {
+                conn.execute_batch(&format!("ALTER TABLE streams ADD COLUMN {name} {definition}"))?;
+            }
+        }
+        Ok(())
+    })();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
 fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -473,6 +529,7 @@ impl SqliteStorage {
         let conn = open_connection(&db_path, false)
             .map_err(|e| internal(format!("cannot open {}: {e}", db_path.display())))?;
         conn.execute_batch(SCHEMA).map_err(internal)?;
+        migrate(&conn).map_err(|e| internal(format!("cannot migrate {}: {e}", db_path.display())))?;
         let (tx, rx) = mpsc::channel();
         let hub = ChangeHub::new();
         let writer = Writer {
@@ -605,8 +662,19 @@ fn housekeeping(conn: &Connection, touches: &Touches, effects: &mut Effects) -> 
     Ok(())
 }
 
+/// The position a `Stream-Fork-Offset` names in the source `src`.
+fn fork_anchor(src: &Row, offset: Option<Pos>) -> StoreResult<Position> {
+    let Some(offset) = offset else { return Ok(src.tail) };
+    src.lineage.resolve(offset, src.tail).map_err(|e| {
+        StoreError::BadRequest(match e {
+            Unresolved::BeyondTail => "Stream-Fork-Offset is beyond the source stream's tail".into(),
+            Unresolved::OtherIncarnation => "Stream-Fork-Offset is not an offset of the source stream".into(),
+        })
+    })
+}
+
 /// Whether an existing stream matches a repeated `PUT`.
-fn check_same_config(row: &Row, req: &CreateStream) -> StoreResult<()> {
+fn check_same_config(conn: &Connection, row: &Row, req: &CreateStream) -> StoreResult<()> {
     let forked = req.fork.is_some();
     if forked != row.fork_source_path.is_some() {
         return Err(StoreError::ConfigMismatch("fork source"));
@@ -627,7 +695,14 @@ fn check_same_config(row: &Row, req: &CreateStream) -> StoreResult<()> {
     }
     if let Some(fork) = &req.fork {
         let same_source = row.fork_source_path.as_deref() == Some(fork.source.as_str());
-        let same_offset = fork.offset.is_none_or(|o| Some(o) == row.fork_req_offset);
+        let same_offset = match (fork.offset, row.fork_source) {
+            (None, _) => true,
+            // The offset names a position of the source it was resolved in.
+            (Some(offset), Some(src)) => {
+                find_by_id(conn, src)?.is_some_and(|src| fork_anchor(&src, Some(offset)).ok() == row.fork_req_offset)
+            }
+            (Some(_), None) => false,
+        };
         if !same_source || !same_offset || fork.sub_offset != row.fork_sub {
             return Err(StoreError::ConfigMismatch("fork source or offset"));
         }
@@ -646,7 +721,7 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
         if expired(touches, &row, now) {
             remove(conn, touches, &row, false)?;
         } else {
-            check_same_config(&row, &req)?;
+            check_same_config(conn, &row, &req)?;
             return Ok(Created {
                 created: false,
                 info: row.info(),
@@ -678,12 +753,7 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
                     stream: src.content_type,
                 });
             }
-            let anchor = fork.offset.unwrap_or(src.tail);
-            if anchor > src.tail {
-                return Err(StoreError::BadRequest(
-                    "Stream-Fork-Offset is beyond the source stream's tail".into(),
-                ));
-            }
+            let anchor = fork_anchor(&src, fork.offset)?;
             let at = anchor
                 .checked_add(fork.sub_offset)
                 .filter(|at| *at <= src.tail)
@@ -693,7 +763,7 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
             (
                 src.content_type.clone(),
                 rules::fork_expiry(src.expiry(), req.expiry),
-                Some((src.id, anchor, at)),
+                Some((src.id, anchor, at, src.lineage)),
             )
         }
     };
@@ -704,7 +774,7 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
         Expiry::Ttl(s) => (Some(s as i64), None),
         Expiry::At(ms) => (None, Some(ms)),
     };
-    let start = fork.map_or(0, |(_, _, at)| at);
+    let start = fork.as_ref().map_or(0, |f| f.2);
     conn.prepare_cached(
         "INSERT INTO streams (path, content_type, ttl_seconds, expires_at_ms, touched_ms, tail, \
          fork_source, fork_source_path, fork_offset, fork_req_offset, fork_sub) \
@@ -718,19 +788,24 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
             expires_at,
             now,
             start as i64,
-            fork.map(|f| f.0),
+            fork.as_ref().map(|f| f.0),
             req.fork.as_ref().map(|f| f.source.clone()),
-            fork.map(|f| f.2 as i64),
-            fork.map(|f| f.1 as i64),
+            fork.as_ref().map(|f| f.2 as i64),
+            fork.as_ref().map(|f| f.1 as i64),
             req.fork.as_ref().map_or(0, |f| f.sub_offset as i64),
         ])
     })
     .map_err(internal)?;
+    // The row id is the new incarnation: AUTOINCREMENT never hands out an id
+    // twice, and each is greater than every one before it (restarts too), so
+    // a stream created again at a deleted path gets offsets that sort after
+    // the old stream's, and tell themselves apart from them.
     let id = conn.last_insert_rowid();
+    let lineage = fork.map(|(_, _, at, src_lineage)| src_lineage.fork(at, id as u64).encode());
     let tail = insert_pieces(conn, id, json, start, &pieces.pieces)?;
     conn.execute(
-        "UPDATE streams SET tail = ?2, closed = ?3 WHERE id = ?1",
-        params![id, tail as i64, req.closed],
+        "UPDATE streams SET tail = ?2, closed = ?3, incarnation = ?1, lineage = ?4 WHERE id = ?1",
+        params![id, tail as i64, req.closed, lineage],
     )
     .map_err(internal)?;
     effects.notify.push(req.path);
@@ -772,7 +847,9 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
                 producer: None,
             });
         }
-        return Err(StoreError::Closed { tail: row.tail });
+        return Err(StoreError::Closed {
+            tail: row.lineage.offset(row.tail),
+        });
     }
     if has_body {
         match &req.content_type {
@@ -845,7 +922,7 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
         .map_err(internal)?;
     }
     let info = StreamInfo {
-        tail,
+        tail: row.lineage.offset(tail),
         closed: row.closed || req.close,
         ..row.info()
     };
@@ -854,7 +931,9 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
     } else {
         let append = Published {
             info: info.clone(),
-            start: row.tail,
+            // In the incarnation the data is in, so that live readers count
+            // the pieces' offsets from here.
+            start: row.lineage.append_offset(row.tail),
             pieces: pieces.pieces,
             touched_ms: now,
         };
@@ -902,11 +981,25 @@ impl Storage for SqliteStorage {
                 if matches!(recent.info.expiry, Expiry::Ttl(_)) {
                     touches.touch(recent.info.id, now);
                 }
+                // Recent appends are all in the stream's newest incarnation
+                // (`from` is between two of their offsets), where offsets
+                // count positions.
+                let json = recent.info.is_json();
+                let mut end = from;
+                let offsets = recent
+                    .pieces
+                    .iter()
+                    .map(|piece| {
+                        end += if json { 1 } else { piece.len() as Pos };
+                        end
+                    })
+                    .collect();
                 return Ok(Chunk {
                     info: recent.info,
                     start: from,
                     next: recent.next,
                     pieces: recent.pieces,
+                    offsets,
                 });
             }
         }

@@ -10,7 +10,8 @@ use durable_session_server::config::ServerConfig;
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    /// The data directory, when the server owns it (`None` with [`TestServer::start_in`]).
+    _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -25,7 +26,15 @@ impl TestServer {
 
     pub async fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = Server::open(dir.path(), config).expect("open storage");
+        let mut s = Self::start_in(dir.path(), config).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// A server on an existing data directory, which outlives it: start
+    /// another one on the same directory to test a restart.
+    pub async fn start_in(data_dir: &std::path::Path, config: ServerConfig) -> Self {
+        let server = Server::open(data_dir, config).expect("open storage");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -35,7 +44,7 @@ impl TestServer {
         Self {
             base,
             client: reqwest::Client::new(),
-            _dir: dir,
+            _dir: None,
             stop: Some(stop),
         }
     }
