@@ -6,12 +6,14 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 out=sdk/pkg
+# Cargo's output directory (honours CARGO_TARGET_DIR, e.g. a private one on a shared machine).
+cargo_target=${CARGO_TARGET_DIR:-target}
 echo "[build] compiling the SDK to wasm32 (profile wasm-release)"
 cargo build -p durable-sessions --lib --target wasm32-unknown-unknown --profile wasm-release --features js --quiet
 echo "[build] generating JS glue and TypeScript types"
 rm -rf "$out"
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$out" --out-name durable_sessions \
-  target/wasm32-unknown-unknown/wasm-release/durable_sessions.wasm
+  "$cargo_target/wasm32-unknown-unknown/wasm-release/durable_sessions.wasm"
 echo "[build] wasm-opt -Oz (binaryen from npm, pinned in package.json)"
 npx --no-install wasm-opt -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-reference-types \
   --enable-sign-ext --enable-mutable-globals --enable-multivalue --strip-debug --strip-producers \
