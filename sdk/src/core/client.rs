@@ -1014,6 +1014,44 @@ impl ClientCore {
         id
     }
 
+    /// Queues one event (content lane) sent with the producer ids
+    /// `producer`, alone in its request, on every attempt: for an append
+    /// kept across page loads, so that whichever page load sends it, and
+    /// however often, the server stores it once (docs/protocol.md §4.2).
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options, Output};
+    /// use durable_sessions::protocol::ws::{ClientMsg, ProducerIds};
+    /// let mut core = ClientCore::new(Options::new("p", 1));
+    /// core.start(0);
+    /// core.on_open(1);
+    /// let ids = ProducerIds { id: "kept-1".into(), epoch: 0, seq: 0 };
+    /// core.append_as("sessions/a", r#"{"type":"note"}"#.into(), ids.clone());
+    /// let sent = std::iter::from_fn(|| core.poll_output()).any(|o| matches!(o,
+    ///     Output::Send(ClientMsg::Append { producer: Some(p), .. }) if p == ids));
+    /// assert!(sent);
+    /// ```
+    pub fn append_as(
+        &mut self,
+        path: &str,
+        json: String,
+        producer: durable_session_protocol::ws::ProducerIds,
+    ) -> AppendId {
+        let id = self.next_id();
+        if self.state == ConnectionState::Closed {
+            self.outputs.push(Output::Appended {
+                id,
+                result: Err(ClientError::new("client_closed", "the client is closed")),
+            });
+            return id;
+        }
+        match self.outbox.push_as(path, id, json, producer) {
+            Ok(()) => self.flush_appends(),
+            Err(e) => self.outputs.push(Output::Appended { id, result: Err(e) }),
+        }
+        id
+    }
+
     /// Closes the client for good: the connection ends, pending appends fail
     /// with `client_closed`, subscriptions end.
     pub fn close(&mut self) {

@@ -14,6 +14,7 @@ pub mod chat;
 pub mod client;
 pub mod errors;
 pub mod outbox;
+pub mod persist;
 pub mod rng;
 pub mod session;
 pub mod state;

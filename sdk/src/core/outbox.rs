@@ -71,6 +71,9 @@ struct InFlight {
     items: Vec<(AppendId, usize)>,
     body: String,
     bumps: u32,
+    /// Producer ids chosen by the app ([`Outbox::push_as`]): the request
+    /// carries them instead of the lane's, and its one append alone.
+    fixed: Option<ProducerIds>,
 }
 
 impl InFlight {
@@ -136,6 +139,8 @@ pub struct Outbox {
     batch_cap: usize,
     /// Streams whose appends wait (their creation is not confirmed yet).
     held: Vec<String>,
+    /// Queued appends with producer ids of their own ([`Outbox::push_as`]).
+    fixed: Vec<(AppendId, ProducerIds)>,
 }
 
 impl Outbox {
@@ -151,6 +156,7 @@ impl Outbox {
             server_limit: None,
             batch_cap: MAX_BATCH_BYTES,
             held: Vec::new(),
+            fixed: Vec::new(),
         }
     }
 
@@ -230,11 +236,11 @@ impl Outbox {
             path: s.path.clone(),
             // Batches join events that were valid JSON when queued.
             payload: Some(Payload::Json(f.body.clone())),
-            producer: Some(ProducerIds {
+            producer: Some(f.fixed.clone().unwrap_or_else(|| ProducerIds {
                 id: s.producer.clone(),
                 epoch: f.epoch,
                 seq: f.seq,
-            }),
+            })),
             close: false,
         }
     }
@@ -266,7 +272,10 @@ impl Outbox {
             let queue = std::mem::take(&mut self.streams[at].queue);
             for (id, json) in queue {
                 match self.too_large(&self.streams[at], json.len()) {
-                    Some(e) => failed.push((id, Err(e))),
+                    Some(e) => {
+                        self.fixed.retain(|(i, _)| *i != id);
+                        failed.push((id, Err(e)));
+                    }
                     None => self.streams[at].queue.push((id, json)),
                 }
             }
@@ -279,8 +288,13 @@ impl Outbox {
             let cap = self.batch_cap.min(limit.saturating_sub(stream.overhead));
             let mut items = Vec::new();
             let mut body = String::from("[");
+            // An append with its own producer ids goes alone.
+            let fixed_at = |id: AppendId| self.fixed.iter().position(|(i, _)| *i == id);
+            let first_fixed = stream.queue.first().and_then(|(id, _)| fixed_at(*id));
             for (id, json) in &stream.queue {
-                let fits = items.is_empty() || (body.len() + json.len() + 2 <= cap && items.len() < MAX_BATCH_ITEMS);
+                let alone = first_fixed.is_some() || fixed_at(*id).is_some();
+                let fits =
+                    items.is_empty() || (!alone && body.len() + json.len() + 2 <= cap && items.len() < MAX_BATCH_ITEMS);
                 if !fits {
                     break;
                 }
@@ -299,6 +313,7 @@ impl Outbox {
                 items,
                 body,
                 bumps: 0,
+                fixed: first_fixed.map(|at| self.fixed.swap_remove(at).1),
             };
             frames.push(Self::frame(stream, &flight));
             stream.in_flight = Some(flight);
@@ -331,8 +346,10 @@ impl Outbox {
         let at = self.flight_of(req)?;
         let stream = &mut self.streams[at];
         let flight = stream.in_flight.take()?;
-        stream.epoch = flight.epoch;
-        stream.next_seq = flight.seq + 1;
+        if flight.fixed.is_none() {
+            stream.epoch = flight.epoch;
+            stream.next_seq = flight.seq + 1;
+        }
         let ack = AppendAck {
             offset: offset.to_owned(),
             duplicate,
@@ -350,7 +367,9 @@ impl Outbox {
     pub fn on_error(&mut self, req: &str, code: ErrorCode, message: &str) -> Option<(Resolved, Option<ClientMsg>)> {
         let at = self.flight_of(req)?;
         let flight = self.streams[at].in_flight.as_ref()?;
-        let retry = classify(code) == ErrorClass::Fenced && flight.bumps < MAX_EPOCH_BUMPS;
+        // Ids chosen by the app are never renumbered: a new epoch could
+        // store again what an earlier page load already stored.
+        let retry = classify(code) == ErrorClass::Fenced && flight.bumps < MAX_EPOCH_BUMPS && flight.fixed.is_none();
         if retry {
             let new_req = self.new_req();
             let stream = &mut self.streams[at];
@@ -397,7 +416,36 @@ impl Outbox {
             }
             out.extend(s.queue.drain(..).map(|(id, _)| (id, Err(error.clone()))));
         }
+        self.fixed.clear();
         out
+    }
+
+    /// Queues one event for `path` (content lane) to be sent with the
+    /// producer ids `producer`, alone in its request, every time — for an
+    /// append kept across page loads: whichever page load sends it, and
+    /// however often, the server stores it once (docs/protocol.md §4.2). A
+    /// refusal fails it; it is never renumbered.
+    ///
+    /// ```
+    /// use durable_sessions::core::outbox::{Outbox, Lane};
+    /// use durable_sessions::protocol::ws::{ClientMsg, ProducerIds};
+    /// let mut o = Outbox::new("p".into(), 1 << 20);
+    /// let ids = ProducerIds { id: "kept-1".into(), epoch: 0, seq: 0 };
+    /// o.push_as("s", 1, r#"{"type":"note"}"#.into(), ids.clone()).unwrap();
+    /// o.push("s", Lane::Content, 2, r#"{"type":"note"}"#.into()).unwrap();
+    /// let (frames, _) = o.ready();
+    /// assert!(matches!(&frames[0], ClientMsg::Append { producer: Some(p), .. } if *p == ids));
+    /// ```
+    pub fn push_as(
+        &mut self,
+        path: &str,
+        id: AppendId,
+        json: String,
+        producer: ProducerIds,
+    ) -> Result<(), ClientError> {
+        self.push(path, Lane::Content, id, json)?;
+        self.fixed.push((id, producer));
+        Ok(())
     }
 }
 
@@ -642,5 +690,48 @@ mod tests {
         }
         assert_eq!(acked, [2, 3, 4, 5]);
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_append_with_its_own_ids_goes_alone_with_them_and_leaves_the_lane_alone() {
+        let mut o = outbox();
+        let kept = ProducerIds {
+            id: "kept".into(),
+            epoch: 0,
+            seq: 0,
+        };
+        push(&mut o, "s", 1, "1");
+        o.push_as("s", 2, "2".into(), kept.clone()).unwrap();
+        push(&mut o, "s", 3, "3");
+        // The first batch stops before it; it goes alone, with its ids.
+        let (req, _, seq, body) = producer_of(&frames(&mut o)[0]);
+        assert_eq!((seq, body.as_str()), (0, "[1]"));
+        o.on_ack(&req, "o1", false).unwrap();
+        let sent = frames(&mut o);
+        assert_eq!(producer_id_of(&sent[0]), "kept");
+        let (req, epoch, seq, body) = producer_of(&sent[0]);
+        assert_eq!((epoch, seq, body.as_str()), (0, 0, "[2]"));
+        // After a reconnect: the same ids again; a duplicate ack resolves it.
+        assert_eq!(o.resend(), sent);
+        assert_eq!(o.on_ack(&req, "o2", true).unwrap()[0].0, 2);
+        // The lane's own producer goes on at seq 1.
+        let (_, epoch, seq, body) = producer_of(&frames(&mut o)[0]);
+        assert_eq!((epoch, seq, body.as_str()), (0, 1, "[3]"));
+    }
+
+    #[test]
+    fn an_append_with_its_own_ids_is_never_renumbered() {
+        let mut o = outbox();
+        let kept = ProducerIds {
+            id: "kept".into(),
+            epoch: 0,
+            seq: 0,
+        };
+        o.push_as("s", 1, "1".into(), kept).unwrap();
+        let (req, ..) = producer_of(&frames(&mut o)[0]);
+        let (done, retry) = o.on_error(&req, ErrorCode::SeqGap, "seq gap").unwrap();
+        assert!(retry.is_none(), "no new epoch");
+        assert_eq!(done[0].1.as_ref().unwrap_err().code, "seq_gap");
+        assert_eq!(o.pending(), 0);
     }
 }

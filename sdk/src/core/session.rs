@@ -48,12 +48,25 @@ const SNAPSHOT_VERSION: u64 = 2;
 /// assert_eq!(restored.view(), model.view());
 /// assert_eq!(restored.offset(), model.offset());
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionModel {
     view: ChatView,
     offset: Option<String>,
-    /// Every event folded in, as JSON text (what a snapshot stores).
-    events: Vec<String>,
+    received: u64,
+    /// Every event folded in, as JSON text (what a snapshot stores), unless
+    /// the model was made [`SessionModel::without_snapshots`].
+    events: Option<Vec<String>>,
+}
+
+impl Default for SessionModel {
+    fn default() -> Self {
+        Self {
+            view: ChatView::default(),
+            offset: None,
+            received: 0,
+            events: Some(Vec::new()),
+        }
+    }
 }
 
 impl SessionModel {
@@ -69,7 +82,51 @@ impl SessionModel {
 
     /// Session events received (since the model started, snapshots included).
     pub fn received(&self) -> u64 {
-        self.events.len() as u64
+        self.received
+    }
+
+    /// A model that keeps no copy of the events it folds in (its memory does
+    /// not grow with the session's events; [`SessionModel::snapshot`] is
+    /// then `None`). For an app that persists events itself, incrementally
+    /// (as the browser SDK does in IndexedDB).
+    ///
+    /// ```
+    /// use durable_sessions::core::session::SessionModel;
+    /// use durable_sessions::core::client::SubscriptionEvent;
+    /// use durable_sessions::protocol::ws::{Message, Payload};
+    /// let mut model = SessionModel::without_snapshots();
+    /// model.apply(SubscriptionEvent::Messages(vec![Message {
+    ///     offset: "01".into(),
+    ///     payload: Payload::json(r#"{"type":"note"}"#).unwrap(),
+    /// }]));
+    /// assert_eq!(model.received(), 1);
+    /// assert_eq!(model.snapshot(), None);
+    /// ```
+    pub fn without_snapshots() -> Self {
+        Self {
+            events: None,
+            ..Self::default()
+        }
+    }
+
+    /// A model (without snapshots) folded from stored `events`, which reach
+    /// `offset`.
+    ///
+    /// ```
+    /// use durable_sessions::core::session::SessionModel;
+    /// let json = r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#;
+    /// let model = SessionModel::restore_events("0007", [json]);
+    /// assert_eq!(model.offset(), Some("0007"));
+    /// assert_eq!(model.view().items().len(), 1);
+    /// ```
+    pub fn restore_events<'a>(offset: &str, events: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut model = Self::without_snapshots();
+        for event in events {
+            model.view.apply_json(event);
+            model.received += 1;
+        }
+        model.offset = Some(offset.to_owned());
+        model
     }
 
     /// Folds a subscription event in.
@@ -81,7 +138,10 @@ impl SessionModel {
                     let Payload::Json(raw) = m.payload else { continue };
                     self.view.apply_json(&raw);
                     self.offset = Some(m.offset.clone());
-                    self.events.push(raw.clone());
+                    self.received += 1;
+                    if let Some(events) = &mut self.events {
+                        events.push(raw.clone());
+                    }
                     applied.events.push(Envelope {
                         offset: m.offset,
                         json: raw,
@@ -97,7 +157,10 @@ impl SessionModel {
             SubscriptionEvent::Reset { .. } => {
                 self.view = ChatView::default();
                 self.offset = None;
-                self.events.clear();
+                self.received = 0;
+                if let Some(events) = &mut self.events {
+                    events.clear();
+                }
                 applied.reset = true;
                 applied.changed = true;
             }
@@ -107,12 +170,14 @@ impl SessionModel {
     }
 
     /// The model as JSON, to store and [`SessionModel::restore`] later.
-    /// `None` before anything was received.
+    /// `None` before anything was received, and for a model made
+    /// [`SessionModel::without_snapshots`].
     pub fn snapshot(&self) -> Option<String> {
+        let events = self.events.as_ref()?;
         let mut o = Obj::new();
         o.u64("version", SNAPSHOT_VERSION)
             .str("offset", self.offset.as_deref()?)
-            .raw("events", &json::array(self.events.iter().map(String::as_str)));
+            .raw("events", &json::array(events.iter().map(String::as_str)));
         Some(o.finish())
     }
 
@@ -128,10 +193,13 @@ impl SessionModel {
             offset: Some(v.get("offset").and_then(Json::str)?.to_owned()),
             ..Self::default()
         };
+        let mut events = Vec::new();
         for event in v.get("events").and_then(Json::array)? {
             model.view.apply_json(event.raw);
-            model.events.push(event.raw.to_owned());
+            events.push(event.raw.to_owned());
         }
+        model.received = events.len() as u64;
+        model.events = Some(events);
         Some(model)
     }
 }
