@@ -22,6 +22,7 @@ use leptos::task::spawn_local;
 
 use crate::core::ClientError;
 use crate::core::chat::ChatItem;
+use crate::core::persist::Limits;
 use crate::core::state::ConnectionState;
 use crate::web::{SessionOptions, TokenProvider, Transport, WebClient, WebOptions, WebSession};
 
@@ -36,8 +37,25 @@ pub struct UseSessionOptions {
     pub transport: Transport,
     /// Author of sent messages and controls (default: a random id).
     pub author: Option<String>,
-    /// Keep offset and transcript in `localStorage` (default `true`).
+    /// Keep the session in IndexedDB (default `true`): its transcript, so a
+    /// reload resumes where it left off, and its unacknowledged messages, so
+    /// one sent offline is delivered exactly once after a reload.
     pub persist: bool,
+    /// How much is stored: per session, and how many sessions (LRU).
+    ///
+    /// ```no_run
+    /// use durable_sessions::core::persist::Limits;
+    /// use durable_sessions::leptos::{UseSessionOptions, use_session_with_options};
+    /// # fn component() {
+    /// let session = use_session_with_options("abc", UseSessionOptions {
+    ///     limits: Limits { max_events: 10_000, max_sessions: 5, ..Limits::default() },
+    ///     ..UseSessionOptions::default()
+    /// });
+    /// // Shown when the browser's storage is full; the session keeps working.
+    /// let warning = move || session.storage_error.get().map(|e| e.code);
+    /// # let _ = warning; }
+    /// ```
+    pub limits: Limits,
     /// Access tokens for a server with access control on (ignored with a
     /// shared `client`, which has its own). Called before connecting, before
     /// the token expires (the new one replaces it on the live connection)
@@ -70,6 +88,7 @@ impl Default for UseSessionOptions {
             transport: Transport::WebSocket,
             author: None,
             persist: true,
+            limits: Limits::default(),
             token: None,
         }
     }
@@ -94,6 +113,12 @@ pub struct UseSessionReturn {
     /// `forbidden`), or the token function failing (`token_failed`, retried
     /// by itself).
     pub error: Signal<Option<ClientError>>,
+    /// The last storage failure (`quota_exceeded`, `storage_error`): the
+    /// session keeps working in memory, its transcript is not stored further.
+    pub storage_error: Signal<Option<ClientError>>,
+    /// Deletes what is stored for the session (transcript and pending
+    /// messages) and stores nothing more for it (e.g. when the user signs out).
+    pub clear_storage: Callback<()>,
     /// Sends a user message.
     pub send: Callback<(String, RunMode)>,
     /// Cancels a run by id.
@@ -129,6 +154,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
     let offset = RwSignal::new(None::<String>);
     let received = RwSignal::new(0u64);
     let error = RwSignal::new(None::<ClientError>);
+    let storage_error = RwSignal::new(None::<ClientError>);
     let session = StoredValue::new_local(None::<WebSession>);
     let client_slot = StoredValue::new_local(None::<WebClient>);
     match client {
@@ -136,6 +162,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
         Ok(client) => {
             let mut session_options = SessionOptions {
                 persist: options.persist,
+                limits: options.limits,
                 ..Default::default()
             };
             if let Some(author) = options.author {
@@ -157,7 +184,10 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
                     if let Some(e) = &u.error {
                         error.set(Some(e.clone()));
                     }
-                    if !u.events.is_empty() || u.reset || u.up_to_date {
+                    if let Some(e) = &u.storage_error {
+                        storage_error.set(Some(e.clone()));
+                    }
+                    if !u.events.is_empty() || u.reset || u.up_to_date || u.restored {
                         refresh();
                     }
                 }
@@ -211,6 +241,16 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
             spawn_local(async move { report(done.await) });
         }
     });
+    let clear_storage = Callback::new(move |()| {
+        if let Some(s) = session.with_value(Clone::clone) {
+            let cleared = s.clear_storage();
+            spawn_local(async move {
+                if let Err(e) = cleared.await {
+                    storage_error.set(Some(e));
+                }
+            });
+        }
+    });
     let drop_connection = Callback::new(move |()| {
         if let Some(c) = client_slot.with_value(Clone::clone) {
             c.drop_connection();
@@ -224,6 +264,8 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
         offset: offset.into(),
         received: received.into(),
         error: error.into(),
+        storage_error: storage_error.into(),
+        clear_storage,
         send,
         cancel,
         steer,

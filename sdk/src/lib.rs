@@ -10,9 +10,9 @@
 //! - `native` (feature `native`): a tokio WebSocket transport, used by the
 //!   demo agents and Rust tests;
 //! - `web` (feature `web`, wasm32): browser WebSocket and HTTP transports,
-//!   page integration (network and visibility events, offsets persisted in
-//!   `localStorage`) and [`web::WebSession`], the session API the bindings
-//!   share;
+//!   page integration (network and visibility events; sessions kept in
+//!   IndexedDB: transcript written incrementally, and a durable outbox) and
+//!   [`web::WebSession`], the session API the bindings share;
 //! - the JavaScript API of the npm package (feature `js`);
 //! - `leptos` (feature `leptos`): `use_session`, returning signals.
 

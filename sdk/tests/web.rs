@@ -52,6 +52,7 @@ fn session_options() -> SessionOptions {
     SessionOptions {
         author: "wasm-test".into(),
         persist: false,
+        ..SessionOptions::default()
     }
 }
 
@@ -448,6 +449,7 @@ async fn a_long_answer_outlives_short_tokens(transport: Transport) {
         SessionOptions {
             author: "ada".into(),
             persist: false,
+            ..SessionOptions::default()
         },
     );
     let (log, _l) = record(&session);
@@ -500,6 +502,7 @@ async fn a_token_for_another_session_is_forbidden(transport: Transport) {
         SessionOptions {
             author: "ada".into(),
             persist: false,
+            ..SessionOptions::default()
         },
     );
     let error: Rc<RefCell<Option<ClientError>>> = Rc::default();
@@ -559,6 +562,7 @@ async fn an_expired_token_and_a_failing_token_function_recover_without_a_gap() {
         SessionOptions {
             author: "ada".into(),
             persist: false,
+            ..SessionOptions::default()
         },
     );
     let (log, _l) = record(&session);

@@ -46,6 +46,7 @@ fn session_options() -> SessionOptions {
     SessionOptions {
         author: "wasm-test".into(),
         persist: false,
+        ..SessionOptions::default()
     }
 }
 

@@ -6,6 +6,7 @@ import init, {
   type ConnectionState,
   type DurableSessionError,
   type ErrorCode,
+  type PersistOptions,
   type SessionEnvelope,
   type StateChange,
   type TokenProvider,
@@ -40,6 +41,16 @@ export async function demo(): Promise<void> {
   const session = client.session("demo", { author: "ada", persist: true });
   const other = new DurableClient().session("other");
   await other.send("options are optional");
+  // Stored in IndexedDB within limits; storage failures reach the app.
+  const limits: PersistOptions = { maxEvents: 10_000, maxBytes: 4 << 20, maxSessions: 5 };
+  const bounded = client.session("bounded", { persist: limits });
+  const unsubscribe: () => void = bounded.onStorageError((e: DurableSessionError) => {
+    const code: ErrorCode = e.code;
+    if (code === "quota_exceeded") console.warn("storage full; the session keeps working:", e.message);
+  });
+  unsubscribe();
+  await bounded.clearStorage();
+  client.session("ephemeral", { persist: false }).close();
   session.onChange((items: ChatItem[]) => {
     for (const item of items) {
       if (item.kind === "run") {
@@ -72,5 +83,7 @@ export async function demo(): Promise<void> {
   console.log(id, offset, duplicate, session.offset, session.received);
   stop();
   session.close();
+  // Signing out: nothing of any session stays in this browser.
+  await client.clearStorage();
   client.close();
 }

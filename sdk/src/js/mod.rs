@@ -104,6 +104,14 @@ fn ack_object(ack: &AppendAck) -> JsValue {
 /// the Wasm holds one copy of the future-to-promise glue.
 type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<AppendAck, ClientError>>>>;
 
+/// A promise of `undefined` (or a rejection with the error).
+fn unit_promise(fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClientError>>>>) -> Promise {
+    future_to_promise(async move {
+        fut.await.map_err(|e| js_error(&e))?;
+        Ok(JsValue::UNDEFINED)
+    })
+}
+
 fn to_promise(fut: AckFuture, map: Box<dyn FnOnce(&AppendAck) -> JsValue>) -> Promise {
     future_to_promise(async move {
         match fut.await {
@@ -303,7 +311,24 @@ impl JsClient {
             o.author = author.to_owned();
         }
         if let Some(persist) = v.get("persist") {
-            o.persist = persist.bool().ok_or_else(|| invalid("persist must be a boolean"))?;
+            match persist.bool() {
+                Some(on) => o.persist = on,
+                None if persist.is_object() => {
+                    let limits = &mut o.limits;
+                    for (key, slot) in [
+                        ("maxEvents", &mut limits.max_events),
+                        ("maxBytes", &mut limits.max_bytes),
+                    ] {
+                        if let Some(n) = opt_ms(persist, key)? {
+                            *slot = n;
+                        }
+                    }
+                    if let Some(n) = opt_ms(persist, "maxSessions")? {
+                        limits.max_sessions = u32::try_from(n).unwrap_or(u32::MAX);
+                    }
+                }
+                None => return Err(invalid("persist must be a boolean or an object")),
+            }
         }
         let session = JsSession::new(WebSession::open(&self.client, id, o));
         self.sessions.borrow_mut().push(Rc::downgrade(&session.parts));
@@ -323,6 +348,18 @@ impl JsClient {
     #[wasm_bindgen(js_name = dropConnection)]
     pub fn drop_connection(&self) {
         self.client.drop_connection();
+    }
+
+    /// Deletes everything the SDK stored in this browser for this origin
+    /// (every session's transcript and pending appends); this client's open
+    /// sessions store nothing more.
+    #[wasm_bindgen(js_name = clearStorage, unchecked_return_type = "Promise<void>")]
+    pub fn clear_storage(&self) -> Promise {
+        for session in self.sessions.borrow().iter().filter_map(std::rc::Weak::upgrade) {
+            // Stops storing at once; the deletion below covers its data.
+            drop(session.session.clear_storage());
+        }
+        unit_promise(Box::pin(crate::web::clear_storage()))
     }
 
     /// Closes the client and its sessions, and releases its socket, timers
@@ -348,6 +385,7 @@ pub struct SessionParts {
     on_change: JsCallbacks,
     on_error: JsCallbacks,
     on_reset: JsCallbacks,
+    on_storage_error: JsCallbacks,
     iterators: Rc<RefCell<Vec<iter::Feed>>>,
     next: Rc<RefCell<u64>>,
     updates: RefCell<Option<crate::web::UpdateListener>>,
@@ -396,12 +434,14 @@ impl JsSession {
         let on_change: JsCallbacks = Rc::default();
         let on_error: JsCallbacks = Rc::default();
         let on_reset: JsCallbacks = Rc::default();
+        let on_storage_error: JsCallbacks = Rc::default();
         let iterators: Rc<RefCell<Vec<iter::Feed>>> = Rc::default();
-        let (ev, ch, er, rs, it) = (
+        let (ev, ch, er, rs, se, it) = (
             on_event.clone(),
             on_change.clone(),
             on_error.clone(),
             on_reset.clone(),
+            on_storage_error.clone(),
             iterators.clone(),
         );
         let weak_session = session.clone();
@@ -431,7 +471,10 @@ impl JsSession {
                 call_all(&er, &err);
                 it.borrow_mut().retain(|feed| feed.fail(err.clone()));
             }
-            if (!u.events.is_empty() || u.reset) && !ch.borrow().is_empty() {
+            if let Some(e) = &u.storage_error {
+                call_all(&se, &js_error(e));
+            }
+            if (!u.events.is_empty() || u.reset || u.restored) && !ch.borrow().is_empty() {
                 call_all(&ch, &items_value(&weak_session));
             }
         });
@@ -441,6 +484,7 @@ impl JsSession {
             on_change,
             on_error,
             on_reset,
+            on_storage_error,
             iterators,
             next: Rc::default(),
             updates: RefCell::new(Some(updates)),
@@ -525,6 +569,25 @@ impl JsSession {
         #[wasm_bindgen(unchecked_param_type = "(reason: string) => void")] listener: Function,
     ) -> Function {
         self.register(&self.on_reset, listener)
+    }
+
+    /// Calls `listener` when storing the session in IndexedDB failed: code
+    /// `quota_exceeded` (the browser's storage for this origin is full) or
+    /// `storage_error`. The session keeps working in memory; its transcript
+    /// is not stored further (what was stored stays valid).
+    #[wasm_bindgen(js_name = onStorageError, unchecked_return_type = "() => void")]
+    pub fn on_storage_error(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(error: DurableSessionError) => void")] listener: Function,
+    ) -> Function {
+        self.register(&self.on_storage_error, listener)
+    }
+
+    /// Deletes what is stored for this session (transcript and pending
+    /// appends) and stores nothing more for it; the session keeps working.
+    #[wasm_bindgen(js_name = clearStorage, unchecked_return_type = "Promise<void>")]
+    pub fn clear_storage(&self) -> Promise {
+        unit_promise(Box::pin(self.session.clear_storage()))
     }
 
     /// New events as an async iterator: `for await (const e of session.events())`.

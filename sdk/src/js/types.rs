@@ -66,7 +66,11 @@ export type ErrorCode =
   | "invalid_argument"
   | "invalid_url"
   /** The `token` function threw, rejected, or returned no string. Retried with backoff. */
-  | "token_failed";
+  | "token_failed"
+  /** Storing the session failed: the browser's storage for this origin is full (`onStorageError`). */
+  | "quota_exceeded"
+  /** Storing the session failed: IndexedDB is unavailable or refused a write (`onStorageError`). */
+  | "storage_error";
 
 /**
  * Gets an access token (a JWT minted by the app's backend) for a server with
@@ -121,11 +125,32 @@ export interface ClientOptions {
   token?: string | TokenProvider;
 }
 
+/**
+ * How much of its sessions a browser keeps in IndexedDB. A session's stored
+ * transcript never grows past `maxEvents` / `maxBytes` (after a reload, what
+ * is not stored comes from the server); beyond `maxSessions`, the least
+ * recently opened sessions' transcripts are evicted. Pending appends are
+ * never evicted: they stay until the server acknowledged them.
+ */
+export interface PersistOptions {
+  /** Most events stored per session (default 50000). */
+  maxEvents?: number;
+  /** Most bytes of event JSON stored per session (default 8388608, 8 MiB). */
+  maxBytes?: number;
+  /** Most sessions whose transcript is stored (default 20). */
+  maxSessions?: number;
+}
+
 export interface SessionOptions {
   /** Author of sent messages and `by` of cancels and steers. Default: a random id. */
   author?: string;
-  /** Keep offset and transcript in localStorage so a reload resumes there. Default true. */
-  persist?: boolean;
+  /**
+   * Keep the session in IndexedDB (default true): its transcript, so a reload
+   * resumes where the tab left off, and its unacknowledged appends, so a
+   * message sent offline is delivered exactly once after a reload. An object
+   * sets the limits (`PersistOptions`); `false` keeps nothing.
+   */
+  persist?: boolean | PersistOptions;
 }
 
 export interface SendOptions {

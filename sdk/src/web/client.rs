@@ -548,6 +548,31 @@ impl WebClient {
         }
     }
 
+    /// [`WebClient::append`] with the producer ids `producer`, alone in its
+    /// request, on every attempt (see
+    /// [`ClientCore::append_as`](crate::core::client::ClientCore::append_as)):
+    /// for an append kept across page loads, stored once whichever page load
+    /// sends it.
+    pub fn append_as(
+        &self,
+        path: &str,
+        json: String,
+        producer: durable_session_protocol::ws::ProducerIds,
+    ) -> impl Future<Output = Result<AppendAck, ClientError>> + 'static {
+        let (done, result) = super::slot::channel();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let id = inner.core.append_as(path, json, producer);
+            inner.appends.push((id, done));
+        }
+        pump(&self.inner);
+        async move {
+            result
+                .await
+                .unwrap_or_else(|| Err(ClientError::new("client_closed", "the client was closed")))
+        }
+    }
+
     /// Probes the link (or retries at once when waiting to retry).
     pub fn check_connection(&self, reason: &str) {
         check(&self.inner, reason);

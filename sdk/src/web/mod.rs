@@ -7,7 +7,8 @@
 //! after the client released its own state, from a queue, so an app callback
 //! may call back into the client freely. Everything — socket, timer,
 //! listeners — is released by [`WebClient::close`] or when the last handle
-//! is dropped.
+//! is dropped. [`WebSession`] keeps each session in IndexedDB (transcript
+//! and pending appends, see [`crate::core::persist`]).
 
 mod client;
 mod http;
@@ -17,7 +18,7 @@ mod slot;
 pub(crate) mod socket;
 
 pub use client::{Listener, SubscriptionHandle, TokenFuture, TokenProvider, Transport, WebClient, WebOptions};
-pub use persist::OffsetStore;
+pub use persist::clear_storage;
 pub use session::{SessionOptions, SessionUpdate, UpdateListener, WebSession};
 
 /// Milliseconds since the Unix epoch, from the browser clock.

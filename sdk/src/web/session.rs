@@ -1,37 +1,47 @@
-//! A session for an app: the subscription, the chat view, the persisted
-//! snapshot, and the actions (send, cancel, steer).
+//! A session for an app: the subscription, the chat view, the stored
+//! transcript and outbox, and the actions (send, cancel, steer).
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::future::Future;
 use std::rc::{Rc, Weak};
 
 use durable_session_protocol::session::{RunMode, session_path};
-use gloo_events::EventListener;
-use gloo_timers::callback::Timeout;
 
 use super::client::{SubscriptionHandle, WebClient};
-use super::persist::OffsetStore;
-use super::random_id;
+use super::persist::{SessionStore, clear_session};
+use super::{random_id, slot};
 use crate::core::ClientError;
 use crate::core::chat::ChatView;
 use crate::core::client::{SubscribeOptions, SubscriptionEvent};
 use crate::core::outbox::{AppendAck, Lane};
+use crate::core::persist::{Limits, PendingAppend};
 use crate::core::session::{self, Applied, SessionModel};
 use crate::core::subscription::{ResetPolicy, StartFrom};
 
-/// How long snapshots wait before being written (they are written at most
-/// this often while events stream in, and at once when the page is hidden).
-const SAVE_DELAY_MS: u32 = 250;
-
 /// How to open a session.
+///
+/// ```
+/// use durable_sessions::core::persist::Limits;
+/// use durable_sessions::web::SessionOptions;
+/// let options = SessionOptions {
+///     author: "ada".into(),
+///     limits: Limits { max_events: 5_000, max_sessions: 5, ..Limits::default() },
+///     ..SessionOptions::default()
+/// };
+/// assert!(options.persist);
+/// ```
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// Written as `author` of messages sent with [`WebSession::send`] and as
     /// `by` of cancels and steers.
     pub author: String,
-    /// Keep the offset and view in `localStorage` so a reload resumes where
-    /// the tab left off. Default `true`.
+    /// Keep the session in IndexedDB: its transcript (so a reload resumes
+    /// where the tab left off, with no gap and no duplicate) and its
+    /// unacknowledged appends (so a message sent offline is delivered,
+    /// exactly once, after a reload). Default `true`.
     pub persist: bool,
+    /// How much is kept (per session, and how many sessions).
+    pub limits: Limits,
 }
 
 impl Default for SessionOptions {
@@ -39,6 +49,7 @@ impl Default for SessionOptions {
         Self {
             author: random_id("user"),
             persist: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -56,9 +67,26 @@ pub struct SessionUpdate {
     pub error: Option<ClientError>,
     /// The subscription caught up with the stream.
     pub up_to_date: bool,
+    /// The view was restored from storage (after the session opened).
+    pub restored: bool,
+    /// Storing failed (`quota_exceeded`, `storage_error`). The session keeps
+    /// working in memory; nothing more is stored for its transcript.
+    pub storage_error: Option<ClientError>,
 }
 
 type UpdateCallback = Rc<RefCell<dyn FnMut(&SessionUpdate)>>;
+
+type Done = slot::Sender<Result<AppendAck, ClientError>>;
+
+/// Where the session's storage stands.
+enum Storage {
+    /// Not stored (`persist: false`, storage unavailable, or cleared).
+    Off,
+    /// Being read; appends made meanwhile wait (they go after the ones
+    /// restored).
+    Loading(Vec<(String, Done)>),
+    Ready(Rc<SessionStore>),
+}
 
 struct Inner {
     client: WebClient,
@@ -69,17 +97,84 @@ struct Inner {
     listeners: RefCell<Vec<(u64, UpdateCallback)>>,
     next_listener: RefCell<u64>,
     sub: RefCell<Option<SubscriptionHandle>>,
-    store: Option<OffsetStore>,
-    save_timer: RefCell<Option<Timeout>>,
-    _pagehide: RefCell<Option<EventListener>>,
+    storage: RefCell<Storage>,
+    /// The key of the session in storage (server and path).
+    store_key: String,
+    closed: Cell<bool>,
 }
 
 impl Inner {
-    fn save_now(&self) {
-        self.save_timer.borrow_mut().take();
-        if let (Some(store), Some(snapshot)) = (&self.store, self.model.borrow().snapshot()) {
-            store.save(&self.path, &snapshot);
+    fn store(&self) -> Option<Rc<SessionStore>> {
+        match &*self.storage.borrow() {
+            Storage::Ready(store) => Some(store.clone()),
+            _ => None,
         }
+    }
+
+    fn subscribe(self: &Rc<Self>, start: StartFrom) {
+        let weak = Rc::downgrade(self);
+        let opts = SubscribeOptions {
+            start: start.into(),
+            reset: ResetPolicy::FromBeginning,
+            create: true,
+        };
+        let sub = self.client.subscribe(&self.path, opts, move |event| {
+            if let Some(inner) = weak.upgrade() {
+                on_event(&inner, event);
+            }
+        });
+        *self.sub.borrow_mut() = Some(sub);
+    }
+
+    /// Sends `json`: kept in storage until acknowledged when the session is
+    /// stored, held until the storage is read while it is being read.
+    fn route(&self, json: String, done: Done) {
+        let store = {
+            let mut storage = self.storage.borrow_mut();
+            match &mut *storage {
+                Storage::Loading(waiting) => return waiting.push((json, done)),
+                Storage::Ready(store) => Some(store.clone()),
+                Storage::Off => None,
+            }
+        };
+        match store {
+            Some(store) => {
+                let pending = PendingAppend::new(store.next_order(), random_id("out"), json);
+                store.keep_pending(&pending);
+                self.resend(&store, pending, Some(done));
+            }
+            None => {
+                let sent = self.client.append(&self.path, json);
+                wasm_bindgen_futures::spawn_local(async move { done.send(sent.await) });
+            }
+        }
+    }
+
+    /// Sends a pending append with its own producer ids, and forgets it
+    /// once the server acknowledged it (or refused it for good). Closing the
+    /// client (`client_closed`) keeps it for the next page load.
+    fn resend(&self, store: &Rc<SessionStore>, pending: PendingAppend, done: Option<Done>) {
+        let sent = self
+            .client
+            .append_as(&self.path, pending.json.clone(), pending.producer.clone());
+        let store = store.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = sent.await;
+            if !matches!(&result, Err(e) if e.code == "client_closed") {
+                store.forget_pending(&pending);
+            }
+            if let Some(done) = done {
+                done.send(result);
+            }
+        });
+    }
+}
+
+/// Calls the listeners with `update`.
+fn notify(inner: &Inner, update: &SessionUpdate) {
+    let listeners: Vec<UpdateCallback> = inner.listeners.borrow().iter().map(|(_, cb)| cb.clone()).collect();
+    for cb in listeners {
+        (cb.borrow_mut())(update);
     }
 }
 
@@ -109,54 +204,36 @@ impl Drop for UpdateListener {
 }
 
 impl WebSession {
-    /// Opens session `id` (creating it if needed) on `client`.
+    /// Opens session `id` (creating it if needed) on `client`. With
+    /// [`SessionOptions::persist`], the stored transcript is read first (the
+    /// view is then restored, see [`SessionUpdate::restored`]), the
+    /// subscription resumes from the offset it reaches, and appends left
+    /// unacknowledged by an earlier page load are sent again, with their
+    /// producer ids, before any new one.
     pub fn open(client: &WebClient, id: &str, options: SessionOptions) -> Self {
         let path = session_path(id);
-        let store = options
-            .persist
-            .then(|| OffsetStore::new(&client.inner.borrow().http_base))
-            .flatten();
-        let restored = store
-            .as_ref()
-            .and_then(|s| s.load(&path))
-            .and_then(|json| SessionModel::restore(&json));
-        let start = match restored.as_ref().and_then(|m| m.offset()) {
-            Some(offset) => StartFrom::Offset(offset.to_owned()),
-            None => StartFrom::Beginning,
-        };
+        let store_key = [client.inner.borrow().http_base.as_str(), " ", &path].concat();
         let inner = Rc::new(Inner {
             client: client.clone(),
             id: id.to_owned(),
-            path: path.clone(),
+            path,
             author: options.author,
-            model: RefCell::new(restored.unwrap_or_default()),
+            model: RefCell::new(SessionModel::without_snapshots()),
             listeners: RefCell::new(Vec::new()),
             next_listener: RefCell::new(0),
             sub: RefCell::new(None),
-            store,
-            save_timer: RefCell::new(None),
-            _pagehide: RefCell::new(None),
+            storage: RefCell::new(if options.persist {
+                Storage::Loading(Vec::new())
+            } else {
+                Storage::Off
+            }),
+            store_key,
+            closed: Cell::new(false),
         });
-        let weak = Rc::downgrade(&inner);
-        let opts = SubscribeOptions {
-            start: start.into(),
-            reset: ResetPolicy::FromBeginning,
-            create: true,
-        };
-        let sub = client.subscribe(&path, opts, move |event| {
-            if let Some(inner) = weak.upgrade() {
-                on_event(&inner, event);
-            }
-        });
-        *inner.sub.borrow_mut() = Some(sub);
-        if let Some(window) = web_sys::window() {
-            let weak = Rc::downgrade(&inner);
-            let listener = EventListener::new(&window, "pagehide", move |_| {
-                if let Some(inner) = weak.upgrade() {
-                    inner.save_now();
-                }
-            });
-            *inner._pagehide.borrow_mut() = Some(listener);
+        if options.persist {
+            wasm_bindgen_futures::spawn_local(load(Rc::downgrade(&inner), options.limits));
+        } else {
+            inner.subscribe(StartFrom::Beginning);
         }
         Self { inner }
     }
@@ -186,7 +263,7 @@ impl WebSession {
         self.inner.model.borrow().offset().map(str::to_owned)
     }
 
-    /// Events received (including those restored from a snapshot).
+    /// Events received (including those restored from storage).
     pub fn received(&self) -> u64 {
         self.inner.model.borrow().received()
     }
@@ -205,9 +282,14 @@ impl WebSession {
         }
     }
 
-    /// Appends an event (JSON text).
+    /// Appends an event (JSON text). With [`SessionOptions::persist`] it is
+    /// kept in IndexedDB with its own producer ids until the server
+    /// acknowledges it: after a reload (offline, or before the ack came) the
+    /// next page load sends it again and the server stores it once.
     pub fn append(&self, json: String) -> impl Future<Output = Result<AppendAck, ClientError>> + 'static {
-        self.inner.client.append(&self.inner.path, json)
+        let (done, result) = slot::channel();
+        self.inner.route(json, done);
+        settled(result)
     }
 
     /// Sends a `user_message`; returns its id and the append's outcome.
@@ -234,11 +316,104 @@ impl WebSession {
         self.inner.client.append_in(&self.inner.path, json, Lane::Control)
     }
 
-    /// Ends the subscription and writes the snapshot. The client stays open.
+    /// Deletes what is stored for this session (its transcript and pending
+    /// appends) and stores nothing more for it; the session keeps working
+    /// in memory. Resolves once deleted.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: durable_sessions::web::WebSession) {
+    /// // The user signs out: nothing of the session stays in this browser.
+    /// session.clear_storage().await.unwrap();
+    /// # }
+    /// ```
+    pub fn clear_storage(&self) -> impl Future<Output = Result<(), ClientError>> + 'static {
+        let old = std::mem::replace(&mut *self.inner.storage.borrow_mut(), Storage::Off);
+        match old {
+            Storage::Ready(store) => store.stop(),
+            // Loading notices `Off` and drops what it read.
+            Storage::Loading(waiting) => {
+                for (json, done) in waiting {
+                    self.inner.route(json, done);
+                }
+            }
+            Storage::Off => {}
+        }
+        clear_session(self.inner.store_key.clone())
+    }
+
+    /// Ends the subscription. The client stays open; appends not yet
+    /// acknowledged are still delivered (and stay stored until they are).
     pub fn close(&self) {
+        self.inner.closed.set(true);
         self.inner.sub.borrow_mut().take();
-        self.inner.save_now();
-        self.inner._pagehide.borrow_mut().take();
+    }
+}
+
+/// The outcome of an append, `client_closed` if it never comes.
+async fn settled(result: slot::Receiver<Result<AppendAck, ClientError>>) -> Result<AppendAck, ClientError> {
+    result
+        .await
+        .unwrap_or_else(|| Err(ClientError::new("client_closed", "the client was closed")))
+}
+
+/// Reads the session's storage, restores the view, subscribes from the
+/// offset it reaches, and sends the appends left pending (with their ids)
+/// before those made while loading.
+async fn load(weak: Weak<Inner>, limits: Limits) {
+    let Some(key) = weak.upgrade().map(|inner| inner.store_key.clone()) else {
+        return;
+    };
+    let on_error = {
+        let weak = weak.clone();
+        move |e: ClientError| {
+            if let Some(inner) = weak.upgrade() {
+                let update = SessionUpdate {
+                    storage_error: Some(e),
+                    ..SessionUpdate::default()
+                };
+                notify(&inner, &update);
+            }
+        }
+    };
+    let loaded = SessionStore::open(key, limits, on_error).await;
+    let Some(inner) = weak.upgrade() else { return };
+    // `Off` now unless the app cleared the storage meanwhile (then what was
+    // read is dropped).
+    let waiting = match std::mem::replace(&mut *inner.storage.borrow_mut(), Storage::Off) {
+        Storage::Loading(waiting) => Some(waiting),
+        _ => None,
+    };
+    let mut update = SessionUpdate::default();
+    let mut pending = Vec::new();
+    match loaded {
+        Ok(loaded) if waiting.is_some() => {
+            if loaded.restored.model.offset().is_some() {
+                *inner.model.borrow_mut() = loaded.restored.model;
+                update.restored = true;
+            }
+            pending = loaded.pending;
+            *inner.storage.borrow_mut() = Storage::Ready(loaded.store);
+        }
+        Ok(_) => {}
+        Err(e) => update.storage_error = Some(e),
+    }
+    if !inner.closed.get() {
+        let start = match inner.model.borrow().offset() {
+            Some(offset) => StartFrom::Offset(offset.to_owned()),
+            None => StartFrom::Beginning,
+        };
+        inner.subscribe(start);
+    }
+    if let Some(store) = inner.store() {
+        for p in pending {
+            inner.resend(&store, p, None);
+        }
+    }
+    for (json, done) in waiting.unwrap_or_default() {
+        inner.route(json, done);
+    }
+    if update.restored || update.storage_error.is_some() {
+        notify(&inner, &update);
     }
 }
 
@@ -251,18 +426,13 @@ fn on_event(inner: &Rc<Inner>, event: SubscriptionEvent) {
         _ => {}
     }
     let Applied { events, reset, .. } = inner.model.borrow_mut().apply(event);
+    if let Some(store) = inner.store() {
+        if reset {
+            store.reset();
+        }
+        store.append(&events);
+    }
     update.events = events;
     update.reset = reset;
-    if inner.store.is_some() && inner.save_timer.borrow().is_none() {
-        let weak = Rc::downgrade(inner);
-        *inner.save_timer.borrow_mut() = Some(Timeout::new(SAVE_DELAY_MS, move || {
-            if let Some(inner) = weak.upgrade() {
-                inner.save_now();
-            }
-        }));
-    }
-    let listeners: Vec<UpdateCallback> = inner.listeners.borrow().iter().map(|(_, cb)| cb.clone()).collect();
-    for cb in listeners {
-        (cb.borrow_mut())(&update);
-    }
+    notify(inner, &update);
 }
