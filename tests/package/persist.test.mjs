@@ -60,10 +60,11 @@ const notes = (n, from = 0) =>
  * socket and answers nothing — what Chromium's offline emulation does to an
  * open WebSocket (docs: DESIGN.md), done here in the relay because that
  * emulation does not apply to a relayed socket — and keeps the page's
- * files reachable, so it can reload as an installed app would;
- * `"drop-acks"` forwards everything but the server's acknowledgements.
+ * files reachable, so it can reload as an installed app would.
  * `net.online()` goes online and closes the sockets that lost frames (a
  * dead link ends in a reset sooner or later; the SDK then reconnects).
+ * `net.loseAcks()`: the sockets open now never deliver an acknowledgement
+ * again (new sockets do).
  */
 async function openPage(context) {
   const page = await (context ?? (await browser.newContext())).newPage();
@@ -81,10 +82,11 @@ async function openPage(context) {
     });
     upstream.onMessage((m) => {
       if (net.mode === "offline" || link.lossy) return void (link.lossy = true);
-      if (net.mode === "drop-acks" && String(m).includes('"op":"ack"')) return;
+      if (link.loseAcks && String(m).includes('"op":"ack"')) return;
       ws.send(m);
     });
   });
+  net.loseAcks = () => net.sockets.forEach((l) => (l.loseAcks = true));
   net.online = async () => {
     net.mode = "online";
     for (const link of net.sockets.filter((l) => l.lossy)) await link.ws.close().catch(() => {});
@@ -99,6 +101,17 @@ async function openPage(context) {
 async function openSession(page, id, options = {}, clientOptions = {}) {
   await page.evaluate(([id, o, c]) => void t.open(id, o, c), [id, options, clientOptions]);
   await page.waitForFunction((id) => t.sessions[id].state === "connected", id, { timeout: 15_000 });
+}
+
+/** Waits until the page's stored outbox holds `n` appends. */
+async function pendingCount(page, n, timeout = 15_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const dump = await page.evaluate(() => t.dump());
+    if ((dump?.outbox.length ?? 0) === n) return;
+    if (Date.now() > deadline) throw new Error(`the stored outbox holds ${dump?.outbox.length}, not ${n}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 const waitEvents = (page, id, n, timeout = 15_000) =>
@@ -126,7 +139,7 @@ test("offline send, reload, online: the message is kept across the reload and st
   // The network goes away (the socket stays open, silent); the user sends.
   page.net.mode = "offline";
   await page.evaluate((id) => void t.sessions[id].session.send("typed while offline").catch(() => {}), id);
-  await page.waitForFunction(async () => (await t.dump()).outbox.length === 1);
+  await pendingCount(page, 1);
   const [[, kept]] = (await page.evaluate(() => t.dump())).outbox;
   const [order, epoch, seq, producer] = kept.split(" ");
   assert.ok(Number(order) > 0);
@@ -149,7 +162,7 @@ test("offline send, reload, online: the message is kept across the reload and st
   // and forgotten.
   await page.net.online();
   await waitEvents(page, id, 4);
-  await page.waitForFunction(async () => (await t.dump()).outbox.length === 0);
+  await pendingCount(page, 0);
   await new Promise((r) => setTimeout(r, 500));
   const resent = page.net.appends.slice(before);
   assert.ok(resent.length >= 1);
@@ -171,7 +184,7 @@ test("the acknowledgement is lost and the page reloads: the kept append is resen
   const page = await openPage();
   await openSession(page, id);
   await waitEvents(page, id, 1);
-  page.net.mode = "drop-acks";
+  page.net.loseAcks();
   await page.evaluate((id) => void t.sessions[id].session.send("sent, ack lost").catch(() => {}), id);
   // The server stored it; the page never heard back, so it keeps it.
   for (let i = 0; i < 100 && (await serverLog(id)).length === 1; i++) await new Promise((r) => setTimeout(r, 50));
@@ -179,11 +192,10 @@ test("the acknowledgement is lost and the page reloads: the kept append is resen
   await waitEvents(page, id, 2);
   assert.equal((await page.evaluate(() => t.dump())).outbox.length, 1, "kept until acknowledged");
 
-  page.net.mode = "online";
   await page.reload();
   await page.waitForFunction(() => window.t?.ready === true);
   await openSession(page, id);
-  await page.waitForFunction(async () => (await t.dump()).outbox.length === 0, null, { timeout: 10_000 });
+  await pendingCount(page, 0);
   const [first, again] = page.net.appends.filter((f) => f.data?.[0]?.text === "sent, ack lost");
   assert.deepEqual(again.producer, first.producer, "the same producer ids after the reload");
   const log = await serverLog(id);
@@ -226,6 +238,33 @@ test("storage quota exceeded (simulated): the error reaches the app, the session
   await waitEvents(page, id, 13);
   const view = await page.evaluate((id) => t.view(id), id);
   assert.deepEqual(view, await freshView(id));
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("a full disk at load (simulated): the session still comes back and its kept message is still delivered, once", async () => {
+  const id = uid("pkg-full-at-load");
+  await post(id, notes(2));
+  const page = await openPage();
+  await openSession(page, id);
+  await waitEvents(page, id, 2);
+  page.net.mode = "offline";
+  await page.evaluate((id) => void t.sessions[id].session.send("kept, then the disk filled up").catch(() => {}), id);
+  await pendingCount(page, 1);
+
+  // Next load: every put fails from the start (reading and deleting work).
+  await page.goto(`${page.url()}&full`);
+  await page.waitForFunction(() => window.t?.ready === true && t.failPuts);
+  await page.net.online();
+  await page.evaluate((id) => void t.open(id), id);
+  await page.waitForFunction((id) => t.sessions[id].changes > 0, id);
+  assert.equal((await page.evaluate((id) => t.view(id), id)).received, 2, "restored from storage");
+  await waitEvents(page, id, 3);
+  await page.waitForFunction((id) => t.sessions[id].storageErrors.length > 0, id);
+  assert.equal((await page.evaluate((id) => t.sessions[id].storageErrors[0].code, id)), "quota_exceeded");
+  await pendingCount(page, 0);
+  const log = await serverLog(id);
+  assert.equal(log.filter((e) => e.text === "kept, then the disk filled up").length, 1);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -163,19 +163,27 @@ enum Op {
 
 /// Starts one read-write transaction over every store with `ops`, and
 /// commits it at once (so it is on its way before anything else — a reload
-/// — can happen). Returns it with the requests of the `GetAll`s.
-fn write(db: &IdbDatabase, ops: &[Op]) -> Result<(IdbTransaction, Vec<IdbRequest>), ClientError> {
+/// — can happen).
+fn write(db: &IdbDatabase, ops: &[Op]) -> Result<IdbTransaction, ClientError> {
+    run(db, ops, IdbTransactionMode::Readwrite).map(|(tx, _)| tx)
+}
+
+/// Starts one transaction over every store with `ops` and commits it;
+/// returns it with the requests of the `GetAll`s.
+fn run(
+    db: &IdbDatabase,
+    ops: &[Op],
+    mode: IdbTransactionMode,
+) -> Result<(IdbTransaction, Vec<IdbRequest>), ClientError> {
     let names: Array = STORES.iter().map(|s| JsValue::from_str(s)).collect();
-    let tx = db
-        .transaction_with_str_sequence_and_mode(&names, IdbTransactionMode::Readwrite)
-        .map_err(|e| {
-            // The connection was closed under us (versionchange): reopen
-            // next time.
-            DB.with(|slot| slot.borrow_mut().take());
-            thrown(e)
-        })?;
+    let tx = db.transaction_with_str_sequence_and_mode(&names, mode).map_err(|e| {
+        // The connection was closed under us (versionchange): reopen
+        // next time.
+        DB.with(|slot| slot.borrow_mut().take());
+        thrown(e)
+    })?;
     let mut reads = Vec::new();
-    let mut run = || -> Result<(), JsValue> {
+    let mut issue = || -> Result<(), JsValue> {
         for op in ops {
             match op {
                 Op::Put(store, key, value) => tx.object_store(store)?.put_with_key(&JsValue::from_str(value), key)?,
@@ -190,7 +198,7 @@ fn write(db: &IdbDatabase, ops: &[Op]) -> Result<(IdbTransaction, Vec<IdbRequest
         }
         Ok(())
     };
-    if let Err(e) = run() {
+    if let Err(e) = issue() {
         let _ = tx.abort();
         return Err(thrown(e));
     }
@@ -215,7 +223,7 @@ async fn finish(tx: &IdbTransaction) -> Result<(), ClientError> {
 /// Runs `ops` in the page's database and waits until they are stored.
 async fn apply(ops: &[Op]) -> Result<(), ClientError> {
     let db = database().await?;
-    finish(&write(&db, ops)?.0).await
+    finish(&write(&db, ops)?).await
 }
 
 /// What the store does with new events.
@@ -270,18 +278,16 @@ impl SessionStore {
         on_error: impl Fn(ClientError) + 'static,
     ) -> Result<Loaded, ClientError> {
         let db = database().await?;
-        let meta = Meta {
-            key: key.clone(),
-            used: now_ms(),
-        };
-        let (tx, reads) = write(
+        // Reading only: a full disk must not keep the session from coming
+        // back, nor its pending appends from being sent.
+        let (tx, reads) = run(
             &db,
             &[
                 Op::GetAll(CHUNKS, session_range(&key)),
                 Op::GetAll(OUTBOX, session_range(&key)),
-                Op::Put(META, key.as_str().into(), meta.to_text()),
                 Op::GetAll(META, JsValue::UNDEFINED),
             ],
+            IdbTransactionMode::Readonly,
         )?;
         finish(&tx).await?;
         let [chunks, outbox, metas] = &reads[..] else {
@@ -313,9 +319,16 @@ impl SessionStore {
             on_error: Box::new(on_error),
             key,
         });
+        // Deletions first, on their own: they free space even when the disk
+        // is full.
         if !cleanup.is_empty() {
             store.spawn(cleanup, false);
         }
+        let used = Meta {
+            key: store.key.clone(),
+            used: now_ms(),
+        };
+        store.spawn(vec![Op::Put(META, store.key.as_str().into(), used.to_text())], false);
         Ok(Loaded {
             store,
             restored,
@@ -330,7 +343,7 @@ impl SessionStore {
         let this = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let result = match started {
-                Ok((tx, _)) => finish(&tx).await,
+                Ok(tx) => finish(&tx).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
