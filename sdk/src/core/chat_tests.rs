@@ -255,7 +255,8 @@ fn unknown(run: String, agent: String) -> impl Strategy<Value = Ev> {
         json!({"type": "reasoning_delta", "run_id": run, "agent": agent, "delta": "hm"}).to_string(),
         json!({"type": "app_reaction", "emoji": "+1"}).to_string(),
         json!({"type": "text_delta", "run_id": run, "agent": agent}).to_string(),
-        json!({"type": "run_finished", "run_id": run, "status": "timed_out"}).to_string(),
+        // No status: unreadable (a status it does not know would end the run).
+        json!({"type": "run_finished", "run_id": run}).to_string(),
         json!({"type": "cancel", "run_id": 7, "by": "ada"}).to_string(),
         json!({"type": "user_message", "id": "m0"}).to_string(),
         json!({"no_type": true}).to_string(),
