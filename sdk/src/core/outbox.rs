@@ -71,6 +71,9 @@ struct InFlight {
     items: Vec<(AppendId, usize)>,
     body: String,
     bumps: u32,
+    /// Sent again after a reconnect: an earlier attempt may have been stored
+    /// even though its answer was lost.
+    resent: bool,
     /// Producer ids chosen by the app ([`Outbox::push_as`]): the request
     /// carries them instead of the lane's, and its one append alone.
     fixed: Option<ProducerIds>,
@@ -313,6 +316,7 @@ impl Outbox {
                 items,
                 body,
                 bumps: 0,
+                resent: false,
                 fixed: first_fixed.map(|at| self.fixed.swap_remove(at).1),
             };
             frames.push(Self::frame(stream, &flight));
@@ -328,6 +332,7 @@ impl Outbox {
         self.order()
             .into_iter()
             .filter_map(|at| {
+                self.streams[at].in_flight.as_mut()?.resent = true;
                 let s = &self.streams[at];
                 s.in_flight.as_ref().map(|f| Self::frame(s, f))
             })
@@ -386,6 +391,15 @@ impl Outbox {
             return Some((Vec::new(), frame));
         }
         let flight = self.streams[at].in_flight.take()?;
+        if flight.resent && flight.fixed.is_none() {
+            // An earlier attempt may have been stored under this seq: the
+            // next batch must not reuse it, or the server would take it for
+            // that attempt and drop it as a duplicate. A new epoch starts
+            // the lane's seqs afresh.
+            let stream = &mut self.streams[at];
+            stream.epoch += 1;
+            stream.next_seq = 0;
+        }
         if code == ErrorCode::TooLarge && flight.items.len() > 1 {
             // The server takes less than we thought: smaller batches (the
             // events are retried one by one at worst).
@@ -544,6 +558,24 @@ mod tests {
         push(&mut o, "s", 2, "2");
         let (_, epoch, seq, _) = producer_of(&frames(&mut o)[0]);
         assert_eq!((epoch, seq), (0, 0), "seq 0 was never accepted");
+    }
+
+    #[test]
+    fn a_refused_resend_never_lends_its_seq_to_the_next_batch() {
+        let mut o = outbox();
+        push(&mut o, "s", 1, "1");
+        frames(&mut o);
+        // Reconnect: the first attempt may have been stored, its ack lost.
+        let (req, ..) = producer_of(&o.resend()[0]);
+        let (done, retry) = o.on_error(&req, ErrorCode::Closed, "stream is closed").unwrap();
+        assert!(retry.is_none() && done[0].1.is_err());
+        push(&mut o, "s", 2, "2");
+        let (_, epoch, seq, _) = producer_of(&frames(&mut o)[0]);
+        assert_eq!(
+            (epoch, seq),
+            (1, 0),
+            "(0, 0) might be stored already: reusing it would drop this batch as a duplicate"
+        );
     }
 
     #[test]
