@@ -178,6 +178,35 @@ test("offline send, reload, online: the message is kept across the reload and st
   await page.context().close();
 });
 
+test("over HTTP too: a message sent while the server is unreachable survives a reload and is stored once", async () => {
+  const id = uid("pkg-offline-http");
+  const page = await openPage();
+  const http = { transport: "http" };
+  await openSession(page, id, {}, http);
+  await page.evaluate((id) => t.sessions[id].session.send("before"), id);
+  await waitEvents(page, id, 1);
+  // Every request to the server fails (the page's own files still load).
+  await page.route(`${server.url}/**`, (route) => route.abort("internetdisconnected"));
+  await page.evaluate((id) => void t.sessions[id].session.send("typed while unreachable").catch(() => {}), id);
+  await pendingCount(page, 1);
+  await page.reload();
+  await page.waitForFunction(() => window.t?.ready === true);
+  await page.evaluate(([id, c]) => void t.open(id, {}, c), [id, http]);
+  await page.waitForFunction((id) => t.sessions[id].changes > 0, id);
+  await new Promise((r) => setTimeout(r, 1_000));
+  assert.equal((await serverLog(id)).length, 1, "not delivered while unreachable");
+  await page.unroute(`${server.url}/**`);
+  await waitEvents(page, id, 2, 20_000);
+  await pendingCount(page, 0);
+  const log = await serverLog(id);
+  assert.deepEqual(
+    log.map((e) => e.text),
+    ["before", "typed while unreachable"],
+  );
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test("the acknowledgement is lost and the page reloads: the kept append is resent with the same ids, acknowledged as a duplicate, stored once", async () => {
   const id = uid("pkg-lost-ack");
   await post(id, notes(1));
