@@ -44,6 +44,8 @@ export async function demo(): Promise<void> {
   // Stored in IndexedDB within limits; storage failures reach the app.
   const limits: PersistOptions = { maxEvents: 10_000, maxBytes: 4 << 20, maxSessions: 5 };
   const bounded = client.session("bounded", { persist: limits });
+  await bounded.ready; // the stored transcript is back: items(), offset, received
+  console.log(bounded.items().length, bounded.received);
   const unsubscribe: () => void = bounded.onStorageError((e: DurableSessionError) => {
     const code: ErrorCode = e.code;
     if (code === "quota_exceeded") console.warn("storage full; the session keeps working:", e.message);

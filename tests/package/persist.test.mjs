@@ -153,8 +153,8 @@ test("offline send, reload, online: the message is kept across the reload and st
   await page.waitForFunction(() => window.t?.ready === true);
   const before = page.net.appends.length;
   await page.evaluate(([id, c]) => void t.open(id, {}, c), [id, heartbeat]);
-  await page.waitForFunction(() => window.t && Object.values(t.sessions)[0].changes > 0);
-  assert.equal((await page.evaluate((id) => t.view(id), id)).received, 3, "transcript restored from storage");
+  // `session.ready`: the stored state has been read.
+  assert.equal(await page.evaluate((id) => t.sessions[id].session.ready.then(() => t.view(id).received), id), 3, "transcript restored from storage");
   await new Promise((r) => setTimeout(r, 3_500));
   assert.equal((await serverLog(id)).length, 3, "still nothing on the server");
 
@@ -192,7 +192,8 @@ test("over HTTP too: a message sent while the server is unreachable survives a r
   await page.reload();
   await page.waitForFunction(() => window.t?.ready === true);
   await page.evaluate(([id, c]) => void t.open(id, {}, c), [id, http]);
-  await page.waitForFunction((id) => t.sessions[id].changes > 0, id);
+  await page.evaluate((id) => t.sessions[id].session.ready, id);
+  assert.equal((await page.evaluate((id) => t.view(id), id)).received, 1, "restored");
   await new Promise((r) => setTimeout(r, 1_000));
   assert.equal((await serverLog(id)).length, 1, "not delivered while unreachable");
   await page.unroute(`${server.url}/**`);
@@ -286,7 +287,7 @@ test("a full disk at load (simulated): the session still comes back and its kept
   await page.waitForFunction(() => window.t?.ready === true && t.failPuts);
   await page.net.online();
   await page.evaluate((id) => void t.open(id), id);
-  await page.waitForFunction((id) => t.sessions[id].changes > 0, id);
+  await page.evaluate((id) => t.sessions[id].session.ready, id);
   assert.equal((await page.evaluate((id) => t.view(id), id)).received, 2, "restored from storage");
   await waitEvents(page, id, 3);
   await page.waitForFunction((id) => t.sessions[id].storageErrors.length > 0, id);

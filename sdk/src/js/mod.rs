@@ -386,6 +386,8 @@ pub struct SessionParts {
     on_error: JsCallbacks,
     on_reset: JsCallbacks,
     on_storage_error: JsCallbacks,
+    /// Resolves once the stored state was read (`session.ready`).
+    ready: Promise,
     iterators: Rc<RefCell<Vec<iter::Feed>>>,
     next: Rc<RefCell<u64>>,
     updates: RefCell<Option<crate::web::UpdateListener>>,
@@ -445,6 +447,13 @@ impl JsSession {
             iterators.clone(),
         );
         let weak_session = session.clone();
+        let mut resolve_ready = None;
+        let ready = Promise::new(&mut |resolve, _| resolve_ready = Some(resolve));
+        if session.loaded()
+            && let Some(resolve) = resolve_ready.take()
+        {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
         let updates = session.on_update(move |u: &SessionUpdate| {
             if let Some(reason) = &u.reset_reason {
                 call_all(&rs, &reason.as_str().into());
@@ -477,6 +486,11 @@ impl JsSession {
             if (!u.events.is_empty() || u.reset || u.restored) && !ch.borrow().is_empty() {
                 call_all(&ch, &items_value(&weak_session));
             }
+            if u.loaded
+                && let Some(resolve) = resolve_ready.take()
+            {
+                let _ = resolve.call0(&JsValue::NULL);
+            }
         });
         let parts = SessionParts {
             session,
@@ -485,6 +499,7 @@ impl JsSession {
             on_error,
             on_reset,
             on_storage_error,
+            ready,
             iterators,
             next: Rc::default(),
             updates: RefCell::new(Some(updates)),
@@ -520,6 +535,14 @@ impl JsSession {
     #[wasm_bindgen(getter)]
     pub fn offset(&self) -> Option<String> {
         self.session.offset()
+    }
+
+    /// Resolves once the session's stored state has been read (at once
+    /// without `persist`): `items()`, `offset` and `received` then include
+    /// what was restored, and the subscription has started.
+    #[wasm_bindgen(getter, unchecked_return_type = "Promise<void>")]
+    pub fn ready(&self) -> Promise {
+        self.parts.ready.clone()
     }
 
     /// Session events received so far (restored ones included).

@@ -69,6 +69,10 @@ pub struct SessionUpdate {
     pub up_to_date: bool,
     /// The view was restored from storage (after the session opened).
     pub restored: bool,
+    /// The stored state has been read (once, after the session opened with
+    /// [`SessionOptions::persist`]; see [`WebSession::loaded`]), whether or
+    /// not it restored anything.
+    pub loaded: bool,
     /// Storing failed (`quota_exceeded`, `storage_error`). The session keeps
     /// working in memory; nothing more is stored for its transcript.
     pub storage_error: Option<ClientError>,
@@ -101,6 +105,8 @@ struct Inner {
     /// The key of the session in storage (server and path).
     store_key: String,
     closed: Cell<bool>,
+    /// The stored state has been read (or there is none to read).
+    loaded: Cell<bool>,
 }
 
 impl Inner {
@@ -229,6 +235,7 @@ impl WebSession {
             }),
             store_key,
             closed: Cell::new(false),
+            loaded: Cell::new(!options.persist),
         });
         if options.persist {
             wasm_bindgen_futures::spawn_local(load(Rc::downgrade(&inner), options.limits));
@@ -261,6 +268,14 @@ impl WebSession {
     /// The offset reached.
     pub fn offset(&self) -> Option<String> {
         self.inner.model.borrow().offset().map(str::to_owned)
+    }
+
+    /// Whether the stored state has been read: the view then holds what
+    /// was stored (and the subscription has started). Always `true` without
+    /// [`SessionOptions::persist`]; otherwise an update with
+    /// [`SessionUpdate::loaded`] tells when.
+    pub fn loaded(&self) -> bool {
+        self.inner.loaded.get()
     }
 
     /// Events received (including those restored from storage).
@@ -383,7 +398,11 @@ async fn load(weak: Weak<Inner>, limits: Limits) {
         Storage::Loading(waiting) => Some(waiting),
         _ => None,
     };
-    let mut update = SessionUpdate::default();
+    let mut update = SessionUpdate {
+        loaded: true,
+        ..SessionUpdate::default()
+    };
+    inner.loaded.set(true);
     let mut pending = Vec::new();
     match loaded {
         Ok(loaded) if waiting.is_some() => {
@@ -412,9 +431,7 @@ async fn load(weak: Weak<Inner>, limits: Limits) {
     for (json, done) in waiting.unwrap_or_default() {
         inner.route(json, done);
     }
-    if update.restored || update.storage_error.is_some() {
-        notify(&inner, &update);
-    }
+    notify(&inner, &update);
 }
 
 fn on_event(inner: &Rc<Inner>, event: SubscriptionEvent) {
