@@ -113,6 +113,9 @@ pub struct UseSessionReturn {
     /// `forbidden`), or the token function failing (`token_failed`, retried
     /// by itself).
     pub error: Signal<Option<ClientError>>,
+    /// The stored state has been read (the transcript restored, if any):
+    /// `false` only briefly after the session opens with `persist`.
+    pub loaded: Signal<bool>,
     /// The last storage failure (`quota_exceeded`, `storage_error`): the
     /// session keeps working in memory, its transcript is not stored further.
     pub storage_error: Signal<Option<ClientError>>,
@@ -155,6 +158,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
     let received = RwSignal::new(0u64);
     let error = RwSignal::new(None::<ClientError>);
     let storage_error = RwSignal::new(None::<ClientError>);
+    let loaded = RwSignal::new(false);
     let session = StoredValue::new_local(None::<WebSession>);
     let client_slot = StoredValue::new_local(None::<WebClient>);
     match client {
@@ -178,6 +182,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
                 }
             };
             refresh();
+            loaded.set(s.loaded());
             let updates = s.on_update({
                 let refresh = refresh.clone();
                 move |u| {
@@ -186,6 +191,9 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
                     }
                     if let Some(e) = &u.storage_error {
                         storage_error.set(Some(e.clone()));
+                    }
+                    if u.loaded {
+                        loaded.set(true);
                     }
                     if !u.events.is_empty() || u.reset || u.up_to_date || u.restored {
                         refresh();
@@ -264,6 +272,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
         offset: offset.into(),
         received: received.into(),
         error: error.into(),
+        loaded: loaded.into(),
         storage_error: storage_error.into(),
         clear_storage,
         send,
