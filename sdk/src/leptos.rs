@@ -46,6 +46,7 @@ pub struct UseSessionOptions {
     /// ```no_run
     /// use durable_sessions::core::persist::Limits;
     /// use durable_sessions::leptos::{UseSessionOptions, use_session_with_options};
+    /// use leptos::prelude::*;
     /// # fn component() {
     /// let session = use_session_with_options("abc", UseSessionOptions {
     ///     limits: Limits { max_events: 10_000, max_sessions: 5, ..Limits::default() },

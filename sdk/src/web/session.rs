@@ -18,9 +18,10 @@ use crate::core::persist::{Limits, PendingAppend};
 use crate::core::session::{self, Applied, SessionModel};
 use crate::core::subscription::{ResetPolicy, StartFrom};
 
-/// How to open a session.
+/// How to open a session (the defaults draw a random producer id from the
+/// browser, so this runs in a browser only).
 ///
-/// ```
+/// ```no_run
 /// use durable_sessions::core::persist::Limits;
 /// use durable_sessions::web::SessionOptions;
 /// let options = SessionOptions {
