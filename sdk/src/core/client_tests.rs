@@ -4,7 +4,7 @@ use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, Serve
 
 use super::*;
 
-fn opts() -> Options {
+pub(super) fn opts() -> Options {
     let mut o = Options::new("p", 1);
     o.backoff = Backoff {
         min_ms: 100,
@@ -18,11 +18,11 @@ fn opts() -> Options {
     o
 }
 
-fn drain(core: &mut ClientCore) -> Vec<Output> {
+pub(super) fn drain(core: &mut ClientCore) -> Vec<Output> {
     std::iter::from_fn(|| core.poll_output()).collect()
 }
 
-fn sent(outputs: &[Output]) -> Vec<ClientMsg> {
+pub(super) fn sent(outputs: &[Output]) -> Vec<ClientMsg> {
     outputs
         .iter()
         .filter_map(|o| match o {

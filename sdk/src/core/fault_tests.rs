@@ -6,33 +6,7 @@ use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, Serve
 
 use super::*;
 
-fn opts() -> Options {
-    let mut o = Options::new("p", 1);
-    o.backoff = Backoff {
-        min_ms: 100,
-        max_ms: 1_000,
-        factor: 2.0,
-    };
-    o.ping_interval_ms = 1_000;
-    o.heartbeat_timeout_ms = 3_000;
-    o.connect_timeout_ms = 2_000;
-    o.suspend_after_ms = 10_000;
-    o
-}
-
-fn drain(core: &mut ClientCore) -> Vec<Output> {
-    std::iter::from_fn(|| core.poll_output()).collect()
-}
-
-fn sent(outputs: &[Output]) -> Vec<ClientMsg> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send(m) => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
+use super::tests::{drain, opts, sent};
 
 fn changes(outputs: &[Output]) -> Vec<StateChange> {
     outputs
