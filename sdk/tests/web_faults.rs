@@ -1,7 +1,9 @@
 //! Fault paths of the browser SDK in headless Chromium, against the servers
 //! started by `scripts/test-wasm.sh`: an append too large for the server
-//! next to a Stop that must still work, and the HTTP transport behind a
-//! proxy that answers `503` for a while (tests/support/fault-proxy.mjs).
+//! next to a Stop that must still work; the HTTP transport behind a proxy
+//! that answers `503` for a while (tests/support/fault-proxy.mjs); a
+//! non-ASCII session id over both transports; a stream deleted and created
+//! again under live and resuming subscriptions.
 
 #![cfg(target_arch = "wasm32")]
 
@@ -14,7 +16,9 @@ use durable_sessions::core::chat::{ChatItem, RunState};
 use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
 use durable_sessions::core::outbox::AppendAck;
 use durable_sessions::core::state::{ConnectionState, StateChange};
+use durable_sessions::core::subscription::StartFrom;
 use durable_sessions::protocol::session::RunMode;
+use durable_sessions::protocol::ws::Payload;
 use durable_sessions::web::{SessionOptions, Transport, WebClient, WebOptions, WebSession, random_id};
 use gloo_timers::future::TimeoutFuture;
 use wasm_bindgen::JsCast;
@@ -272,4 +276,151 @@ async fn http_behind_a_proxy_answering_503_for_10_s_catches_up_by_itself() {
     );
     reader.close();
     writer.close();
+}
+
+fn user_texts(session: &WebSession) -> Vec<String> {
+    session
+        .view()
+        .items()
+        .iter()
+        .filter_map(|i| match i {
+            ChatItem::User(u) => Some(u.text.clone()),
+            ChatItem::Run(_) => None,
+        })
+        .collect()
+}
+
+/// A session id with non-ASCII characters and a `/` names one stream over
+/// both transports: what a WebSocket page sends, an HTTP page sees, and the
+/// other way round, and the server stores both under the one canonical URL
+/// path (`protocol::path`). Before the fix the WebSocket sent the id raw
+/// and HTTP percent-encoded it: two streams, two conversations.
+#[wasm_bindgen_test]
+async fn a_non_ascii_session_id_is_one_stream_over_both_transports() {
+    let id = format!("café/ß-{}", random_id("ü"));
+    let ws = WebClient::new(options(SERVER, Transport::WebSocket)).unwrap();
+    let http = WebClient::new(options(SERVER, Transport::Http)).unwrap();
+    let over_ws = WebSession::open(&ws, &id, session_options());
+    let over_http = WebSession::open(&http, &id, session_options());
+    over_ws.send("sent over the socket", RunMode::Single).1.await.unwrap();
+    over_http.send("sent over HTTP", RunMode::Single).1.await.unwrap();
+    wait_until("both messages on both pages", 15_000, || {
+        user_texts(&over_ws).len() == 2 && user_texts(&over_http).len() == 2
+    })
+    .await;
+    assert_eq!(user_texts(&over_ws), user_texts(&over_http));
+    let url_path = durable_sessions::protocol::path::encode(over_ws.path());
+    assert!(url_path.starts_with("sessions/caf%C3%A9/%C3%9F-"), "{url_path}");
+    let stored: Vec<String> = stored_events(&url_path)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "user_message")
+        .map(|e| e["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, user_texts(&over_ws));
+    ws.close();
+    http.close();
+}
+
+/// What one subscription saw: each message's JSON, resets and errors.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Message(String),
+    Reset,
+    Error(String),
+}
+
+type SeenLog = Rc<RefCell<Vec<Seen>>>;
+
+fn subscribe_seen(
+    client: &WebClient,
+    path: &str,
+    opts: SubscribeOptions,
+) -> (SeenLog, durable_sessions::web::SubscriptionHandle) {
+    let seen: SeenLog = Rc::default();
+    let s = seen.clone();
+    let handle = client.subscribe(path, opts, move |e| match e {
+        SubscriptionEvent::Messages(ms) => {
+            for m in ms {
+                let Payload::Json(raw) = m.payload else { panic!("json") };
+                s.borrow_mut().push(Seen::Message(raw));
+            }
+        }
+        SubscriptionEvent::Reset { .. } => s.borrow_mut().push(Seen::Reset),
+        SubscriptionEvent::Error(e) => s.borrow_mut().push(Seen::Error(e.code)),
+        _ => {}
+    });
+    (seen, handle)
+}
+
+async fn status(method: &str, url: &str) -> u16 {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    let headers = web_sys::Headers::new().unwrap();
+    headers.set("content-type", "application/json").unwrap();
+    init.set_headers(&headers);
+    let window = web_sys::window().unwrap();
+    let res: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
+        .await
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    res.status()
+}
+
+/// A stream deleted and created again under the same path is a new stream.
+/// A subscription live at the delete is told with a `reset` (then, the
+/// stream being missing, `not_found`); one resuming later from an offset of
+/// the old stream gets a `reset` and then exactly the new stream's events —
+/// never the old ones again, never a silent jump past the new ones. Before
+/// the fix offsets carried no incarnation, and the resumed reader silently
+/// skipped the new stream's first events.
+async fn delete_and_recreate_resets(transport: Transport) {
+    let path = format!("test/{}", random_id("recreate"));
+    let url = format!("{SERVER}/v1/stream/{path}");
+    let note = |i: u32| format!(r#"{{"type":"note","i":{i}}}"#);
+    assert!(matches!(status("PUT", &url).await, 200 | 201));
+    let writer = WebClient::new(options(SERVER, Transport::WebSocket)).unwrap();
+    for i in 0..4 {
+        writer.append(&path, note(i)).await.unwrap();
+    }
+    let client = WebClient::new(options(SERVER, transport)).unwrap();
+    let (live, live_sub) = subscribe_seen(&client, &path, SubscribeOptions::default());
+    wait_until("the old stream read", 10_000, || live.borrow().len() == 4).await;
+    let old_offset = live_sub.offset().expect("an offset");
+    assert_eq!(status("DELETE", &url).await, 204);
+    wait_until("the live subscription told", 10_000, || live.borrow().len() == 6).await;
+    assert_eq!(live.borrow()[4..], [Seen::Reset, Seen::Error("not_found".into())]);
+
+    // Created again, shorter than before: the old offset points past the
+    // new stream's first events.
+    assert!(matches!(status("PUT", &url).await, 200 | 201));
+    for i in 10..12 {
+        writer.append(&path, note(i)).await.unwrap();
+    }
+    let opts = SubscribeOptions {
+        start: StartFrom::Offset(old_offset).into(),
+        ..Default::default()
+    };
+    let (resumed, _resumed) = subscribe_seen(&client, &path, opts);
+    wait_until("the new stream read", 10_000, || resumed.borrow().len() == 3).await;
+    writer.append(&path, note(12)).await.unwrap();
+    wait_until("live on the new stream", 10_000, || resumed.borrow().len() == 4).await;
+    let expected: Vec<Seen> = [Seen::Reset]
+        .into_iter()
+        .chain((10..13).map(|i| Seen::Message(note(i))))
+        .collect();
+    assert_eq!(*resumed.borrow(), expected);
+    client.close();
+    writer.close();
+}
+
+#[wasm_bindgen_test]
+async fn websocket_delete_and_recreate_is_a_reset_never_a_mix() {
+    delete_and_recreate_resets(Transport::WebSocket).await;
+}
+
+#[wasm_bindgen_test]
+async fn http_delete_and_recreate_is_a_reset_never_a_mix() {
+    delete_and_recreate_resets(Transport::Http).await;
 }

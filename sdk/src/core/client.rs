@@ -712,7 +712,13 @@ impl ClientCore {
         let Some(id) = sub_of_wire(wire) else {
             return;
         };
-        if classify(code) != ErrorClass::Reset {
+        // `not_found` for a subscription that has read the stream means the
+        // stream was deleted under it (a server answers `not_found` until it
+        // is created again, `gone` after): its offset no longer names
+        // anything, exactly as with `gone`. Only a stream this subscription
+        // never saw is a permanent `not_found`.
+        let deleted = code == ErrorCode::NotFound && self.subs.get(&id).is_some_and(|s| s.cursor.offset().is_some());
+        if !deleted && classify(code) != ErrorClass::Reset {
             self.sub_failed(id, code, message);
             return;
         }

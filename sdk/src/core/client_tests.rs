@@ -355,6 +355,55 @@ fn gone_resets_per_policy_and_errors_end_the_subscription() {
 }
 
 #[test]
+fn not_found_after_reading_is_a_delete_and_resets() {
+    // A stream deleted under a live subscription: the server answers
+    // `not_found` until the stream is created again. The subscription's
+    // offset names nothing any more — a reset, as with `gone`, not an end.
+    let mut c = connected();
+    let a = c.subscribe("a", SubscribeOptions::default());
+    drain(&mut c);
+    c.on_frame(1, events("s1", &["05"], true));
+    drain(&mut c);
+    let not_found = |t| {
+        (
+            t,
+            ServerMsg::Error {
+                sub: Some("s1".into()),
+                req: None,
+                code: ErrorCode::NotFound,
+                message: "stream not found".into(),
+            },
+        )
+    };
+    let (t, e) = not_found(2);
+    c.on_frame(t, e);
+    let out = drain(&mut c);
+    assert!(out.contains(&Output::Event {
+        sub: a,
+        event: SubscriptionEvent::Reset {
+            reason: "stream not found".into()
+        }
+    }));
+    assert_eq!(
+        sent(&out),
+        [ClientMsg::Subscribe {
+            sub: "s1".into(),
+            path: "a".into(),
+            offset: "-1".into()
+        }]
+    );
+    // Still missing when it starts over: now that is final.
+    let (t, e) = not_found(3);
+    c.on_frame(t, e);
+    let out = drain(&mut c);
+    assert!(out.contains(&Output::Event {
+        sub: a,
+        event: SubscriptionEvent::Error(ClientError::new("not_found", "stream not found"))
+    }));
+    assert!(sent(&out).is_empty());
+}
+
+#[test]
 fn create_is_confirmed_before_subscribing() {
     let mut c = connected();
     c.subscribe(

@@ -9,7 +9,7 @@
 //! | class | codes | what the client does |
 //! |---|---|---|
 //! | [`ErrorClass::Transient`] | `internal` (and over HTTP: 5xx, 429, 408, network errors) | drops the link, shows `disconnected` with the reason, retries with backoff (honouring `Retry-After`), resumes every subscription from its offset and resends unacknowledged appends with the same producer ids |
-//! | [`ErrorClass::Reset`] | `gone` | restarts that subscription per its reset policy and emits `reset` |
+//! | [`ErrorClass::Reset`] | `gone`; and `not_found` for a subscription that has already read the stream (it was deleted under it) | restarts that subscription per its reset policy and emits `reset` |
 //! | [`ErrorClass::Unauthorized`] | `unauthorized` | with a token function: a new token, a new connection, resume; without one: permanent |
 //! | [`ErrorClass::Fenced`] | `stale_epoch`, `seq_gap` | the outbox starts a new producer epoch and resends |
 //! | [`ErrorClass::Permanent`] | everything else (`forbidden`, `not_found`, `conflict`, `bad_request`, `too_large`, `closed`, …) | ends that subscription (`SubscriptionEvent::Error`) or fails that append, and nothing else |
