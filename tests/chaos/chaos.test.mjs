@@ -17,8 +17,8 @@
 //   its run_finished, every cancel honoured; completed answers have every
 //   token exactly once;
 // - each page's chat view equals a fresh page's; no session error or reset;
-// - over WebSocket, every black hole was noticed by the heartbeat; no page
-//   reconnected without backoff.
+// - every black hole was noticed (WebSocket: the heartbeat; HTTP: request
+//   deadlines); no page reconnected without backoff.
 //
 // Both transports run. Randomness is seeded and the seed is printed:
 // CHAOS_SEED=n reruns a seed (timing still varies), CHAOS_TRANSPORT=websocket
@@ -483,14 +483,13 @@ async function chaosRun(transport, seed) {
         problems.push(`${label}: its chat view differs from a fresh page's: ${describeDiff(recorded.get(label).items, recorded.get("fresh").items)}`);
       }
     }
-    // A half-dead WebSocket must be noticed by the heartbeat (3 s here)
-    // before the proxy gives up on it (5–8 s). Over HTTP the count is only
-    // reported: a long-poll may legitimately stay silent for the server's
-    // long-poll timeout (30 s), longer than any black hole here, and the HTTP
-    // transport has no heartbeat of its own (its pings are answered locally).
+    // A half-dead connection must be noticed before the proxy gives up on it
+    // (5–8 s): over WebSocket by the heartbeat (3 s here), over HTTP by the
+    // request deadlines (the heartbeat timeout, plus time for the bytes; a
+    // long-poll past it is checked with a plain read).
     const bh = blackHoleReport(proxy.events, recorded);
     info.blackHoles = bh.summary;
-    if (transport === "websocket") problems.push(...bh.unnoticed);
+    problems.push(...bh.unnoticed);
 
     if (recorded.get(RELOADER).before) {
       info.reload = { ...info.reload, deliveredBefore: recorded.get(RELOADER).before.delivered.length, deliveredAfter: recorded.get(RELOADER).delivered.length };

@@ -945,6 +945,17 @@ impl ClientCore {
         }
     }
 
+    /// The options this client was made with.
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options};
+    /// let core = ClientCore::new(Options::new("tab-1", 7));
+    /// assert_eq!(core.options().heartbeat_timeout_ms, 12_000);
+    /// ```
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     /// Subscribes to `path`. Delivery starts once connected and survives
     /// reconnects with no app code.
     pub fn subscribe(&mut self, path: &str, opts: SubscribeOptions) -> SubId {

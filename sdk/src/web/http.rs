@@ -19,13 +19,14 @@
 //! from its offset and resends unacknowledged appends, exactly as over
 //! WebSocket. Other statuses end that subscription or fail that append.
 
-use std::cell::RefCell;
-use std::rc::Weak;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ServerMsg};
+use gloo_timers::callback::Timeout;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, Headers, RequestCache, RequestInit, Response};
+use web_sys::{AbortController, AbortSignal, Headers, RequestCache, RequestInit, Response};
 
 use super::client::{Inner, deliver, opened};
 use super::socket::js_error_text;
@@ -35,6 +36,8 @@ use crate::core::errors::{ErrorClass, HttpHints, classify, http_error_code, retr
 pub(crate) struct Fault {
     pub(crate) reason: String,
     pub(crate) retry_after_ms: Option<u64>,
+    /// No answer within the request's deadline ([`deadline_ms`]).
+    timed_out: bool,
 }
 
 impl Fault {
@@ -42,8 +45,23 @@ impl Fault {
         Self {
             reason: e,
             retry_after_ms: None,
+            timed_out: false,
         }
     }
+}
+
+/// The slowest link served, in bytes per millisecond (16 KB/s): a request
+/// gets this long to move its bytes on top of the heartbeat timeout.
+const MIN_BYTES_PER_MS: u64 = 16;
+
+/// How long a request carrying `bytes` (its body going up, or its answer
+/// coming down) may take. A connection that stops moving bytes without
+/// closing — a half-open link, a black-holed proxy — never fails a fetch
+/// by itself: past this deadline it is aborted and counts as a transient
+/// fault, as a missed heartbeat does on the WebSocket.
+fn deadline_ms(heartbeat_timeout_ms: u64, bytes: usize) -> u32 {
+    let ms = heartbeat_timeout_ms.saturating_add(bytes as u64 / MIN_BYTES_PER_MS);
+    u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
 /// Requests of one link (one "connection").
@@ -85,36 +103,78 @@ async fn fetch(
     headers: &[(&str, String)],
     body: Option<&str>,
     abort: Option<&AbortController>,
-) -> Result<Reply, String> {
+) -> Result<Reply, Fault> {
+    let js_fault = |e: JsValue| Fault::network(js_error_text(&e));
     let init = RequestInit::new();
     init.set_method(method);
     init.set_cache(RequestCache::NoStore);
-    let h = Headers::new().map_err(|e| js_error_text(&e))?;
+    let h = Headers::new().map_err(js_fault)?;
     for (name, value) in headers {
-        h.set(name, value).map_err(|e| js_error_text(&e))?;
+        h.set(name, value).map_err(js_fault)?;
     }
-    if let Some(token) = client
-        .upgrade()
-        .and_then(|rc| rc.borrow().core.token().map(str::to_owned))
-    {
-        h.set("authorization", &format!("Bearer {token}"))
-            .map_err(|e| js_error_text(&e))?;
+    let (token, heartbeat_ms) = match client.upgrade() {
+        Some(rc) => {
+            let inner = rc.borrow();
+            (
+                inner.core.token().map(str::to_owned),
+                inner.core.options().heartbeat_timeout_ms,
+            )
+        }
+        None => return Err(Fault::network("client closed".into())),
+    };
+    if let Some(token) = token {
+        h.set("authorization", &format!("Bearer {token}")).map_err(js_fault)?;
     }
     init.set_headers(&h);
     if let Some(body) = body {
         init.set_body(&JsValue::from_str(body));
     }
-    if let Some(abort) = abort {
-        init.set_signal(Some(&abort.signal()));
-    }
-    let window = web_sys::window().ok_or("no window")?;
+    // This request's own deadline, and the caller's abort (the
+    // subscription ended), whichever comes first.
+    let request = AbortController::new().map_err(js_fault)?;
+    let signal = match abort {
+        Some(abort) => AbortSignal::any(&js_sys::Array::of2(&abort.signal(), &request.signal())),
+        None => request.signal(),
+    };
+    init.set_signal(Some(&signal));
+    let timed_out = Rc::new(Cell::new(None));
+    let arm = |ms: u32| {
+        let (request, timed_out) = (request.clone(), timed_out.clone());
+        Timeout::new(ms, move || {
+            timed_out.set(Some(ms));
+            request.abort();
+        })
+    };
+    let failed = |e: JsValue| match timed_out.get() {
+        Some(ms) => Fault {
+            reason: format!("no answer within {ms} ms"),
+            retry_after_ms: None,
+            timed_out: true,
+        },
+        None => Fault::network(format!("network error: {}", js_error_text(&e))),
+    };
+    // Until the answer's headers, then until the end of its body.
+    let headers_due = arm(deadline_ms(heartbeat_ms, body.map_or(0, str::len)));
+    let window = web_sys::window().ok_or_else(|| Fault::network("no window".into()))?;
     let response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
         .await
-        .map_err(|e| format!("network error: {}", js_error_text(&e)))?;
-    let response: Response = response.dyn_into().map_err(|_| "not a response".to_owned())?;
-    let text = JsFuture::from(response.text().map_err(|e| js_error_text(&e))?)
+        .map_err(failed)?;
+    let response: Response = response
+        .dyn_into()
+        .map_err(|_| Fault::network("not a response".into()))?;
+    let length = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    drop(headers_due);
+    let body_due = arm(deadline_ms(heartbeat_ms, length));
+    let text = JsFuture::from(response.text().map_err(js_fault)?)
         .await
-        .map_err(|e| format!("network error: {}", js_error_text(&e)))?;
+        .map_err(failed)?;
+    drop(body_due);
     Ok(Reply {
         status: response.status(),
         headers: response.headers(),
@@ -137,6 +197,7 @@ fn error_for(reply: &Reply) -> Result<(ErrorCode, String), Fault> {
         return Err(Fault {
             reason: status,
             retry_after_ms: reply.header("retry-after").and_then(|v| retry_after_ms(&v)),
+            timed_out: false,
         });
     }
     let message = reply.body.trim_ascii();
@@ -148,10 +209,10 @@ fn error_for(reply: &Reply) -> Result<(ErrorCode, String), Fault> {
 /// status, else an `error` for `req`), or the transient fault.
 fn answer(
     req: String,
-    reply: Result<Reply, String>,
+    reply: Result<Reply, Fault>,
     ok: impl FnOnce(String, &Reply) -> Option<ServerMsg>,
 ) -> Result<ServerMsg, Fault> {
-    let reply = reply.map_err(Fault::network)?;
+    let reply = reply?;
     if let Some(frame) = ok(req.clone(), &reply) {
         return Ok(frame);
     }
@@ -314,7 +375,7 @@ pub(crate) fn probe(client: Weak<RefCell<Inner>>, generation: u64, path: String)
         let fault = match reply {
             Ok(r) if r.status < 400 => None,
             Ok(r) => error_for(&r).err(),
-            Err(e) => Some(Fault::network(e)),
+            Err(fault) => Some(fault),
         };
         match (fault, client.upgrade()) {
             (Some(fault), _) => send_back(&client, generation, Err(fault)),
@@ -354,7 +415,15 @@ async fn read_loop(
         }
         let reply = match reply {
             Ok(r) => r,
-            Err(e) => return send_back(&client, generation, Err(Fault::network(e))),
+            // A long-poll that outlived its deadline: the stream was quiet
+            // (the server holds a long-poll up to its own timeout), or the
+            // link is dead. A plain read, answered at once by a live
+            // server, tells which.
+            Err(fault) if fault.timed_out && live => {
+                live = false;
+                continue;
+            }
+            Err(fault) => return send_back(&client, generation, Err(fault)),
         };
         if !matches!(reply.status, 200 | 204) {
             let (code, message) = match error_for(&reply) {
