@@ -35,7 +35,8 @@ pub struct Options {
     /// Send a `ping` this often while connected.
     pub ping_interval_ms: u64,
     /// Declare the link dead when nothing arrived for this long — the only
-    /// way to notice a half-dead link that never reports a close.
+    /// way to notice a half-dead link that never reports a close. The HTTP
+    /// transport gives each request this long (plus time for its bytes).
     pub heartbeat_timeout_ms: u64,
     /// Give up on a connection attempt after this long.
     pub connect_timeout_ms: u64,

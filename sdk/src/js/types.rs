@@ -104,7 +104,11 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   /** How often to ping while connected (default 5000). */
   pingIntervalMs?: number;
-  /** Declare the link dead after this long without any frame (default 12000). */
+  /**
+   * Declare the link dead after this long without any frame (default 12000).
+   * Over HTTP every request gets this long for an answer (plus time for its
+   * bytes at 16 KB/s); past it the request is aborted and the link retried.
+   */
   heartbeatTimeoutMs?: number;
   /** Give up on one connection attempt after this long (default 10000). */
   connectTimeoutMs?: number;
