@@ -319,13 +319,14 @@ try {
 // ------------------------------------------------------------ persistence
 
 /**
- * Benchmark 10. Sessions of 100 and N.longSession events (a user message,
- * a run, text deltas), each opened with persistence on in a fresh browser
- * context (tests/package/persist.html: the npm package, IndexedDB
- * instrumented). Then N.batches live batches of BATCH deltas, one at a
- * time: the time to apply one is the time the page spends in the
- * WebSocket's message handler for its frame — parse, fold into the chat
- * view, start the IndexedDB write, run the app's onEvent callbacks — mean
+ * Benchmark 10. Sessions of 100 and N.longSession events (finished turns of
+ * 100 events, then a question whose answer streams), each opened with
+ * persistence on in a fresh browser context (tests/package/persist.html: the
+ * npm package, IndexedDB instrumented). Then N.batches live batches of BATCH
+ * deltas, one at a time: the time to apply one is the time the page spends
+ * in the WebSocket's message handler for its frame — parse, fold into the
+ * chat view, start the IndexedDB write, run the app's onEvent and onChange
+ * callbacks — mean
  * of the middle 80 %. Bytes per event: what IndexedDB `put`s carried (keys
  * and values), over the catch-up, over the live batches, and over live
  * events arriving one per frame.
@@ -335,17 +336,26 @@ async function persistence(serverUrl, filesUrl) {
     const res = await fetch(`${serverUrl}/v1/stream/sessions/${id}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(events) });
     if (!res.ok) throw new Error(`append: HTTP ${res.status}`);
   };
-  const delta = (i) => ({ type: "text_delta", run_id: "r1", agent: "bench", delta: ` word${String(i).padStart(6, "0")}` });
+  const delta = (i, run = "live") => ({ type: "text_delta", run_id: run, agent: "bench", delta: ` word${String(i).padStart(6, "0")}` });
+  const ask = (run) => [
+    { type: "user_message", id: `m-${run}`, author: "bench", text: "a long answer, please" },
+    { type: "run_started", run_id: run, agent: "bench", in_reply_to: `m-${run}` },
+  ];
   const eventBytes = JSON.stringify(delta(0)).length;
   const out = { event_bytes: eventBytes };
   for (const [name, length] of [["short", 100], ["long", N.longSession]]) {
     const id = `bench-persist-${name}-${Date.now().toString(36)}`;
     await fetch(`${serverUrl}/v1/stream/sessions/${id}`, { method: "PUT", headers: { "content-type": "application/json" } });
-    await post(id, [
-      { type: "user_message", id: "m1", author: "bench", text: "a long answer, please" },
-      { type: "run_started", run_id: "r1", agent: "bench", in_reply_to: "m1" },
-    ]);
-    for (let i = 2; i < length; i += 1_000) await post(id, Array.from({ length: Math.min(1_000, length - i) }, (_, k) => delta(i + k)));
+    // Finished turns of 100 events (a question, an answer of 97 deltas),
+    // then the question whose answer streams live.
+    const events = [];
+    for (let k = 0; events.length + 102 <= length; k++) {
+      events.push(...ask(`r${k}`), ...Array.from({ length: 97 }, (_, d) => delta(d, `r${k}`)));
+      events.push({ type: "run_finished", run_id: `r${k}`, status: "completed" });
+    }
+    events.push(...ask("live"));
+    while (events.length < length) events.push(delta(events.length));
+    for (let i = 0; i < length; i += 1_000) await post(id, events.slice(i, i + 1_000));
     const context = await browser.newContext();
     const page = await context.newPage();
     await page.goto(`${filesUrl}/tests/package/persist.html?timing&server=${encodeURIComponent(serverUrl)}`);
@@ -536,13 +546,16 @@ allocator, no panicking string slicing, short import names).
 
 ## 10. Persistence in Chromium (IndexedDB, the npm package)
 
-Sessions of 100 and ${f(P.long.events)} events (a message, a run, text deltas), each
-opened with persistence on (the default) in a fresh browser context; then
-${N.batches} live batches of ${BATCH} text deltas, one at a time. *Apply one batch* is
-the time the page spends in the WebSocket's message handler for the batch's
-frame: parse, fold into the chat view, start the IndexedDB write (one
-\`put\`), run the app's \`onEvent\` callbacks (mean of the middle 80 %). Bytes
-are what IndexedDB \`put\`s carried (keys and values).
+Sessions of 100 and ${f(P.long.events)} events (finished turns of 100 events — a
+question, an answer of 97 deltas — then a question whose answer streams),
+each opened with persistence on (the default) in a fresh browser context;
+then ${N.batches} live batches of ${BATCH} text deltas into the open answer, one at a
+time. *Apply one batch* is the time the page spends in the WebSocket's
+message handler for the batch's frame: parse, fold into the chat view, start
+the IndexedDB write (one \`put\`), run the app's \`onEvent\` and \`onChange\`
+callbacks (the transcript as JS objects: only the items the batch changed
+are converted; mean of the middle 80 %). Bytes are what IndexedDB \`put\`s
+carried (keys and values).
 
 | | 100-event session | ${f(P.long.events)}-event session |
 |---|---:|---:|

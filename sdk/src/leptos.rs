@@ -174,15 +174,31 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
                 session_options.author = author;
             }
             let s = WebSession::open(&client, id, session_options);
+            // `None`: everything may have changed; otherwise only these
+            // items are cloned, so an update costs the same in a long
+            // session as in a short one.
             let refresh = {
                 let s = s.clone();
-                move || {
-                    items.set(s.view().items().to_vec());
+                move |changed: Option<&[usize]>| {
+                    let view = s.view();
+                    match changed {
+                        None => items.set(view.items().to_vec()),
+                        Some([]) => {}
+                        Some(changed) => items.update(|list| {
+                            for &i in changed {
+                                match (list.get_mut(i), view.items().get(i)) {
+                                    (Some(old), Some(new)) => *old = new.clone(),
+                                    (None, Some(new)) => list.push(new.clone()),
+                                    _ => {}
+                                }
+                            }
+                        }),
+                    }
                     offset.set(s.offset());
                     received.set(s.received());
                 }
             };
-            refresh();
+            refresh(None);
             loaded.set(s.loaded());
             let updates = s.on_update({
                 let refresh = refresh.clone();
@@ -196,8 +212,10 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
                     if u.loaded {
                         loaded.set(true);
                     }
-                    if !u.events.is_empty() || u.reset || u.up_to_date || u.restored {
-                        refresh();
+                    if u.reset || u.restored {
+                        refresh(None);
+                    } else if !u.events.is_empty() || u.up_to_date {
+                        refresh(Some(&u.items));
                     }
                 }
             });

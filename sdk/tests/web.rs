@@ -12,23 +12,26 @@ use std::rc::Rc;
 use durable_sessions::core::ClientError;
 use durable_sessions::core::chat::RunState;
 use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
-use durable_sessions::core::state::{ConnectionState, StateChange};
+use durable_sessions::core::state::ConnectionState;
 use durable_sessions::core::subscription::StartFrom;
 use durable_sessions::protocol::session::RunMode;
 use durable_sessions::protocol::ws::Payload;
 use durable_sessions::web::{SessionOptions, TokenProvider, Transport, WebClient, WebOptions, WebSession, random_id};
 use gloo_timers::future::TimeoutFuture;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// Our server (WebSocket + HTTP, test hooks on, demo agent attached).
-const SERVER: &str = match option_env!("DS_SERVER") {
-    Some(s) => s,
-    None => "http://127.0.0.1:4437",
-};
+mod support;
+use support::*;
+
+async fn fetch_with(method: &str, url: &str, bearer: Option<&str>) -> (u16, String) {
+    match bearer {
+        Some(token) => fetch_headers(method, url, &[("authorization", &format!("Bearer {token}"))]).await,
+        None => fetch_text(method, url).await,
+    }
+}
+
 /// Our server with `--auth jwt` and `--test-hooks`.
 const AUTH_SERVER: &str = match option_env!("DS_AUTH_SERVER") {
     Some(s) => s,
@@ -39,89 +42,6 @@ const NODE_SERVER: &str = match option_env!("DS_NODE_SERVER") {
     Some(s) => s,
     None => "http://127.0.0.1:4438",
 };
-
-fn options(url: &str, transport: Transport) -> WebOptions {
-    let mut o = WebOptions::new(url);
-    o.transport = transport;
-    o.core.backoff.min_ms = 50;
-    o.core.backoff.max_ms = 500;
-    o
-}
-
-fn session_options() -> SessionOptions {
-    SessionOptions {
-        author: "wasm-test".into(),
-        persist: false,
-        ..SessionOptions::default()
-    }
-}
-
-/// Polls `cond` every 20 ms for up to `ms`.
-async fn wait_until(what: &str, ms: u32, cond: impl Fn() -> bool) {
-    let mut waited = 0;
-    while !cond() {
-        assert!(waited < ms, "timed out after {ms} ms waiting for {what}");
-        TimeoutFuture::new(20).await;
-        waited += 20;
-    }
-}
-
-async fn fetch_text(method: &str, url: &str) -> (u16, String) {
-    fetch_with(method, url, None).await
-}
-
-async fn fetch_with(method: &str, url: &str, bearer: Option<&str>) -> (u16, String) {
-    let bearer = bearer.map(|t| format!("Bearer {t}"));
-    fetch_headers(method, url, bearer.as_ref().map(|b| ("authorization", b.as_str()))).await
-}
-
-async fn fetch_headers(method: &str, url: &str, header: Option<(&str, &str)>) -> (u16, String) {
-    let init = web_sys::RequestInit::new();
-    init.set_method(method);
-    init.set_cache(web_sys::RequestCache::NoStore);
-    if let Some((name, value)) = header {
-        let headers = web_sys::Headers::new().unwrap();
-        headers.set(name, value).unwrap();
-        init.set_headers(&headers);
-    }
-    let window = web_sys::window().unwrap();
-    let res: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
-        .await
-        .unwrap()
-        .dyn_into()
-        .unwrap();
-    let text = JsFuture::from(res.text().unwrap()).await.unwrap().as_string().unwrap();
-    (res.status(), text)
-}
-
-/// Every event of a session as stored, read over plain HTTP.
-async fn stored_events(base: &str, path: &str) -> Vec<serde_json::Value> {
-    let (status, body) = fetch_text("GET", &format!("{base}/v1/stream/{path}?offset=-1")).await;
-    assert_eq!(status, 200);
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Every event delivered to a session, with its offset.
-type Log = Rc<RefCell<Vec<(String, serde_json::Value)>>>;
-
-fn record(session: &WebSession) -> (Log, durable_sessions::web::UpdateListener) {
-    let log: Log = Rc::default();
-    let l = log.clone();
-    let listener = session.on_update(move |u| {
-        for e in &u.events {
-            l.borrow_mut()
-                .push((e.offset.clone(), serde_json::from_str(&e.json).unwrap()));
-        }
-    });
-    (log, listener)
-}
-
-fn latest_run(session: &WebSession) -> Option<(String, RunState, usize)> {
-    session.view().items().iter().rev().find_map(|i| match i {
-        durable_sessions::core::chat::ChatItem::Run(r) => Some((r.run_id.clone(), r.state, r.text.len())),
-        _ => None,
-    })
-}
 
 #[wasm_bindgen_test]
 async fn websocket_subscribe_receive_and_append() {
@@ -224,7 +144,7 @@ async fn http_transport_against(base: &str) {
     let (status, _) = fetch_headers(
         "PUT",
         &format!("{base}/v1/stream/{path}"),
-        Some(("content-type", "application/json")),
+        &[("content-type", "application/json")],
     )
     .await;
     assert!(matches!(status, 200 | 201), "create: {status}");
@@ -351,14 +271,6 @@ fn auth_options(transport: Transport, token: TokenProvider) -> WebOptions {
     let mut o = options(AUTH_SERVER, transport);
     o.token = Some(token);
     o
-}
-
-/// Every state change of `client`.
-fn state_log(client: &WebClient) -> (Rc<RefCell<Vec<StateChange>>>, durable_sessions::web::Listener) {
-    let log: Rc<RefCell<Vec<StateChange>>> = Rc::default();
-    let l = log.clone();
-    let listener = client.on_state(move |c| l.borrow_mut().push(c.clone()));
-    (log, listener)
 }
 
 /// An agent-like writer on the auth server: a long-lived token with the

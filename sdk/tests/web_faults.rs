@@ -19,101 +19,20 @@ use durable_sessions::core::state::{ConnectionState, StateChange};
 use durable_sessions::core::subscription::StartFrom;
 use durable_sessions::protocol::session::RunMode;
 use durable_sessions::protocol::ws::Payload;
-use durable_sessions::web::{SessionOptions, Transport, WebClient, WebOptions, WebSession, random_id};
+use durable_sessions::web::{Transport, WebClient, WebSession, random_id};
 use gloo_timers::future::TimeoutFuture;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// Our server (WebSocket + HTTP, test hooks on, demo agent attached).
-const SERVER: &str = match option_env!("DS_SERVER") {
-    Some(s) => s,
-    None => "http://127.0.0.1:4437",
-};
+mod support;
+use support::*;
+
 /// The fault proxy in front of [`SERVER`].
 const PROXY: &str = match option_env!("DS_PROXY") {
     Some(s) => s,
     None => "http://127.0.0.1:4440",
 };
-
-fn options(url: &str, transport: Transport) -> WebOptions {
-    let mut o = WebOptions::new(url);
-    o.transport = transport;
-    o.core.backoff.min_ms = 50;
-    o.core.backoff.max_ms = 500;
-    o
-}
-
-fn session_options() -> SessionOptions {
-    SessionOptions {
-        author: "wasm-test".into(),
-        persist: false,
-        ..SessionOptions::default()
-    }
-}
-
-/// Polls `cond` every 20 ms for up to `ms`.
-async fn wait_until(what: &str, ms: u32, cond: impl Fn() -> bool) {
-    let mut waited = 0;
-    while !cond() {
-        assert!(waited < ms, "timed out after {ms} ms waiting for {what}");
-        TimeoutFuture::new(20).await;
-        waited += 20;
-    }
-}
-
-async fn fetch_text(method: &str, url: &str) -> (u16, String) {
-    let init = web_sys::RequestInit::new();
-    init.set_method(method);
-    init.set_cache(web_sys::RequestCache::NoStore);
-    let window = web_sys::window().unwrap();
-    let res: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
-        .await
-        .unwrap()
-        .dyn_into()
-        .unwrap();
-    let text = JsFuture::from(res.text().unwrap()).await.unwrap().as_string().unwrap();
-    (res.status(), text)
-}
-
-/// Every event of a stream as stored, read over plain HTTP (not through
-/// the proxy).
-async fn stored_events(path: &str) -> Vec<serde_json::Value> {
-    let (status, body) = fetch_text("GET", &format!("{SERVER}/v1/stream/{path}?offset=-1")).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Every event delivered to a session.
-type Log = Rc<RefCell<Vec<serde_json::Value>>>;
-
-fn record(session: &WebSession) -> (Log, durable_sessions::web::UpdateListener) {
-    let log: Log = Rc::default();
-    let l = log.clone();
-    let listener = session.on_update(move |u| {
-        for e in &u.events {
-            l.borrow_mut().push(serde_json::from_str(&e.json).unwrap());
-        }
-    });
-    (log, listener)
-}
-
-/// Every state change of `client`.
-fn state_log(client: &WebClient) -> (Rc<RefCell<Vec<StateChange>>>, durable_sessions::web::Listener) {
-    let log: Rc<RefCell<Vec<StateChange>>> = Rc::default();
-    let l = log.clone();
-    let listener = client.on_state(move |c| l.borrow_mut().push(c.clone()));
-    (log, listener)
-}
-
-fn latest_run(session: &WebSession) -> Option<(String, RunState, usize)> {
-    session.view().items().iter().rev().find_map(|i| match i {
-        ChatItem::Run(r) => Some((r.run_id.clone(), r.state, r.text.len())),
-        _ => None,
-    })
-}
 
 type Outcome = Rc<RefCell<Option<Result<AppendAck, ClientError>>>>;
 
@@ -170,7 +89,7 @@ async fn a_big_append_fails_at_once_and_a_cancel_still_lands(transport: Transpor
     })
     .await;
     // The server's log: the cancel is there, the document is not.
-    let stored = stored_events(session.path()).await;
+    let stored = stored_events(SERVER, session.path()).await;
     assert!(
         stored
             .iter()
@@ -257,8 +176,8 @@ async fn http_behind_a_proxy_answering_503_for_10_s_catches_up_by_itself() {
     // And live again.
     writer.append(&path, note(25)).await.unwrap();
     wait_until("live after the outage", 10_000, || log.borrow().len() == 26).await;
-    let stored = stored_events(&path).await;
-    assert_eq!(*log.borrow(), stored, "no gap, no duplicate");
+    let stored = stored_events(SERVER, &path).await;
+    assert_eq!(events(&log), stored, "no gap, no duplicate");
     assert_eq!(reader.state().state, ConnectionState::Connected);
     // Retries were spaced (Retry-After: 1 s), not a loop.
     let retries = states
@@ -311,7 +230,7 @@ async fn a_non_ascii_session_id_is_one_stream_over_both_transports() {
     assert_eq!(user_texts(&over_ws), user_texts(&over_http));
     let url_path = durable_sessions::protocol::path::encode(over_ws.path());
     assert!(url_path.starts_with("sessions/caf%C3%A9/%C3%9F-"), "{url_path}");
-    let stored: Vec<String> = stored_events(&url_path)
+    let stored: Vec<String> = stored_events(SERVER, &url_path)
         .await
         .iter()
         .filter(|e| e["type"] == "user_message")
@@ -353,21 +272,6 @@ fn subscribe_seen(
     (seen, handle)
 }
 
-async fn status(method: &str, url: &str) -> u16 {
-    let init = web_sys::RequestInit::new();
-    init.set_method(method);
-    let headers = web_sys::Headers::new().unwrap();
-    headers.set("content-type", "application/json").unwrap();
-    init.set_headers(&headers);
-    let window = web_sys::window().unwrap();
-    let res: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
-        .await
-        .unwrap()
-        .dyn_into()
-        .unwrap();
-    res.status()
-}
-
 /// A stream deleted and created again under the same path is a new stream.
 /// A subscription live at the delete is told with a `reset` (then, the
 /// stream being missing, `not_found`); one resuming later from an offset of
@@ -379,7 +283,12 @@ async fn delete_and_recreate_resets(transport: Transport) {
     let path = format!("test/{}", random_id("recreate"));
     let url = format!("{SERVER}/v1/stream/{path}");
     let note = |i: u32| format!(r#"{{"type":"note","i":{i}}}"#);
-    assert!(matches!(status("PUT", &url).await, 200 | 201));
+    assert!(matches!(
+        fetch_headers("PUT", &url, &[("content-type", "application/json")])
+            .await
+            .0,
+        200 | 201
+    ));
     let writer = WebClient::new(options(SERVER, Transport::WebSocket)).unwrap();
     for i in 0..4 {
         writer.append(&path, note(i)).await.unwrap();
@@ -388,13 +297,18 @@ async fn delete_and_recreate_resets(transport: Transport) {
     let (live, live_sub) = subscribe_seen(&client, &path, SubscribeOptions::default());
     wait_until("the old stream read", 10_000, || live.borrow().len() == 4).await;
     let old_offset = live_sub.offset().expect("an offset");
-    assert_eq!(status("DELETE", &url).await, 204);
+    assert_eq!(fetch_text("DELETE", &url).await.0, 204);
     wait_until("the live subscription told", 10_000, || live.borrow().len() == 6).await;
     assert_eq!(live.borrow()[4..], [Seen::Reset, Seen::Error("not_found".into())]);
 
     // Created again, shorter than before: the old offset points past the
     // new stream's first events.
-    assert!(matches!(status("PUT", &url).await, 200 | 201));
+    assert!(matches!(
+        fetch_headers("PUT", &url, &[("content-type", "application/json")])
+            .await
+            .0,
+        200 | 201
+    ));
     for i in 10..12 {
         writer.append(&path, note(i)).await.unwrap();
     }

@@ -222,6 +222,21 @@ impl ChatItem {
     }
 }
 
+/// What folding one event did to a [`ChatView`]: the one item it added or
+/// changed, so a binding re-renders that item only — the work per event
+/// does not grow with the length of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folded {
+    /// Not a session event this view understands (counted, otherwise
+    /// ignored).
+    Skipped,
+    /// Understood, and no item changed: a duplicate message, or a control
+    /// event held until its run appears.
+    Unchanged,
+    /// The item at this index was added (the last one) or changed.
+    Item(usize),
+}
+
 /// Messages and runs of a session, in the order they appeared.
 ///
 /// See the [module documentation](self) for the rules of the fold.
@@ -399,36 +414,43 @@ impl ChatView {
     }
 
     /// Folds one event given as JSON text. Unknown or malformed events are
-    /// counted and otherwise ignored (newer writers may add types); returns
-    /// whether the event was understood.
-    pub fn apply_json(&mut self, json: &str) -> bool {
+    /// counted and otherwise ignored (newer writers may add types):
+    /// [`Folded::Skipped`].
+    ///
+    /// ```
+    /// use durable_sessions::core::chat::{ChatView, Folded};
+    /// let mut view = ChatView::default();
+    /// let hi = r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#;
+    /// assert_eq!(view.apply_json(hi), Folded::Item(0));
+    /// assert_eq!(view.apply_json(hi), Folded::Unchanged, "a duplicate");
+    /// assert_eq!(view.apply_json(r#"{"type":"emoji"}"#), Folded::Skipped);
+    /// ```
+    pub fn apply_json(&mut self, json: &str) -> Folded {
         match SessionEvent::parse(json) {
-            Ok(e) => {
-                self.apply(&e);
-                true
-            }
+            Ok(e) => self.apply(&e),
             Err(_) => {
                 self.events += 1;
-                false
+                Folded::Skipped
             }
         }
     }
 
-    /// Folds one event.
-    pub fn apply(&mut self, event: &SessionEvent) {
+    /// Folds one event; says which item it added or changed.
+    pub fn apply(&mut self, event: &SessionEvent) -> Folded {
         self.events += 1;
         let (id, control) = match event {
             SessionEvent::UserMessage { id, author, text, .. } => {
                 let seen = seen(&mut self.ids, id);
-                if !seen.message {
-                    seen.message = true;
-                    self.items.push(ChatItem::User(UserMessage {
-                        id: id.clone(),
-                        author: author.clone(),
-                        text: text.clone(),
-                    }));
+                if seen.message {
+                    return Folded::Unchanged;
                 }
-                return;
+                seen.message = true;
+                self.items.push(ChatItem::User(UserMessage {
+                    id: id.clone(),
+                    author: author.clone(),
+                    text: text.clone(),
+                }));
+                return Folded::Item(self.items.len() - 1);
             }
             SessionEvent::Cancel { run_id, .. } | SessionEvent::Steer { run_id, .. } => (run_id, true),
             SessionEvent::RunStarted { run_id, .. }
@@ -443,16 +465,16 @@ impl ChatView {
                 if let Some(ChatItem::Run(run)) = self.items.get_mut(fold.item) {
                     fold.apply(run, event);
                 }
-                return;
+                return Folded::Item(fold.item);
             }
             // Control events never create a run: held until an agent writes for it.
             RunSlot::Held(held) if control => {
                 held.push(event.clone());
-                return;
+                return Folded::Unchanged;
             }
             RunSlot::Unseen if control => {
                 *slot = RunSlot::Held(vec![event.clone()]);
-                return;
+                return Folded::Unchanged;
             }
             RunSlot::Held(held) => std::mem::take(held),
             RunSlot::Unseen => Vec::new(),
@@ -468,6 +490,7 @@ impl ChatView {
         }
         *slot = RunSlot::Appeared(fold);
         self.items.push(ChatItem::Run(run));
+        Folded::Item(self.items.len() - 1)
     }
 }
 
@@ -746,8 +769,11 @@ mod tests {
             events.push(noise[i % noise.len()]);
         }
         let mut v = ChatView::default();
-        let understood = events.iter().filter(|e| v.apply_json(e)).count();
-        let known = SESSION.iter().filter(|e| ChatView::default().apply_json(e)).count();
+        let understood = events.iter().filter(|e| v.apply_json(e) != Folded::Skipped).count();
+        let known = SESSION
+            .iter()
+            .filter(|e| ChatView::default().apply_json(e) != Folded::Skipped)
+            .count();
         assert_eq!(understood, known, "only SESSION's own events are understood");
         assert_eq!(v.events_seen(), events.len() as u64);
         assert_eq!(v.items(), fold(SESSION).items());

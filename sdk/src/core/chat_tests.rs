@@ -473,6 +473,30 @@ proptest! {
         prop_assert_eq!(v.items(), &reference(&events)[..]);
     }
 
+    /// Each event changes at most the one item it reports (and adds only at
+    /// the end): what a binding re-renders per event is that item, never
+    /// the transcript.
+    #[test]
+    fn an_event_changes_only_the_item_it_reports(events in prop_oneof![soup(), interleaved()]) {
+        let mut v = ChatView::default();
+        for e in &events {
+            let before = v.items().to_vec();
+            let folded = v.apply_json(&e.json());
+            let after = v.items();
+            match folded {
+                Folded::Item(i) => {
+                    prop_assert!(after.len() == before.len() || (after.len() == before.len() + 1 && i == before.len()));
+                    for (j, item) in before.iter().enumerate() {
+                        if j != i {
+                            prop_assert_eq!(&after[j], item, "item {} changed by {:?}, reported {}", j, e, i);
+                        }
+                    }
+                }
+                Folded::Unchanged | Folded::Skipped => prop_assert_eq!(after, &before[..], "{:?}", e),
+            }
+        }
+    }
+
     /// Once a run has ended, no later event changes anything about it.
     #[test]
     fn a_finished_run_never_changes(events in prop_oneof![soup(), interleaved()]) {

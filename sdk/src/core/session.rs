@@ -5,7 +5,7 @@ use durable_session_protocol::json::{self, Json, Obj};
 use durable_session_protocol::session::{RunMode, SessionEvent};
 use durable_session_protocol::ws::Payload;
 
-use super::chat::ChatView;
+use super::chat::{ChatView, Folded};
 use super::client::SubscriptionEvent;
 
 /// One delivered session event and the offset to resume from after it.
@@ -25,6 +25,9 @@ pub struct Applied {
     pub reset: bool,
     /// The view changed.
     pub changed: bool,
+    /// Indices of the view's items this batch added or changed, ascending
+    /// (all of them may have changed after a `reset`).
+    pub items: Vec<usize>,
 }
 
 /// Version of the snapshot format: `{"version":2,"offset":…,"events":[…]}`.
@@ -136,7 +139,11 @@ impl SessionModel {
             SubscriptionEvent::Messages(messages) => {
                 for m in messages {
                     let Payload::Json(raw) = m.payload else { continue };
-                    self.view.apply_json(&raw);
+                    if let Folded::Item(i) = self.view.apply_json(&raw)
+                        && applied.items.last() != Some(&i)
+                    {
+                        applied.items.push(i);
+                    }
                     self.offset = Some(m.offset.clone());
                     self.received += 1;
                     if let Some(events) = &mut self.events {
@@ -166,6 +173,8 @@ impl SessionModel {
             }
             SubscriptionEvent::Closed | SubscriptionEvent::Error(_) => {}
         }
+        applied.items.sort_unstable();
+        applied.items.dedup();
         applied
     }
 

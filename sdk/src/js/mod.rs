@@ -389,6 +389,7 @@ pub struct SessionParts {
     /// Resolves once the stored state was read (`session.ready`).
     ready: Promise,
     iterators: Rc<RefCell<Vec<iter::Feed>>>,
+    items: ItemsCache,
     next: Rc<RefCell<u64>>,
     updates: RefCell<Option<crate::web::UpdateListener>>,
 }
@@ -426,8 +427,28 @@ fn call_all(callbacks: &JsCallbacks, arg: &JsValue) {
     }
 }
 
-fn items_value(session: &WebSession) -> JsValue {
-    js_sys::JSON::parse(&session.view().items_json()).unwrap_or(JsValue::NULL)
+/// The transcript as JS objects, kept item by item: an update parses only
+/// the items it added or changed (`changed`), not the whole transcript, so
+/// its cost does not grow with the session. `None` for `changed` (or no
+/// copy yet) builds it from scratch. Callers get a shallow copy: a new
+/// array (for frameworks comparing identities) sharing the unchanged items.
+type ItemsCache = Rc<RefCell<Option<js_sys::Array>>>;
+
+fn items_value(cache: &ItemsCache, session: &WebSession, changed: Option<&[usize]>) -> JsValue {
+    let mut slot = cache.borrow_mut();
+    let view = session.view();
+    match (slot.as_ref(), changed) {
+        (Some(items), Some(changed)) => {
+            for &i in changed {
+                if let Some(item) = view.items().get(i) {
+                    items.set(i as u32, from_json(&item.to_json()));
+                }
+            }
+        }
+        _ => *slot = Some(from_json(&view.items_json()).unchecked_into()),
+    }
+    slot.as_ref()
+        .map_or(JsValue::NULL, |items| items.slice(0, items.length()).into())
 }
 
 impl JsSession {
@@ -447,6 +468,8 @@ impl JsSession {
             iterators.clone(),
         );
         let weak_session = session.clone();
+        let items: ItemsCache = Rc::default();
+        let cache = items.clone();
         let mut resolve_ready = None;
         let ready = Promise::new(&mut |resolve, _| resolve_ready = Some(resolve));
         if session.loaded()
@@ -483,8 +506,14 @@ impl JsSession {
             if let Some(e) = &u.storage_error {
                 call_all(&se, &js_error(e));
             }
-            if (!u.events.is_empty() || u.reset || u.restored) && !ch.borrow().is_empty() {
-                call_all(&ch, &items_value(&weak_session));
+            if !u.events.is_empty() || u.reset || u.restored {
+                if ch.borrow().is_empty() {
+                    // Nobody keeps it current: rebuilt when next asked for.
+                    *cache.borrow_mut() = None;
+                } else {
+                    let changed = (!u.reset && !u.restored).then_some(&u.items[..]);
+                    call_all(&ch, &items_value(&cache, &weak_session, changed));
+                }
             }
             if u.loaded
                 && let Some(resolve) = resolve_ready.take()
@@ -501,6 +530,7 @@ impl JsSession {
             on_storage_error,
             ready,
             iterators,
+            items,
             next: Rc::default(),
             updates: RefCell::new(Some(updates)),
         };
@@ -554,7 +584,7 @@ impl JsSession {
     /// The transcript: user messages and runs, folded from the events.
     #[wasm_bindgen(unchecked_return_type = "ChatItem[]")]
     pub fn items(&self) -> JsValue {
-        items_value(&self.session)
+        items_value(&self.items, &self.session, Some(&[]))
     }
 
     /// Calls `listener` with every new event, in order, exactly once.

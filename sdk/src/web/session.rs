@@ -60,6 +60,10 @@ impl Default for SessionOptions {
 pub struct SessionUpdate {
     /// New events (offset and JSON), in order.
     pub events: Vec<crate::core::session::Envelope>,
+    /// Indices of the view's items these events added or changed,
+    /// ascending: re-render those (unless `reset` or `restored`, after
+    /// which everything may have changed).
+    pub items: Vec<usize>,
     /// The view was rebuilt from scratch after the server reset the stream.
     pub reset: bool,
     /// Why the reset happened.
@@ -443,7 +447,9 @@ fn on_event(inner: &Rc<Inner>, event: SubscriptionEvent) {
         SubscriptionEvent::UpToDate { .. } => update.up_to_date = true,
         _ => {}
     }
-    let Applied { events, reset, .. } = inner.model.borrow_mut().apply(event);
+    let Applied {
+        events, reset, items, ..
+    } = inner.model.borrow_mut().apply(event);
     if let Some(store) = inner.store() {
         if reset {
             store.reset();
@@ -452,5 +458,6 @@ fn on_event(inner: &Rc<Inner>, event: SubscriptionEvent) {
     }
     update.events = events;
     update.reset = reset;
+    update.items = items;
     notify(inner, &update);
 }
