@@ -2,10 +2,10 @@
 # The SDK in headless Chromium (wasm-bindgen-test): starts our server (with
 # test hooks) and the demo agent, our server again with access control on
 # (JWT, a random HS256 secret, 2 s grace after a token expires), the
-# upstream Node reference server, and a fault proxy in front of our server
-# (tests/support/fault-proxy.mjs: told by the tests to answer 503 for a
-# while), on loopback; runs sdk/tests/web.rs and sdk/tests/web_faults.rs
-# against them; stops them. Honours CARGO_TARGET_DIR; arguments filter the
+# upstream Node reference server, and two fault proxies in front of our
+# server (tests/support/fault-proxy.mjs: told by the tests to answer 503
+# for a while, or to die like a node of a cluster), on loopback; runs
+# sdk/tests/web.rs and sdk/tests/web_faults.rs against them; stops them. Honours CARGO_TARGET_DIR; arguments filter the
 # tests by name (e.g. `bash scripts/test-wasm.sh token`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,9 +49,12 @@ start node node tests/support/node-ds-server.mjs 0
 node_server=$url
 start proxy node tests/support/fault-proxy.mjs 0 "$server"
 proxy=$url
-echo "[wasm tests] our server $server (with agent), with auth $auth_server, Node reference server $node_server, fault proxy $proxy"
+# A second "node" of the same cluster (the same server, so one log).
+start proxy-b node tests/support/fault-proxy.mjs 0 "$server"
+proxy_b=$url
+echo "[wasm tests] our server $server (with agent), with auth $auth_server, Node reference server $node_server, fault proxies $proxy $proxy_b"
 
-export DS_SERVER=$server DS_AUTH_SERVER=$auth_server DS_NODE_SERVER=$node_server DS_PROXY=$proxy
+export DS_SERVER=$server DS_AUTH_SERVER=$auth_server DS_NODE_SERVER=$node_server DS_PROXY=$proxy DS_PROXY_B=$proxy_b
 export CHROMEDRIVER=/usr/bin/chromedriver
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export WASM_BINDGEN_TEST_TIMEOUT=300

@@ -34,6 +34,9 @@ pub struct UseSessionOptions {
     pub client: Option<WebClient>,
     /// The server (default: the page's origin).
     pub url: String,
+    /// More nodes of the same cluster, tried in turn when a connection
+    /// fails (see [`WebOptions::fallback_urls`]).
+    pub fallback_urls: Vec<String>,
     pub transport: Transport,
     /// Author of sent messages and controls (default: a random id).
     pub author: Option<String>,
@@ -86,6 +89,7 @@ impl Default for UseSessionOptions {
         Self {
             client: None,
             url: String::new(),
+            fallback_urls: Vec::new(),
             transport: Transport::WebSocket,
             author: None,
             persist: true,
@@ -146,6 +150,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
         Some(c) => Ok(c),
         None => {
             let mut o = WebOptions::new(options.url);
+            o.fallback_urls = options.fallback_urls;
             o.transport = options.transport;
             o.token = options.token;
             WebClient::new(o)

@@ -33,6 +33,12 @@ const PROXY: &str = match option_env!("DS_PROXY") {
     Some(s) => s,
     None => "http://127.0.0.1:4440",
 };
+/// A second fault proxy in front of [`SERVER`]: with [`PROXY`], two nodes
+/// of one cluster (one log, the same offsets).
+const PROXY_B: &str = match option_env!("DS_PROXY_B") {
+    Some(s) => s,
+    None => "http://127.0.0.1:4441",
+};
 
 type Outcome = Rc<RefCell<Option<Result<AppendAck, ClientError>>>>;
 
@@ -337,4 +343,71 @@ async fn websocket_delete_and_recreate_is_a_reset_never_a_mix() {
 #[wasm_bindgen_test]
 async fn http_delete_and_recreate_is_a_reset_never_a_mix() {
     delete_and_recreate_resets(Transport::Http).await;
+}
+
+/// Requests and WebSocket upgrades a fault proxy has passed on.
+async fn forwarded(proxy: &str) -> u64 {
+    let (status, body) = fetch_text("GET", &format!("{proxy}/__fault")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["forwarded"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Two nodes of one cluster (two proxies in front of one server: one log,
+/// the same offsets). A page connected to node A with node B as fallback;
+/// mid-answer node A dies — every connection cut, new ones refused. The
+/// client moves to node B by itself; its transcript equals the log, no gap,
+/// no duplicate, and a message sent after the failover is delivered once.
+async fn fails_over_to_the_next_node(transport: Transport) {
+    let mut opts = options(PROXY, transport);
+    opts.fallback_urls = vec![PROXY_B.into()];
+    let client = WebClient::new(opts).unwrap();
+    let (states, _s) = state_log(&client);
+    let session = WebSession::open(&client, &random_id("failover"), session_options());
+    let (log, _l) = record(&session);
+    session.send("a long answer, please", RunMode::Single).1.await.unwrap();
+    wait_until("the answer underway", 15_000, || {
+        latest_run(&session).is_some_and(|(_, _, len)| len > 10)
+    })
+    .await;
+    let on_b = forwarded(PROXY_B).await;
+    let (status, _) = fetch_text("POST", &format!("{PROXY}/__fault/down?ms=60000")).await;
+    assert_eq!(status, 200);
+    wait_until("the answer finished", 30_000, || {
+        latest_run(&session).is_some_and(|(_, state, _)| state != RunState::Streaming)
+    })
+    .await;
+    assert!(forwarded(PROXY_B).await > on_b, "node B took over");
+    assert!(
+        states.borrow().iter().any(|s| s.state != ConnectionState::Connected),
+        "the failover shows as a reconnect"
+    );
+    // Sent on node B, answered, delivered once.
+    session.send("and another", RunMode::Single).1.await.unwrap();
+    wait_until("the second answer", 30_000, || {
+        user_texts(&session).len() == 2
+            && latest_run(&session).is_some_and(|(_, state, _)| state != RunState::Streaming)
+            && session.view().items().len() == 4
+    })
+    .await;
+    let (status, _) = fetch_text("POST", &format!("{PROXY}/__fault/clear")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        events(&log),
+        stored_events(SERVER, session.path()).await,
+        "no gap, no duplicate"
+    );
+    assert_eq!(client.state().state, ConnectionState::Connected);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn websocket_fails_over_to_the_next_node_without_a_gap() {
+    fails_over_to_the_next_node(Transport::WebSocket).await;
+}
+
+#[wasm_bindgen_test]
+async fn http_fails_over_to_the_next_node_without_a_gap() {
+    fails_over_to_the_next_node(Transport::Http).await;
 }

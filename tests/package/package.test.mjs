@@ -93,6 +93,9 @@ test("the token option: a function refreshed on the live socket, a string, forbi
   assert.equal(r.tokenFailedReason, "token_failed: not signed in");
   assert.notEqual(r.failingState, "connected");
   assert.equal(r.badOption, "invalid_argument");
+  assert.deepEqual(r.badUrls, ["invalid_argument", "invalid_argument"]);
+  assert.ok(r.failover.connected, `moved to the second node: ${JSON.stringify(r.failover.seen)}`);
+  assert.ok(r.failover.seen.includes("disconnected"), `the first node failed first: ${JSON.stringify(r.failover.seen)}`);
 });
 
 for (const transport of ["websocket", "http"]) {

@@ -129,7 +129,20 @@ fn unsubscribe_fn(f: impl FnOnce() + 'static) -> Function {
 fn options_from_js(options: &JsValue) -> Result<WebOptions, JsValue> {
     let text = options_json(options)?;
     let v = json::parse(&text).map_err(|_| invalid("options must be a plain object"))?;
-    let mut o = WebOptions::new(opt_str(&v, "url")?.unwrap_or_default());
+    // `url`: one server, or the nodes of a cluster in order of preference.
+    let urls: Vec<&str> = match v.get("url") {
+        Some(list) if list.array().is_some() => list
+            .array()
+            .unwrap_or_default()
+            .iter()
+            .map(Json::str)
+            .collect::<Option<_>>()
+            .filter(|l: &Vec<&str>| !l.is_empty())
+            .ok_or_else(|| invalid("option url must be a string or a non-empty array of strings"))?,
+        _ => opt_str(&v, "url")?.into_iter().collect(),
+    };
+    let mut o = WebOptions::new(urls.first().copied().unwrap_or_default());
+    o.fallback_urls = urls.iter().skip(1).map(|u| (*u).to_owned()).collect();
     match opt_str(&v, "transport")? {
         None | Some("websocket") => o.transport = Transport::WebSocket,
         Some("http") => o.transport = Transport::Http,

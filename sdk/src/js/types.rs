@@ -97,8 +97,14 @@ export interface BackoffOptions {
 }
 
 export interface ClientOptions {
-  /** The server, e.g. "http://127.0.0.1:4437". Default: the page's origin. */
-  url?: string;
+  /**
+   * The server, e.g. "http://127.0.0.1:4437" (default: the page's origin), or
+   * the nodes of one cluster — servers sharing one log, such as several nodes
+   * on Redis — in order of preference: when a connection fails or drops, the
+   * next attempt goes to the next node, and subscriptions and unacknowledged
+   * sends carry on there with no gap and no duplicate.
+   */
+  url?: string | string[];
   /** "websocket" (default; this project's server) or "http" (any Durable Streams server). */
   transport?: "websocket" | "http";
   backoff?: BackoffOptions;

@@ -65,6 +65,20 @@ pub struct WebOptions {
     /// The server: `http(s)://host:port` (or a `ws(s)://…/v1/ws` URL). Empty
     /// or `/` means the page's own origin.
     pub url: String,
+    /// More nodes of the same cluster — servers sharing one log (several
+    /// nodes on Redis), so offsets mean the same on each. When a connection
+    /// fails or drops, the next attempt goes to the next server, in order
+    /// after `url`, round and round: subscriptions resume from their
+    /// offsets and unacknowledged appends are resent with their producer
+    /// ids, so losing a node costs a reconnect, never an event.
+    ///
+    /// ```no_run
+    /// use durable_sessions::web::{WebClient, WebOptions};
+    /// let mut options = WebOptions::new("https://node-a.example");
+    /// options.fallback_urls = vec!["https://node-b.example".into()];
+    /// let client = WebClient::new(options).unwrap();
+    /// ```
+    pub fallback_urls: Vec<String>,
     pub transport: Transport,
     /// Backoff, heartbeat and the rest of the core's tunables.
     pub core: Options,
@@ -78,6 +92,7 @@ impl WebOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
             transport: Transport::WebSocket,
             core: Options::new(random_id("web"), random_u64()),
             token: None,
@@ -139,8 +154,11 @@ enum Link {
 pub(crate) struct Inner {
     pub(crate) core: ClientCore,
     transport: Transport,
-    pub(crate) http_base: String,
-    ws_url: String,
+    /// The servers ([`WebOptions::url`], then the fallbacks): HTTP base
+    /// and WebSocket URL.
+    servers: Vec<(String, String)>,
+    /// The one connected to (or being tried).
+    server: usize,
     token: Option<TokenProvider>,
     link: Link,
     /// Increases with every connection attempt; events of older links are
@@ -158,7 +176,23 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The HTTP base of the server connected to now.
+    pub(crate) fn http_base(&self) -> &str {
+        &self.servers[self.server].0
+    }
+
+    /// The cluster's name, the same whichever node is connected (the first
+    /// server's HTTP base): what persisted state is kept under.
+    pub(crate) fn cluster(&self) -> &str {
+        &self.servers[0].0
+    }
+
     fn connect(&mut self, weak: &Weak<RefCell<Inner>>) {
+        // Every attempt after the first follows a failed or dropped
+        // connection: it goes to the next server.
+        if self.generation > 0 {
+            self.server = (self.server + 1) % self.servers.len();
+        }
         self.generation += 1;
         self.link = Link::None;
         let generation = self.generation;
@@ -186,7 +220,7 @@ impl Inner {
                 on_socket_event(&rc, generation, event);
             }
         };
-        match Socket::open(&self.ws_url, on_event) {
+        match Socket::open(&self.servers[self.server].1, on_event) {
             Ok(socket) => self.link = Link::Socket(socket),
             Err(e) => self.core.on_close(now_ms(), &e),
         }
@@ -445,7 +479,10 @@ fn page_origin() -> Option<String> {
 impl WebClient {
     /// Starts connecting. Fails only for an unusable URL.
     pub fn new(options: WebOptions) -> Result<Self, ClientError> {
-        let (http_base, ws_url) = endpoints(&options.url, page_origin())?;
+        let servers = std::iter::once(&options.url)
+            .chain(&options.fallback_urls)
+            .map(|url| endpoints(url, page_origin()))
+            .collect::<Result<Vec<_>, _>>()?;
         let initial = StateChange {
             state: ConnectionState::Connecting,
             previous: ConnectionState::Connecting,
@@ -458,8 +495,8 @@ impl WebClient {
         let inner = Rc::new(RefCell::new(Inner {
             core: ClientCore::new(core),
             transport: options.transport,
-            http_base,
-            ws_url,
+            servers,
+            server: 0,
             token: options.token,
             link: Link::None,
             generation: 0,

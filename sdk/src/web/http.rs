@@ -356,7 +356,7 @@ impl HttpLink {
 }
 
 fn base_of(client: &Weak<RefCell<Inner>>) -> Option<String> {
-    client.upgrade().map(|rc| rc.borrow().http_base.clone())
+    client.upgrade().map(|rc| rc.borrow().http_base().to_owned())
 }
 
 fn send_back(client: &Weak<RefCell<Inner>>, generation: u64, frame: Result<ServerMsg, Fault>) {

@@ -223,7 +223,7 @@ impl WebSession {
     /// producer ids, before any new one.
     pub fn open(client: &WebClient, id: &str, options: SessionOptions) -> Self {
         let path = session_path(id);
-        let store_key = [client.inner.borrow().http_base.as_str(), " ", &path].concat();
+        let store_key = [client.inner.borrow().cluster(), " ", &path].concat();
         let inner = Rc::new(Inner {
             client: client.clone(),
             id: id.to_owned(),
