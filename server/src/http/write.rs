@@ -121,6 +121,7 @@ pub(super) async fn put(state: AppState, path: String, req: Request, access: &Ac
         closed,
         body,
         fork,
+        index_entry: crate::session_index::entry_for(&path),
         path,
     };
     // An absolute URL when the Host is known (clients resolve it either way).
@@ -129,11 +130,7 @@ pub(super) async fn put(state: AppState, path: String, req: Request, access: &Ac
         Some(host) => format!("http://{host}{STREAM_PREFIX}{url_path}"),
         None => format!("{STREAM_PREFIX}{url_path}"),
     };
-    let path = create.path.clone();
     let created = state.storage.create(create).await?;
-    if created.created {
-        crate::session_index::record(state.storage.as_ref(), &path).await;
-    }
     let status = if created.created {
         StatusCode::CREATED
     } else {

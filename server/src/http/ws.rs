@@ -606,20 +606,16 @@ async fn create(state: &AppState, req: String, path: String, content_type: Optio
             closed: false,
             body: Bytes::new(),
             fork: None,
+            index_entry: crate::session_index::entry_for(&path),
         })
         .await;
     match result {
-        Ok(created) => {
-            if created.created {
-                crate::session_index::record(state.storage.as_ref(), &path).await;
-            }
-            ServerMsg::Ack {
-                req,
-                offset: format_offset(created.info.tail),
-                duplicate: !created.created,
-                closed: created.info.closed,
-            }
-        }
+        Ok(created) => ServerMsg::Ack {
+            req,
+            offset: format_offset(created.info.tail),
+            duplicate: !created.created,
+            closed: created.info.closed,
+        },
         Err(e) => error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e)),
     }
 }

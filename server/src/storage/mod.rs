@@ -59,6 +59,30 @@ pub struct CreateStream {
     pub closed: bool,
     pub body: Bytes,
     pub fork: Option<ForkFrom>,
+    /// A message to append to an index stream in the same transaction, if
+    /// (and only if) this request creates the stream: both are stored, or
+    /// neither (the session index, [`crate::session_index`]).
+    pub index_entry: Option<IndexEntry>,
+}
+
+/// A JSON message recorded in an index stream together with the creation
+/// of a stream ([`CreateStream::index_entry`]).
+///
+/// ```
+/// use durable_session_server::storage::IndexEntry;
+/// let entry = IndexEntry {
+///     path: "_index/sessions".into(),
+///     json: r#"{"type":"session_created","session_id":"a"}"#.into(),
+/// };
+/// assert_eq!(entry.path, "_index/sessions");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The index: a JSON stream that never expires, created with the entry
+    /// if it does not exist.
+    pub path: String,
+    /// One JSON message.
+    pub json: Bytes,
 }
 
 /// `POST`: append to a stream and/or close it.
@@ -219,7 +243,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// request handlers.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Creates a stream (or a fork), or confirms an identical one.
+    /// Creates a stream (or a fork), or confirms an identical one. A new
+    /// stream and its [`CreateStream::index_entry`] are written atomically
+    /// (one transaction; a store without transactions uses whatever makes
+    /// both writes one, e.g. a Lua script): if the entry cannot be written,
+    /// the stream is not created either.
     async fn create(&self, req: CreateStream) -> StoreResult<Created>;
     /// Appends to and/or closes a stream. Returns only once durable.
     async fn append(&self, req: Append) -> StoreResult<Appended>;

@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 
 use super::rules::{self, ProducerVerdict};
 use super::{
-    Append, Appended, Chunk, CreateStream, Created, Expiry, Read, Storage, StoreError, StoreResult, StreamInfo,
+    Append, Appended, Chunk, CreateStream, Created, Expiry, IndexEntry, Read, Storage, StoreError, StoreResult,
+    StreamInfo,
 };
 use crate::changes::{ChangeFeed, ChangeHub, Published};
 use crate::offset::{Lineage, MAX_POSITION, Pos, Position, StartAt, Unresolved};
@@ -809,11 +810,48 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
     )
     .map_err(internal)?;
     effects.notify.push(req.path);
+    if let Some(entry) = req.index_entry {
+        record_in_index(conn, touches, entry, effects)?;
+    }
     let row = find_by_id(conn, id)?.ok_or_else(|| internal("created stream vanished"))?;
     Ok(Created {
         created: true,
         info: row.info(),
     })
+}
+
+/// Appends a new stream's index entry, in the transaction that creates the
+/// stream (creating the index if it is missing). Any failure is the
+/// storage's: the create fails with it, and is undone.
+fn record_in_index(conn: &Connection, touches: &Touches, entry: IndexEntry, effects: &mut Effects) -> StoreResult<()> {
+    let json = Some("application/json".to_owned());
+    let failed = |e: StoreError| internal(format!("cannot record the new stream in {}: {e}", entry.path));
+    if find(conn, &entry.path)?.is_none() {
+        let index = CreateStream {
+            path: entry.path.clone(),
+            content_type: json.clone(),
+            expiry: Expiry::Never,
+            closed: false,
+            body: Bytes::new(),
+            fork: None,
+            index_entry: None,
+        };
+        create(conn, touches, index, effects).map_err(failed)?;
+    }
+    let append_entry = Append {
+        path: entry.path.clone(),
+        content_type: json,
+        body: entry.json,
+        close: false,
+        stream_seq: None,
+        producer: None,
+    };
+    append(conn, touches, append_entry, effects).map_err(|e| {
+        // Nothing of this job may be kept: the stream goes with its entry.
+        effects.keep_on_error = false;
+        failed(e)
+    })?;
+    Ok(())
 }
 
 fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effects) -> StoreResult<Appended> {
