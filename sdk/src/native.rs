@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durable_session_protocol::session::SessionEvent;
-use durable_session_protocol::ws::ServerMsg;
+use durable_session_protocol::ws::{ProducerIds, ServerMsg};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -123,6 +123,8 @@ enum Command {
     Append {
         path: String,
         json: String,
+        /// Producer ids of the app's choosing ([`Client::append_event_as`]).
+        producer: Option<ProducerIds>,
         done: oneshot::Sender<Result<AppendAck, ClientError>>,
     },
     Check(String),
@@ -213,6 +215,44 @@ impl Client {
 
     /// Appends one message given as JSON text.
     pub async fn append_json(&self, path: &str, json: String) -> Result<AppendAck, ClientError> {
+        self.append_with(path, json, None).await
+    }
+
+    /// [`Client::append_event`] sent with the producer ids `producer`, alone
+    /// in its request, on every attempt (docs/protocol.md §4.2): whoever
+    /// sends the same ids first stores the event; every later send, from
+    /// this client or another, is acknowledged with `duplicate: true` and
+    /// stores nothing. Agents claim a message this way (§11).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use durable_sessions::native::{Client, NativeOptions};
+    /// use durable_sessions::protocol::session::SessionEvent;
+    /// use durable_sessions::protocol::ws::ProducerIds;
+    /// let client = Client::connect(NativeOptions::new("ws://127.0.0.1:4437/v1/ws"));
+    /// let started = SessionEvent::RunStarted { run_id: "r1".into(), agent: "sim".into(), in_reply_to: "m1".into() };
+    /// let claim = ProducerIds { id: "claim-m1".into(), epoch: 0, seq: 0 };
+    /// let ack = client.append_event_as("sessions/demo", &started, claim).await?;
+    /// if ack.duplicate {
+    ///     println!("stored before: by another agent, or by an earlier attempt of ours");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn append_event_as(
+        &self,
+        path: &str,
+        event: &SessionEvent,
+        producer: ProducerIds,
+    ) -> Result<AppendAck, ClientError> {
+        self.append_with(path, event.to_json(), Some(producer)).await
+    }
+
+    async fn append_with(
+        &self,
+        path: &str,
+        json: String,
+        producer: Option<ProducerIds>,
+    ) -> Result<AppendAck, ClientError> {
         if durable_session_protocol::json::parse(&json).is_err() {
             return Err(ClientError::new("invalid_event", "the event is not valid JSON"));
         }
@@ -221,6 +261,7 @@ impl Client {
             .send(Command::Append {
                 path: path.into(),
                 json,
+                producer,
                 done,
             })
             .map_err(|_| closed_error())?;
@@ -392,8 +433,16 @@ impl Driver {
                 self.subs.remove(&sub);
                 self.core.unsubscribe(sub);
             }
-            Command::Append { path, json, done } => {
-                let id = self.core.append(&path, json);
+            Command::Append {
+                path,
+                json,
+                producer,
+                done,
+            } => {
+                let id = match producer {
+                    Some(producer) => self.core.append_as(&path, json, producer),
+                    None => self.core.append(&path, json),
+                };
                 self.appends.insert(id, done);
             }
             Command::Check(reason) => {
