@@ -14,9 +14,18 @@
 //!   orchestrator starts sub-agents, each writing its own `progress` and
 //!   `text_delta` events into the session over its own connection; the
 //!   orchestrator writes only the final result. A cancel stops them all.
+//! - One answer per message, however many agent processes serve a session:
+//!   an agent claims a `user_message` by appending its `run_started` with
+//!   the producer ids `claim-{message id}` (epoch 0, seq 0); the server
+//!   stores the first and acknowledges every later one as a duplicate, so
+//!   exactly one process answers ([`runner::claim_ids`]).
+//! - A run that cannot write (an append refused for good) ends with
+//!   `run_finished` `failed` and the reason; it never stays open.
 //! - A restarted agent reads the session history first: messages that
-//!   already have a `run_started` are not answered again, and runs it left
-//!   unfinished are closed as `failed`.
+//!   already have a `run_started` are not answered again. A run under its
+//!   name that nobody writes to any more (nothing for
+//!   [`AgentConfig::orphan_after`]) is closed as `failed`; one that another
+//!   process of the same agent is still writing is left alone.
 
 pub mod runner;
 pub mod session;

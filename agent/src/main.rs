@@ -36,6 +36,13 @@ struct Args {
     #[arg(long, value_name = "PATH", conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
 
+    /// A run under this agent's name that this process is not running and
+    /// on which nothing was written for this long is closed as failed: its
+    /// agent stopped (a crash, or a restart). Keep it well above the longest
+    /// pause between two tokens.
+    #[arg(long, default_value_t = durable_session_agent::runner::DEFAULT_ORPHAN_AFTER.as_millis() as u64, value_name = "MS")]
+    orphan_after_ms: u64,
+
     /// The access token itself (prefer --token-file: an environment
     /// variable cannot be renewed while the agent runs).
     #[arg(long, env = "DURABLE_SESSION_TOKEN", hide_env_values = true, value_name = "JWT")]
@@ -92,6 +99,7 @@ async fn main() -> std::process::ExitCode {
     config.answer_tokens = args.answer_tokens;
     config.token = token_provider(&args);
     config.name = args.name;
+    config.orphan_after = Duration::from_millis(args.orphan_after_ms);
     println!("durable-session-agent joining {} as {:?}", config.ws_url, config.name);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -5,19 +5,19 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use durable_session_protocol::session::{
     IndexEvent, RunMode, RunStatus, SESSION_INDEX_PATH, SessionEvent, session_path,
 };
-use durable_session_protocol::ws::Payload;
+use durable_session_protocol::ws::{Payload, ProducerIds};
 use durable_sessions::core::ClientError;
 use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
 use durable_sessions::native::{Client, NativeOptions, TokenProvider};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::session::{Control, Question, SessionState};
+use crate::session::{Control, OrphanWatch, Question, SessionState};
 use crate::textgen::TextGen;
 
 /// How the agents behave.
@@ -39,6 +39,11 @@ pub struct AgentConfig {
     /// `agent` right (with `read`) on `sessions/*` and `read` on
     /// `_index/sessions`.
     pub token: Option<TokenProvider>,
+    /// An open run under one of these agents' names that this process is
+    /// not running, and on which nothing was written for this long, is
+    /// closed as `failed`: whoever wrote it stopped (docs/protocol.md §11).
+    /// Much longer than a pause between two tokens.
+    pub orphan_after: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -53,7 +58,12 @@ impl std::fmt::Debug for AgentConfig {
 
 impl AgentConfig {
     /// Defaults for a server at `ws_url`: about 20 tokens per second, 240
-    /// tokens per answer.
+    /// tokens per answer, runs quiet for 10 s taken for orphaned.
+    ///
+    /// ```
+    /// let config = durable_session_agent::AgentConfig::new("ws://127.0.0.1:4437/v1/ws");
+    /// assert_eq!(config.orphan_after, std::time::Duration::from_secs(10));
+    /// ```
     pub fn new(ws_url: impl Into<String>) -> Self {
         Self {
             ws_url: ws_url.into(),
@@ -63,6 +73,7 @@ impl AgentConfig {
             token_interval: Duration::from_millis(50),
             answer_tokens: 240,
             token: None,
+            orphan_after: DEFAULT_ORPHAN_AFTER,
         }
     }
 
@@ -71,6 +82,45 @@ impl AgentConfig {
         let mut options = NativeOptions::new(&self.ws_url);
         options.token = self.token.clone();
         Client::connect(options)
+    }
+}
+
+/// Default of [`AgentConfig::orphan_after`].
+pub const DEFAULT_ORPHAN_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a run waits to learn whose `run_started` was stored when its
+/// claim came back as a duplicate (the stored event is on its way to the
+/// session's subscription).
+const CLAIM_VERDICT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The producer ids that claim `message_id`: whoever appends its
+/// `run_started` with them first answers; every later append with them is a
+/// duplicate and stores nothing (docs/protocol.md §11).
+///
+/// ```
+/// let ids = durable_session_agent::runner::claim_ids("m1");
+/// assert_eq!((ids.id.as_str(), ids.epoch, ids.seq), ("claim-m1", 0, 0));
+/// ```
+pub fn claim_ids(message_id: &str) -> ProducerIds {
+    ProducerIds {
+        id: format!("claim-{message_id}"),
+        epoch: 0,
+        seq: 0,
+    }
+}
+
+/// The producer ids of a run's `run_finished`: a run is finished once,
+/// whoever closes it (its agent, or another process closing it as orphaned).
+///
+/// ```
+/// let ids = durable_session_agent::runner::finish_ids("r1");
+/// assert_eq!((ids.id.as_str(), ids.epoch, ids.seq), ("finish-r1", 0, 0));
+/// ```
+pub fn finish_ids(run_id: &str) -> ProducerIds {
+    ProducerIds {
+        id: format!("finish-{run_id}"),
+        epoch: 0,
+        seq: 0,
     }
 }
 
@@ -121,30 +171,79 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     result
 }
 
-async fn append(client: &Client, path: &str, event: SessionEvent) -> bool {
-    match client.append_event(path, &event).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(%path, error = %e, "append failed");
-            false
-        }
+/// How a run ended, as its `run_finished` says.
+type Outcome = (RunStatus, Option<String>);
+
+/// The outcome of a run that could not write to the session.
+fn cannot_write(e: &ClientError) -> Outcome {
+    (RunStatus::Failed, Some(format!("could not write to the session: {e}")))
+}
+
+/// Appends `event`; a failure is logged and returned.
+async fn append(client: &Client, path: &str, event: SessionEvent) -> Result<(), ClientError> {
+    client.append_event(path, &event).await.map(|_| ()).map_err(|e| {
+        tracing::warn!(%path, error = %e, "append failed");
+        e
+    })
+}
+
+/// Appends the `run_finished` of a run (stored once, whoever sends it).
+async fn finish(client: &Client, path: &str, run_id: &str, (status, reason): Outcome) {
+    let event = SessionEvent::RunFinished {
+        run_id: run_id.into(),
+        status,
+        reason,
+    };
+    if let Err(e) = client.append_event_as(path, &event, finish_ids(run_id)).await {
+        tracing::warn!(%path, %run_id, error = %e, "could not finish the run");
     }
+}
+
+/// A claim waiting to learn whether the stored `run_started` is ours.
+struct Claim {
+    run_id: String,
+    verdict: oneshot::Sender<bool>,
 }
 
 async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: String) {
     let path = session_path(&session_id);
     let mut sub = client.subscribe(&path, SubscribeOptions::default()).await;
+    let ours = [config.name.clone(), config.orchestrator.clone()];
     let mut state = SessionState::default();
     let mut runs: HashMap<String, mpsc::UnboundedSender<Control>> = HashMap::new();
+    // Claims by message id.
+    let mut claims: HashMap<String, Claim> = HashMap::new();
+    let mut orphans = OrphanWatch::new(config.orphan_after);
     let (finished_tx, mut finished) = mpsc::unbounded_channel::<String>();
     let mut caught_up = false;
     loop {
+        // Nothing is judged quiet before the history is read.
+        let orphan_due = orphans.next_due().filter(|_| caught_up);
         tokio::select! {
             event = sub.next() => match event {
                 Some(SubscriptionEvent::Messages(messages)) => {
+                    let now = Instant::now();
                     for m in messages {
                         let Payload::Json(raw) = m.payload else { continue };
                         let Ok(event) = SessionEvent::parse(&raw) else { continue };
+                        match &event {
+                            SessionEvent::RunStarted { run_id, agent, in_reply_to } => {
+                                if let Some(claim) = claims.remove(in_reply_to) {
+                                    let _ = claim.verdict.send(claim.run_id == *run_id);
+                                }
+                                if ours.contains(agent) && !runs.contains_key(run_id) {
+                                    orphans.watch(run_id, now);
+                                }
+                            }
+                            SessionEvent::RunFinished { run_id, .. } => orphans.forget(run_id),
+                            // Only what agents write shows a run is alive.
+                            SessionEvent::Cancel { .. } | SessionEvent::Steer { .. } => {}
+                            other => {
+                                if let Some(run_id) = other.run_id() {
+                                    orphans.heard(run_id, now);
+                                }
+                            }
+                        }
                         if let Some((run_id, control)) = state.apply(&event)
                             && let Some(run) = runs.get(&run_id)
                         {
@@ -152,29 +251,35 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                         }
                     }
                 }
-                Some(SubscriptionEvent::UpToDate { .. }) if !caught_up => {
-                    caught_up = true;
-                    let running: HashSet<String> = runs.keys().cloned().collect();
-                    let ours = [config.name.as_str(), config.orchestrator.as_str()];
-                    for run_id in state.orphaned_runs(&ours, &running) {
-                        tracing::info!(%session_id, %run_id, "closing a run left unfinished by an earlier agent");
-                        let event = SessionEvent::RunFinished {
-                            run_id,
-                            status: RunStatus::Failed,
-                            reason: Some("the agent restarted before finishing".into()),
-                        };
-                        append(&client, &path, event).await;
-                    }
-                }
+                Some(SubscriptionEvent::UpToDate { .. }) => caught_up = true,
                 Some(SubscriptionEvent::Reset { .. }) => {
                     state = SessionState::default();
+                    orphans.clear();
                     caught_up = false;
                 }
                 Some(SubscriptionEvent::Closed | SubscriptionEvent::Error(_)) | None => break,
-                Some(_) => {}
             },
             Some(run_id) = finished.recv() => {
                 runs.remove(&run_id);
+                claims.retain(|_, claim| claim.run_id != run_id);
+                // A run of ours that ended without its run_finished being
+                // seen is watched like any other.
+                if state.open_run_agent(&run_id).is_some() {
+                    orphans.watch(&run_id, Instant::now());
+                }
+            }
+            () = sleep_until_some(orphan_due) => {
+                for run_id in orphans.take_due(Instant::now()) {
+                    if state.open_run_agent(&run_id).is_none() || runs.contains_key(&run_id) {
+                        continue;
+                    }
+                    tracing::info!(%session_id, %run_id, "closing a run whose agent stopped before finishing it");
+                    let (client, path) = (client.clone(), path.clone());
+                    tokio::spawn(async move {
+                        let reason = "the agent stopped before finishing".to_owned();
+                        finish(&client, &path, &run_id, (RunStatus::Failed, Some(reason))).await;
+                    });
+                }
             }
         }
         if caught_up {
@@ -182,12 +287,17 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                 let run_id = new_run_id(&question.id);
                 let (control_tx, control) = mpsc::unbounded_channel();
                 runs.insert(run_id.clone(), control_tx);
+                let (verdict_tx, verdict) = oneshot::channel();
+                claims.insert(
+                    question.id.clone(),
+                    Claim {
+                        run_id: run_id.clone(),
+                        verdict: verdict_tx,
+                    },
+                );
                 let (client, config, path, done) = (client.clone(), config.clone(), path.clone(), finished_tx.clone());
                 tokio::spawn(async move {
-                    match question.mode {
-                        RunMode::Single => single_run(&client, &config, &path, &run_id, &question, control).await,
-                        RunMode::Multi => multi_run(&client, &config, &path, &run_id, &question, control).await,
-                    }
+                    answer(&client, &config, &path, &run_id, &question, control, verdict).await;
                     let _ = done.send(run_id);
                 });
             }
@@ -195,14 +305,75 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
     }
 }
 
-/// Writes `run_started` for `question`; `false` if that failed.
-async fn start_run(client: &Client, path: &str, run_id: &str, agent: &str, question: &Question) -> bool {
+/// Completes at `at`, or never.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether this process answers `question`: it appends the run's
+/// `run_started` with the message's claim ids ([`claim_ids`]). Stored: ours.
+/// A duplicate: a `run_started` was stored before — another process's, or
+/// an earlier attempt of ours whose acknowledgement was lost — and the
+/// first `run_started` for the message that the session delivers tells
+/// which (`verdict`).
+async fn claim(
+    client: &Client,
+    path: &str,
+    run_id: &str,
+    agent: &str,
+    question: &Question,
+    verdict: oneshot::Receiver<bool>,
+) -> bool {
     let started = SessionEvent::RunStarted {
         run_id: run_id.into(),
         agent: agent.into(),
         in_reply_to: question.id.clone(),
     };
-    append(client, path, started).await
+    match client.append_event_as(path, &started, claim_ids(&question.id)).await {
+        Ok(ack) if !ack.duplicate => true,
+        Ok(_) => {
+            let ours = matches!(tokio::time::timeout(CLAIM_VERDICT_TIMEOUT, verdict).await, Ok(Ok(true)));
+            if !ours {
+                tracing::info!(%path, message = %question.id, "lost the claim: another agent answers this message");
+            }
+            ours
+        }
+        Err(e) => {
+            tracing::warn!(%path, message = %question.id, error = %e, "could not claim the message");
+            false
+        }
+    }
+}
+
+/// Claims `question` and, if this process won, answers it and finishes the
+/// run — as `failed`, with the reason, when the run could not write.
+async fn answer(
+    client: &Client,
+    config: &AgentConfig,
+    path: &str,
+    run_id: &str,
+    question: &Question,
+    control: mpsc::UnboundedReceiver<Control>,
+    verdict: oneshot::Receiver<bool>,
+) {
+    let agent = match question.mode {
+        RunMode::Single => &config.name,
+        RunMode::Multi => &config.orchestrator,
+    };
+    if !claim(client, path, run_id, agent, question, verdict).await {
+        return;
+    }
+    let outcome = match question.mode {
+        RunMode::Single => single_run(client, config, path, run_id, question, control).await,
+        RunMode::Multi => multi_run(client, config, path, run_id, question, control).await,
+    };
+    if outcome.0 == RunStatus::Failed {
+        tracing::warn!(%path, %run_id, reason = ?outcome.1, "the run failed");
+    }
+    finish(client, path, run_id, outcome).await;
 }
 
 /// One agent answering: deltas at the configured pace until done, cancelled
@@ -214,49 +385,41 @@ async fn single_run(
     run_id: &str,
     question: &Question,
     mut control: mpsc::UnboundedReceiver<Control>,
-) {
-    if !start_run(client, path, run_id, &config.name, question).await {
-        return;
-    }
+) -> Outcome {
     let mut text = TextGen::new(&question.text);
     let mut written = 0;
-    let (status, reason) = loop {
+    loop {
         if written >= config.answer_tokens {
-            break (RunStatus::Completed, None);
+            return (RunStatus::Completed, None);
         }
         tokio::select! {
             biased;
             ctl = control.recv() => match ctl {
-                Some(Control::Cancel { by }) => break (RunStatus::Cancelled, Some(format!("cancelled by {by}"))),
+                Some(Control::Cancel { by }) => return (RunStatus::Cancelled, Some(format!("cancelled by {by}"))),
                 Some(Control::Steer { text: direction }) => {
                     text.steer(&direction);
-                    append(client, path, SessionEvent::SteerApplied { run_id: run_id.into(), text: direction }).await;
+                    let applied = SessionEvent::SteerApplied { run_id: run_id.into(), text: direction };
+                    if let Err(e) = append(client, path, applied).await {
+                        return cannot_write(&e);
+                    }
                 }
-                None => break (RunStatus::Failed, Some("the agent stopped".into())),
+                None => return (RunStatus::Failed, Some("the agent stopped".into())),
             },
             () = tokio::time::sleep(config.token_interval) => {
                 let delta = text.next().unwrap_or_default();
-                if !append(client, path, SessionEvent::TextDelta { run_id: run_id.into(), agent: config.name.clone(), delta }).await {
-                    return;
+                let delta = SessionEvent::TextDelta { run_id: run_id.into(), agent: config.name.clone(), delta };
+                if let Err(e) = append(client, path, delta).await {
+                    return cannot_write(&e);
                 }
                 written += 1;
             }
         }
-    };
-    append(
-        client,
-        path,
-        SessionEvent::RunFinished {
-            run_id: run_id.into(),
-            status,
-            reason,
-        },
-    )
-    .await;
+    }
 }
 
 /// An orchestrator with sub-agents. Each sub-agent writes into the session
 /// over its own connection; the orchestrator writes only the final result.
+/// A sub-agent that cannot write stops the team and fails the run.
 async fn multi_run(
     client: &Client,
     config: &AgentConfig,
@@ -264,10 +427,7 @@ async fn multi_run(
     run_id: &str,
     question: &Question,
     mut control: mpsc::UnboundedReceiver<Control>,
-) {
-    if !start_run(client, path, run_id, &config.orchestrator, question).await {
-        return;
-    }
+) -> Outcome {
     let (orders, _) = broadcast::channel::<Control>(16);
     let mut team = JoinSet::new();
     let tokens = (config.answer_tokens / 3).max(1);
@@ -275,70 +435,80 @@ async fn multi_run(
         let orders = orders.subscribe();
         let (role, path, run_id, prompt) = (role.clone(), path.to_owned(), run_id.to_owned(), question.text.clone());
         let (client, interval) = (config.connect(), config.token_interval);
-        team.spawn(async move { sub_agent(client, &role, &path, &run_id, &prompt, tokens, interval, orders).await });
+        team.spawn(async move {
+            let result = sub_agent(&client, &role, &path, &run_id, &prompt, tokens, interval, orders).await;
+            client.close();
+            result.map_err(|e| format!("{role} could not write to the session: {e}"))
+        });
     }
-    let mut cancelled_by = None;
+    let stop = |by: &str| {
+        let _ = orders.send(Control::Cancel { by: by.into() });
+    };
+    let mut ended: Option<Outcome> = None;
     loop {
         tokio::select! {
             ctl = control.recv() => match ctl {
                 Some(Control::Cancel { by }) => {
-                    let _ = orders.send(Control::Cancel { by: by.clone() });
-                    cancelled_by = Some(by);
+                    stop(&by);
+                    ended = Some((RunStatus::Cancelled, Some(format!("cancelled by {by}"))));
                     break;
                 }
                 Some(Control::Steer { text }) => {
                     let _ = orders.send(Control::Steer { text: text.clone() });
-                    append(client, path, SessionEvent::SteerApplied { run_id: run_id.into(), text }).await;
+                    if let Err(e) = append(client, path, SessionEvent::SteerApplied { run_id: run_id.into(), text }).await {
+                        stop("a failed write");
+                        ended = Some(cannot_write(&e));
+                        break;
+                    }
                 }
                 None => {
-                    let _ = orders.send(Control::Cancel { by: "agent shutdown".into() });
+                    stop("agent shutdown");
+                    ended = Some((RunStatus::Failed, Some("the agent stopped".into())));
                     break;
                 }
             },
-            joined = team.join_next() => {
-                if joined.is_none() {
-                    break; // every sub-agent finished
+            joined = team.join_next() => match joined {
+                None => break, // every sub-agent finished
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(reason))) => {
+                    stop("a failed write");
+                    ended = Some((RunStatus::Failed, Some(reason)));
+                    break;
                 }
-            }
+                Some(Err(e)) => {
+                    stop("a failed sub-agent");
+                    ended = Some((RunStatus::Failed, Some(format!("a sub-agent failed: {e}"))));
+                    break;
+                }
+            },
         }
     }
     // Sub-agents stop within one token; none writes after the run ends.
     while team.join_next().await.is_some() {}
-    let finished = match cancelled_by {
-        Some(by) => SessionEvent::RunFinished {
-            run_id: run_id.into(),
-            status: RunStatus::Cancelled,
-            reason: Some(format!("cancelled by {by}")),
-        },
-        None => {
-            let summary = format!(
-                " Summary: {} sub-agents reported on “{}”.",
-                config.sub_agents.len(),
-                question.text
-            );
-            append(
-                client,
-                path,
-                SessionEvent::TextDelta {
-                    run_id: run_id.into(),
-                    agent: config.orchestrator.clone(),
-                    delta: summary,
-                },
-            )
-            .await;
-            SessionEvent::RunFinished {
-                run_id: run_id.into(),
-                status: RunStatus::Completed,
-                reason: None,
-            }
-        }
+    if let Some(outcome) = ended {
+        return outcome;
+    }
+    let summary = format!(
+        " Summary: {} sub-agents reported on “{}”.",
+        config.sub_agents.len(),
+        question.text
+    );
+    let summary = SessionEvent::TextDelta {
+        run_id: run_id.into(),
+        agent: config.orchestrator.clone(),
+        delta: summary,
     };
-    append(client, path, finished).await;
+    match append(client, path, summary).await {
+        Ok(()) => (RunStatus::Completed, None),
+        Err(e) => cannot_write(&e),
+    }
 }
 
+/// A sub-agent writing its part until done or stopped; an append that
+/// fails ends it with that error.
 #[allow(clippy::too_many_arguments)]
 async fn sub_agent(
-    client: Client,
+    client: &Client,
     role: &str,
     path: &str,
     run_id: &str,
@@ -346,13 +516,13 @@ async fn sub_agent(
     tokens: usize,
     interval: Duration,
     mut orders: broadcast::Receiver<Control>,
-) {
+) -> Result<(), ClientError> {
     let note = |text: String| SessionEvent::Progress {
         run_id: run_id.into(),
         agent: role.into(),
         text,
     };
-    append(&client, path, note(format!("{role} is working on “{prompt}”"))).await;
+    append(client, path, note(format!("{role} is working on “{prompt}”"))).await?;
     let mut text = TextGen::new(&format!("{role} {prompt}"));
     let mut written = 0;
     let outcome = loop {
@@ -368,13 +538,10 @@ async fn sub_agent(
             },
             () = tokio::time::sleep(interval) => {
                 let delta = text.next().unwrap_or_default();
-                if !append(&client, path, SessionEvent::TextDelta { run_id: run_id.into(), agent: role.into(), delta }).await {
-                    break "failed";
-                }
+                append(client, path, SessionEvent::TextDelta { run_id: run_id.into(), agent: role.into(), delta }).await?;
                 written += 1;
             }
         }
     };
-    append(&client, path, note(format!("{role}: {outcome}"))).await;
-    client.close();
+    append(client, path, note(format!("{role}: {outcome}"))).await
 }

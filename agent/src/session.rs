@@ -1,6 +1,7 @@
 //! What an agent knows about one session, folded from its events.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use durable_session_protocol::session::{RunMode, SessionEvent};
 
@@ -77,16 +78,86 @@ impl SessionState {
         questions
     }
 
-    /// Runs by `agents` that are open in the history, excluding `running`.
-    pub fn orphaned_runs(&self, agents: &[&str], running: &HashSet<String>) -> Vec<String> {
-        let mut runs: Vec<String> = self
-            .open_runs
+    /// The agent of a run that started and has not finished.
+    pub fn open_run_agent(&self, run_id: &str) -> Option<&str> {
+        self.open_runs.get(run_id).map(String::as_str)
+    }
+}
+
+/// Open runs that this process is not running but that bear one of its
+/// agents' names — started by an earlier process, or by another process of
+/// the same agent — and when each was last heard of. One that stays quiet
+/// for the whole quiet period is taken for orphaned (whoever wrote it
+/// stopped) and is closed as `failed`; one that keeps writing is left alone.
+#[derive(Debug)]
+pub struct OrphanWatch {
+    quiet: Duration,
+    last_heard: HashMap<String, Instant>,
+}
+
+impl OrphanWatch {
+    /// A watch that closes runs quiet for `quiet`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use durable_session_agent::session::OrphanWatch;
+    /// let mut w = OrphanWatch::new(Duration::from_secs(10));
+    /// let t0 = Instant::now();
+    /// w.watch("r1", t0);
+    /// w.watch("r2", t0);
+    /// w.heard("r2", t0 + Duration::from_secs(6)); // r2 is still being written
+    /// assert_eq!(w.next_due(), Some(t0 + Duration::from_secs(10)));
+    /// assert_eq!(w.take_due(t0 + Duration::from_secs(10)), ["r1"]);
+    /// assert_eq!(w.next_due(), Some(t0 + Duration::from_secs(16)));
+    /// ```
+    pub fn new(quiet: Duration) -> Self {
+        Self {
+            quiet,
+            last_heard: HashMap::new(),
+        }
+    }
+
+    /// Starts watching `run_id` (heard of at `now`).
+    pub fn watch(&mut self, run_id: &str, now: Instant) {
+        self.last_heard.insert(run_id.to_owned(), now);
+    }
+
+    /// Something was written for `run_id` at `now`, if it is watched.
+    pub fn heard(&mut self, run_id: &str, now: Instant) {
+        if let Some(at) = self.last_heard.get_mut(run_id) {
+            *at = now;
+        }
+    }
+
+    /// Stops watching `run_id` (it finished).
+    pub fn forget(&mut self, run_id: &str) {
+        self.last_heard.remove(run_id);
+    }
+
+    /// Stops watching everything.
+    pub fn clear(&mut self) {
+        self.last_heard.clear();
+    }
+
+    /// When the next watched run will have been quiet long enough.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.last_heard.values().min().map(|at| *at + self.quiet)
+    }
+
+    /// The runs quiet since `quiet` before `now`, oldest first; they are no
+    /// longer watched.
+    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
+        let mut due: Vec<(Instant, String)> = self
+            .last_heard
             .iter()
-            .filter(|(run, agent)| agents.contains(&agent.as_str()) && !running.contains(*run))
-            .map(|(run, _)| run.clone())
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= self.quiet)
+            .map(|(run, at)| (*at, run.clone()))
             .collect();
-        runs.sort();
-        runs
+        due.sort();
+        for (_, run) in &due {
+            self.last_heard.remove(run);
+        }
+        due.into_iter().map(|(_, run)| run).collect()
     }
 }
 
@@ -117,20 +188,38 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_runs_of_ours_are_orphans_after_a_restart() {
+    fn open_runs_know_their_agent() {
         let mut s = SessionState::default();
         s.apply(&ev(
             r#"{"type":"run_started","run_id":"r1","agent":"sim","in_reply_to":"m1"}"#,
         ));
         s.apply(&ev(
-            r#"{"type":"run_started","run_id":"r2","agent":"other","in_reply_to":"m2"}"#,
-        ));
-        s.apply(&ev(
             r#"{"type":"run_started","run_id":"r3","agent":"sim","in_reply_to":"m3"}"#,
         ));
         s.apply(&ev(r#"{"type":"run_finished","run_id":"r3","status":"completed"}"#));
-        assert_eq!(s.orphaned_runs(&["sim"], &HashSet::new()), ["r1"]);
-        assert!(s.orphaned_runs(&["sim"], &HashSet::from(["r1".to_string()])).is_empty());
+        assert_eq!(s.open_run_agent("r1"), Some("sim"));
+        assert_eq!(s.open_run_agent("r3"), None);
+    }
+
+    #[test]
+    fn a_quiet_run_is_due_and_a_written_one_is_not() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut w = OrphanWatch::new(secs(5));
+        assert_eq!(w.next_due(), None);
+        w.watch("quiet", t0);
+        w.watch("busy", t0);
+        w.watch("done", t0);
+        w.forget("done");
+        w.heard("unknown", t0); // not watched: ignored
+        for t in 1..=9 {
+            w.heard("busy", t0 + secs(t));
+            let due = w.take_due(t0 + secs(t));
+            assert_eq!(due, if t == 5 { vec!["quiet".to_string()] } else { vec![] }, "at {t} s");
+        }
+        assert_eq!(w.next_due(), Some(t0 + secs(14)));
+        w.clear();
+        assert_eq!(w.next_due(), None);
     }
 
     #[test]

@@ -1,0 +1,365 @@
+//! Agent processes (the real `durable-session-agent` binary) against a real
+//! server on loopback: several processes on one session answer each
+//! message exactly once, and a run that cannot write ends as `failed`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use durable_session_protocol::session::{RunMode, RunStatus, SessionEvent, session_path};
+use durable_session_protocol::ws::{ClientMsg, Payload, ProducerIds};
+use durable_session_server::Server;
+use durable_session_server::config::ServerConfig;
+use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
+use durable_sessions::native::{Client, NativeOptions, Subscription};
+use tokio::sync::oneshot;
+
+/// Everything a test waits for happens within this.
+const BOUND: Duration = Duration::from_secs(30);
+/// Short answers, written fast.
+const FAST: [&str; 4] = ["--tokens-per-second", "200", "--answer-tokens", "12"];
+
+struct TestServer {
+    base: String,
+    ws_url: String,
+    _dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_server(config: ServerConfig) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::open(dir.path(), config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        base: format!("http://{addr}"),
+        ws_url: format!("ws://{addr}/v1/ws"),
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// A running agent process and the lines of its log (stderr).
+struct AgentProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    fn start(server: &TestServer, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-agent"))
+            .args(["--server", &server.base])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Self { child, log }
+    }
+
+    fn logged(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits (at most [`BOUND`]) until the log has a line with `needle`.
+    async fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + BOUND;
+        while self.logged(needle) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the agent never logged {needle:?}; its log: {:#?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client subscribed to a session, collecting its events.
+struct Tab {
+    client: Client,
+    sub: Subscription,
+    path: String,
+    events: Vec<SessionEvent>,
+}
+
+impl Tab {
+    async fn open(server: &TestServer, session: &str) -> Self {
+        let client = Client::connect(NativeOptions::new(&server.ws_url));
+        let path = session_path(session);
+        let opts = SubscribeOptions {
+            create: true,
+            ..Default::default()
+        };
+        let sub = client.subscribe(&path, opts).await;
+        Self {
+            client,
+            sub,
+            path,
+            events: Vec::new(),
+        }
+    }
+
+    async fn ask(&self, id: &str, text: &str) {
+        let event = SessionEvent::UserMessage {
+            id: id.into(),
+            author: "tester".into(),
+            text: text.into(),
+            mode: RunMode::Single,
+        };
+        self.client.append_event(&self.path, &event).await.expect("asked");
+    }
+
+    /// Reads until `done` holds for the events so far ([`BOUND`] at most).
+    async fn until(&mut self, what: &str, done: impl Fn(&[SessionEvent]) -> bool) {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        while !done(&self.events) {
+            match tokio::time::timeout_at(deadline, self.sub.next()).await {
+                Ok(Some(SubscriptionEvent::Messages(ms))) => {
+                    for m in ms {
+                        let Payload::Json(raw) = m.payload else {
+                            panic!("a JSON session")
+                        };
+                        self.events.push(SessionEvent::parse(&raw).expect("a session event"));
+                    }
+                }
+                Ok(Some(SubscriptionEvent::UpToDate { .. })) => {}
+                Ok(other) => panic!("unexpected {other:?} while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}; events so far: {:#?}", self.events),
+            }
+        }
+    }
+}
+
+fn started(events: &[SessionEvent]) -> Vec<(&str, &str)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::RunStarted {
+                run_id, in_reply_to, ..
+            } => Some((run_id.as_str(), in_reply_to.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished(events: &[SessionEvent]) -> Vec<(&str, RunStatus, Option<&str>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::RunFinished { run_id, status, reason } => Some((run_id.as_str(), *status, reason.as_deref())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every message asked has a finished run, and no run is still open.
+fn all_answered(events: &[SessionEvent], asked: &[String]) -> bool {
+    let started = started(events);
+    let finished = finished(events);
+    let answered = |m: &String| {
+        started
+            .iter()
+            .any(|(run, reply)| reply == m && finished.iter().any(|(f, ..)| f == run))
+    };
+    asked.iter().all(answered) && started.len() == finished.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agent_processes_answer_each_message_exactly_once() {
+    const MESSAGES: usize = 8;
+    let server = start_server(ServerConfig::default()).await;
+    let agents = [AgentProcess::start(&server, &FAST), AgentProcess::start(&server, &FAST)];
+    let mut tab = Tab::open(&server, "shared").await;
+    // Both processes serve the session before anything is asked.
+    for agent in &agents {
+        agent.wait_for_log("joining session session_id=shared").await;
+    }
+    let t0 = Instant::now();
+    let asked: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+    for id in &asked {
+        tab.ask(id, &format!("question {id} about trains")).await;
+    }
+    tab.until("every message answered", |e| all_answered(e, &asked)).await;
+    let took = t0.elapsed();
+
+    let started = started(&tab.events);
+    let finished = finished(&tab.events);
+    for id in &asked {
+        let runs: Vec<&str> = started.iter().filter(|(_, m)| m == id).map(|(r, _)| *r).collect();
+        assert_eq!(runs.len(), 1, "{id} is answered by exactly one run: {runs:?}");
+        let ends: Vec<_> = finished.iter().filter(|(r, ..)| *r == runs[0]).collect();
+        assert_eq!(ends.len(), 1, "{id}'s run finishes once: {ends:?}");
+        assert_eq!(ends[0].1, RunStatus::Completed, "{id}: {ends:?}");
+    }
+    assert_eq!(started.len(), MESSAGES);
+    // Not vacuous: both processes went for the same messages, and the
+    // losers heard they lost.
+    let deadline = Instant::now() + BOUND;
+    while agents.iter().map(|a| a.logged("lost the claim")).sum::<usize>() == 0 {
+        assert!(Instant::now() < deadline, "no process ever lost a claim");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost: Vec<usize> = agents.iter().map(|a| a.logged("lost the claim")).collect();
+    println!(
+        "two agent processes, {MESSAGES} messages: each answered once in {took:?}; claims lost per process: {lost:?}"
+    );
+}
+
+/// `n` dotted capital Is: a word whose lowercase form, which the agent
+/// writes back, is half as long again as itself (`İ` is 2 bytes, `i̇` 3).
+fn growing_word(n: usize) -> String {
+    "İ".repeat(n)
+}
+
+/// The length of the frame a client sends to append `event` (with the
+/// largest request id and producer ids), as the SDK measures it.
+fn frame_len(event: &SessionEvent) -> usize {
+    ClientMsg::Append {
+        req: format!("a{}", u64::MAX),
+        path: session_path("too-large"),
+        payload: Some(Payload::json(&event.to_json()).unwrap()),
+        producer: Some(ProducerIds {
+            id: format!("native-{:016x}", u64::MAX),
+            epoch: u64::MAX,
+            seq: u64::MAX,
+        }),
+        close: false,
+    }
+    .to_json()
+    .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_cannot_append_finishes_as_failed_with_the_reason() {
+    // The agent's answer repeats the word of the question, which is half as
+    // long again in its answer: the server's frame limit lies between the
+    // two, so the question is accepted and the delta that carries the word
+    // is refused for good (too_large).
+    let word = growing_word(40_000);
+    let question = SessionEvent::UserMessage {
+        id: "big".into(),
+        author: "tester".into(),
+        text: word.clone(),
+        mode: RunMode::Single,
+    };
+    let delta = SessionEvent::TextDelta {
+        run_id: "run-big-ffffffffffffffffffffffffffffffff".into(),
+        agent: "sim".into(),
+        delta: format!(" {}", word.to_lowercase()),
+    };
+    let limit = frame_len(&question) + 1_000;
+    assert!(frame_len(&delta) > limit + 10_000, "the delta is well over the limit");
+    let server = start_server(ServerConfig {
+        ws_max_frame_bytes: limit,
+        ..ServerConfig::default()
+    })
+    .await;
+    let _agent = AgentProcess::start(&server, &FAST);
+    let mut tab = Tab::open(&server, "too-large").await;
+    tab.client
+        .append_event(&tab.path, &question)
+        .await
+        .expect("the question fits");
+    tab.until("the run's end", |e| !finished(e).is_empty()).await;
+    let (run, status, reason) = finished(&tab.events)[0];
+    assert_eq!(started(&tab.events), [(run, "big")]);
+    assert_eq!(status, RunStatus::Failed);
+    let reason = reason.expect("a reason");
+    assert!(reason.contains("too_large"), "the reason names the refusal: {reason}");
+    println!("a run that could not append: run_finished failed, reason {reason:?}");
+
+    // The agent goes on answering.
+    tab.ask("small", "a small question").await;
+    tab.until("the next run's end", |e| finished(e).len() == 2).await;
+    assert_eq!(finished(&tab.events)[1].1, RunStatus::Completed);
+    let run = started(&tab.events)[1].0.to_owned();
+    // Nothing was written for the failed run after its end.
+    let end = tab
+        .events
+        .iter()
+        .position(|e| matches!(e, SessionEvent::RunFinished { .. }))
+        .unwrap();
+    assert!(
+        tab.events[end + 1..]
+            .iter()
+            .filter(|e| !matches!(e, SessionEvent::UserMessage { .. }))
+            .all(|e| e.run_id() == Some(run.as_str())),
+        "after the failed run's end only the next run writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_still_being_written_is_left_alone_and_one_whose_agent_died_is_closed() {
+    // 60 tokens at 20 per second: a 3 s answer, a token every 50 ms; a run
+    // quiet for 1 s is taken for orphaned.
+    let slow = [
+        "--tokens-per-second",
+        "20",
+        "--answer-tokens",
+        "60",
+        "--orphan-after-ms",
+        "1000",
+    ];
+    let server = start_server(ServerConfig::default()).await;
+    let first = AgentProcess::start(&server, &slow);
+    let mut tab = Tab::open(&server, "orphans").await;
+    first.wait_for_log("joining session session_id=orphans").await;
+    tab.ask("m1", "first question").await;
+    let deltas = |e: &[SessionEvent]| e.iter().filter(|e| matches!(e, SessionEvent::TextDelta { .. })).count();
+    tab.until("the first run under way", |e| deltas(e) >= 2).await;
+
+    // A second process of the same agent joins mid-run: the run is not its,
+    // but it is alive, so it is not closed.
+    let second = AgentProcess::start(&server, &slow);
+    second.wait_for_log("joining session session_id=orphans").await;
+    tab.until("the first run's end", |e| !finished(e).is_empty()).await;
+    assert_eq!(
+        finished(&tab.events),
+        [(started(&tab.events)[0].0, RunStatus::Completed, None)],
+        "the live run finished by its own agent"
+    );
+    drop(second);
+
+    // The only agent left dies mid-run; a new one closes the run once it
+    // has been quiet for the orphan period.
+    tab.ask("m2", "second question").await;
+    tab.until("the second run under way", |e| started(e).len() == 2 && deltas(e) >= 62)
+        .await;
+    drop(first); // SIGKILL
+    let killed = Instant::now();
+    let _third = AgentProcess::start(&server, &slow);
+    tab.until("the orphan closed", |e| finished(e).len() == 2).await;
+    let run = started(&tab.events)[1].0;
+    let (closed, status, reason) = finished(&tab.events)[1];
+    assert_eq!((closed, status), (run, RunStatus::Failed));
+    assert_eq!(reason, Some("the agent stopped before finishing"));
+    let after = killed.elapsed();
+    assert!(
+        after >= Duration::from_secs(1),
+        "closed only after the quiet period ({after:?})"
+    );
+    println!("an orphaned run was closed {after:?} after its agent was killed");
+}
