@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+mod link;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -27,7 +29,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durable_session_protocol::session::SessionEvent;
 use durable_session_protocol::ws::{ProducerIds, ServerMsg};
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -36,6 +37,7 @@ use crate::core::ClientError;
 use crate::core::client::{ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent};
 use crate::core::outbox::{AppendAck, AppendId};
 use crate::core::state::{ConnectionState, StateChange};
+use link::{Link, LinkEvent};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -57,6 +59,12 @@ pub struct NativeOptions {
     pub core: Options,
     /// Access tokens, for a server with access control on.
     pub token: Option<TokenProvider>,
+    /// Most bytes of frames waiting to be sent on the socket (32 MiB by
+    /// default). Sending never holds up receiving or heartbeats; a server
+    /// that stops reading until this much is waiting is taken for gone: the
+    /// client drops the connection, reconnects and resumes (a stalled link
+    /// is also noticed by the heartbeat timeout when nothing arrives).
+    pub max_unsent_bytes: usize,
 }
 
 impl fmt::Debug for NativeOptions {
@@ -65,6 +73,7 @@ impl fmt::Debug for NativeOptions {
             .field("url", &self.url)
             .field("core", &self.core)
             .field("token", &self.token.as_ref().map(|_| "<provider>"))
+            .field("max_unsent_bytes", &self.max_unsent_bytes)
             .finish()
     }
 }
@@ -77,6 +86,7 @@ impl NativeOptions {
             url: url.into(),
             core: Options::new(format!("native-{:016x}", rand::random::<u64>()), seed),
             token: None,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
         }
     }
 
@@ -103,6 +113,9 @@ impl NativeOptions {
         self
     }
 }
+
+/// Default of [`NativeOptions::max_unsent_bytes`].
+pub const DEFAULT_MAX_UNSENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Milliseconds since the Unix epoch (the core compares them with a token's
 /// `exp`).
@@ -317,7 +330,8 @@ struct Driver {
     state: watch::Sender<StateChange>,
     subs: HashMap<SubId, mpsc::UnboundedSender<SubscriptionEvent>>,
     appends: HashMap<AppendId, oneshot::Sender<Result<AppendAck, ClientError>>>,
-    socket: Option<Socket>,
+    link: Option<Link>,
+    max_unsent_bytes: usize,
     connecting: Option<tokio::task::JoinHandle<Result<Socket, String>>>,
 }
 
@@ -337,7 +351,8 @@ impl Driver {
             state,
             subs: HashMap::new(),
             appends: HashMap::new(),
-            socket: None,
+            link: None,
+            max_unsent_bytes: options.max_unsent_bytes,
             connecting: None,
         }
     }
@@ -352,8 +367,11 @@ impl Driver {
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.core.start(self.now());
+        // Nothing is awaited outside this `select!`: sending goes through
+        // the link's writer task, so a socket that does not take bytes never
+        // holds up frames, timers or commands.
         loop {
-            self.flush().await;
+            self.flush();
             if self.core.state() == ConnectionState::Closed {
                 break;
             }
@@ -368,7 +386,7 @@ impl Driver {
                     let now = self.now();
                     match result {
                         Ok(socket) => {
-                            self.socket = Some(socket);
+                            self.link = Some(Link::new(socket, self.max_unsent_bytes));
                             self.core.on_open(now);
                         }
                         Err(reason) => self.core.on_close(now, &reason),
@@ -381,16 +399,16 @@ impl Driver {
                         Err(e) => self.core.token_failed(now, &e),
                     }
                 }
-                frame = next_frame(&mut self.socket) => {
+                event = next_event(&mut self.link) => {
                     let now = self.now();
-                    match frame {
-                        Some(Ok(WsMessage::Text(text))) => {
+                    match event {
+                        LinkEvent::Received(Some(Ok(WsMessage::Text(text)))) => {
                             if let Ok(msg) = ServerMsg::parse(text.as_str()) {
                                 self.core.on_frame(now, msg);
                             }
                         }
-                        Some(Ok(WsMessage::Close(frame))) => {
-                            self.socket = None;
+                        LinkEvent::Received(Some(Ok(WsMessage::Close(frame)))) => {
+                            self.link = None;
                             match frame {
                                 Some(f) => {
                                     let code = u16::from(f.code);
@@ -399,14 +417,18 @@ impl Driver {
                                 None => self.core.on_close(now, "closed by server"),
                             }
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            self.socket = None;
+                        LinkEvent::Received(Some(Ok(_))) => {}
+                        LinkEvent::Received(Some(Err(e))) => {
+                            self.link = None;
                             self.core.on_close(now, &format!("connection error: {e}"));
                         }
-                        None => {
-                            self.socket = None;
+                        LinkEvent::Received(None) => {
+                            self.link = None;
                             self.core.on_close(now, "connection lost");
+                        }
+                        LinkEvent::SendFailed(reason) => {
+                            self.link = None;
+                            self.core.on_close(now, &reason);
                         }
                     }
                 }
@@ -416,9 +438,9 @@ impl Driver {
                 }
             }
         }
-        self.flush().await;
-        if let Some(mut socket) = self.socket.take() {
-            let _ = socket.close(None).await;
+        self.flush();
+        if let Some(link) = self.link.take() {
+            link.close();
         }
     }
 
@@ -450,7 +472,8 @@ impl Driver {
                 self.core.check_connection(now, &reason);
             }
             Command::DropConnection => {
-                if self.socket.take().is_some() {
+                // Dropped, not closed: no close frame.
+                if self.link.take().is_some() {
                     let now = self.now();
                     self.core.on_close(now, "connection dropped");
                 }
@@ -459,12 +482,12 @@ impl Driver {
         }
     }
 
-    /// Carries out everything the core asked for.
-    async fn flush(&mut self) {
+    /// Carries out everything the core asked for, without waiting.
+    fn flush(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Connect => {
-                    self.socket = None;
+                    self.link = None;
                     let url = self.url.clone();
                     self.connecting = Some(tokio::spawn(async move {
                         tokio_tungstenite::connect_async(url.as_str())
@@ -488,20 +511,20 @@ impl Driver {
                     }
                 }
                 Output::Send(msg) => {
-                    if let Some(socket) = &mut self.socket
-                        && let Err(e) = socket.send(WsMessage::text(msg.to_json())).await
+                    if let Some(link) = &mut self.link
+                        && let Err(reason) = link.send(msg.to_json())
                     {
-                        self.socket = None;
+                        self.link = None;
                         let now = self.now();
-                        self.core.on_close(now, &format!("send failed: {e}"));
+                        self.core.on_close(now, &reason);
                     }
                 }
                 Output::Disconnect { .. } => {
                     if let Some(task) = self.connecting.take() {
                         task.abort();
                     }
-                    if let Some(mut socket) = self.socket.take() {
-                        let _ = tokio::time::timeout(Duration::from_millis(100), socket.close(None)).await;
+                    if let Some(link) = self.link.take() {
+                        link.close();
                     }
                 }
                 Output::State(change) => {
@@ -533,9 +556,9 @@ async fn connect_result(task: &mut Option<tokio::task::JoinHandle<Result<Socket,
     }
 }
 
-async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
-    match socket {
-        Some(s) => s.next().await,
+async fn next_event(link: &mut Option<Link>) -> LinkEvent {
+    match link {
+        Some(link) => link.next().await,
         None => std::future::pending().await,
     }
 }
