@@ -408,7 +408,10 @@ impl Driver {
                             }
                         }
                         LinkEvent::Received(Some(Ok(WsMessage::Close(frame)))) => {
-                            self.link = None;
+                            // Answer the close frame (the closing handshake).
+                            if let Some(link) = self.link.take() {
+                                link.close();
+                            }
                             match frame {
                                 Some(f) => {
                                     let code = u16::from(f.code);
