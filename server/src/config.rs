@@ -102,6 +102,10 @@ pub struct ServerConfig {
     /// existing subscriptions, refusing new work) before it is closed with
     /// code 4003, unless an `auth` frame brings a fresh token.
     pub auth_grace: Duration,
+    /// How long a graceful shutdown (SIGTERM, Ctrl-C) may take: in-flight
+    /// requests and WebSocket appends get this long to finish, then the
+    /// server stops anyway.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +126,7 @@ impl Default for ServerConfig {
             auth: AuthMode::None,
             allowed_origins: AllowedOrigins::Any,
             auth_grace: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -34,15 +34,10 @@ pub mod storage;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use config::ServerConfig;
 use storage::sqlite::SqliteStorage;
 use storage::{Storage, StoreError};
-
-/// How long in-flight requests (long-polls, SSE) get to finish after a
-/// shutdown signal before the server stops anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A configured server, ready to accept connections.
 pub struct Server {
@@ -67,13 +62,17 @@ impl Server {
                 shutdown,
                 cut_connections: tokio::sync::broadcast::channel(1).0,
                 stats: Arc::default(),
+                ws_tasks: tokio_util::task::TaskTracker::new(),
             },
             stopping,
         }
     }
 
-    /// Serves until `shutdown` completes, then gives in-flight requests a
-    /// short grace period.
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops
+    /// accepting; closes every WebSocket with code 1001 once the appends it
+    /// had received are applied and acknowledged; ends SSE and long-poll
+    /// reads; lets in-flight requests finish. Returns when all that is done,
+    /// or after [`ServerConfig::shutdown_timeout`] at most.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -84,6 +83,8 @@ impl Server {
             .map_err(std::io::Error::other)?;
         let mut stop_rx = self.state.shutdown.clone();
         let stopping = self.stopping;
+        let timeout = self.state.config.shutdown_timeout;
+        let ws_tasks = self.state.ws_tasks.clone();
         let app = http::router(self.state);
         // Small frames (acks, deltas, pongs) must leave at once: without
         // TCP_NODELAY, Nagle's algorithm holds them back until the peer's
@@ -95,13 +96,23 @@ impl Server {
             shutdown.await;
             let _ = stopping.send(true);
         });
-        let grace = async move {
+        let drained = async move {
+            server.await?;
+            // Upgraded connections are not the HTTP server's any more.
+            ws_tasks.close();
+            ws_tasks.wait().await;
+            Ok(())
+        };
+        let deadline = async move {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::sleep(timeout).await;
         };
         tokio::select! {
-            result = server => result,
-            () = grace => Ok(()),
+            result = drained => result,
+            () = deadline => {
+                tracing::warn!(?timeout, "shutdown timeout: stopping with requests still in flight");
+                Ok(())
+            }
         }
     }
 }

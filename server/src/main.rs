@@ -76,6 +76,14 @@ struct Args {
     #[arg(long, default_value_t = ServerConfig::default().max_body_bytes, value_name = "N")]
     max_body_bytes: usize,
 
+    /// How long a graceful shutdown (SIGTERM, Ctrl-C) may take. The server
+    /// stops accepting at once, closes WebSockets with code 1001 once their
+    /// queued appends are applied and acknowledged, ends SSE and long-poll
+    /// reads, lets in-flight requests finish, and exits after this long at
+    /// most, whatever clients do.
+    #[arg(long, default_value_t = ServerConfig::default().shutdown_timeout.as_millis() as u64, value_name = "MS")]
+    shutdown_timeout_ms: u64,
+
     /// Enable test hooks: POST /v1/test/drop-connections cuts every WebSocket
     /// like a network failure; GET /v1/test/token?sub=…&grant=PATH:RIGHTS&ttl_ms=…
     /// mints a token with the first signing key; GET /v1/test/stats counts
@@ -234,6 +242,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         auth,
         allowed_origins,
         auth_grace: Duration::from_millis(args.auth_grace_ms),
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         long_poll_timeout: Duration::from_millis(args.long_poll_timeout_ms),
         max_body_bytes: args.max_body_bytes,
         test_hooks: args.test_hooks,

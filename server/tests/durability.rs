@@ -2,40 +2,20 @@
 //! a 2xx is read back, at its acknowledged offset, after a restart on the same
 //! data directory. Runs the real binary.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::binary::Running;
 use reqwest::StatusCode;
 
 const WRITERS: usize = 8;
 const APPENDS_PER_WRITER: usize = 200;
 
-struct Running {
-    child: Child,
-    base: String,
-}
-
 fn start(data_dir: &Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
-        .args(["--listen", "127.0.0.1:0", "--auth", "none", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read address");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    Running { child, base }
+    Running::start(data_dir, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

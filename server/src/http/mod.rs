@@ -48,6 +48,15 @@ pub struct AppState {
     pub cut_connections: tokio::sync::broadcast::Sender<()>,
     /// Counters (the `stats` test hook).
     pub stats: Arc<Stats>,
+    /// The WebSocket connections' tasks: a shutdown waits for them (they
+    /// outlive the HTTP connection they were upgraded from).
+    pub ws_tasks: tokio_util::task::TaskTracker,
+}
+
+/// Completes once the server is shutting down ([`AppState::shutdown`]).
+async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // Only the outcome matters (the borrow it returns is not `Send`).
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
 /// Counters since the server started.
@@ -66,8 +75,8 @@ pub struct Stats {
 /// let storage = Arc::new(SqliteStorage::open(std::path::Path::new(".data"))?);
 /// let (_stop, shutdown) = tokio::sync::watch::channel(false);
 /// let cut_connections = tokio::sync::broadcast::channel(1).0;
-/// let stats = Default::default();
-/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown, cut_connections, stats });
+/// let (stats, ws_tasks) = Default::default();
+/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown, cut_connections, stats, ws_tasks });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4437").await?;
 /// axum::serve(listener, app).await?;
 /// # Ok(()) }

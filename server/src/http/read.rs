@@ -287,6 +287,7 @@ async fn long_poll(
 ) -> Result<Response, ApiError> {
     let deadline = policy.cap(Instant::now() + state.config.long_poll_timeout);
     let mut feed = state.storage.changes(&path);
+    let mut stopping = state.shutdown.clone();
     let mut from = from;
     loop {
         let chunk = state
@@ -313,8 +314,17 @@ async fn long_poll(
         }
         from = StartAt::Pos(chunk.next);
         let now = Instant::now();
-        if now >= deadline || !feed.wait(deadline - now).await && Instant::now() >= deadline {
+        if now >= deadline {
             return Ok(no_content(&chunk.info, cursor));
+        }
+        tokio::select! {
+            changed = feed.wait(deadline - now) => {
+                if !changed && Instant::now() >= deadline {
+                    return Ok(no_content(&chunk.info, cursor));
+                }
+            }
+            // A shutdown answers at once: nothing new, ask again.
+            () = super::stopped(&mut stopping) => return Ok(no_content(&chunk.info, cursor)),
         }
     }
 }
@@ -388,6 +398,7 @@ async fn sse(
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let storage = state.storage.clone();
     let config = state.config.clone();
+    let mut stopping = state.shutdown.clone();
     tokio::spawn(async move {
         let ends_at = policy.cap(Instant::now() + config.sse_max_duration);
         let mut cursor = cursor;
@@ -418,6 +429,9 @@ async fn sse(
                 let wait = config.sse_keepalive.min(ends_at - now);
                 tokio::select! {
                     _ = tx.closed() => return,
+                    // A shutdown ends the response; the client reconnects
+                    // from its offset.
+                    () = super::stopped(&mut stopping) => return,
                     changed = feed.wait(wait) => {
                         if changed {
                             break;

@@ -31,6 +31,9 @@ use crate::config::AuthMode;
 use crate::offset::{StartAt, format_offset, parse_start};
 use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules};
 
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// `GET /v1/ws`: upgrades to the WebSocket protocol.
 pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     if !access::origin_allowed(&state.config, &headers) {
@@ -52,7 +55,11 @@ pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, w
         .max_frame_size(hard_limit)
         .read_buffer_size(1024)
         .write_buffer_size(1024)
-        .on_upgrade(move |socket| run(state, socket))
+        .on_upgrade(move |socket| {
+            // A shutdown waits for the connection's task.
+            let tasks = state.ws_tasks.clone();
+            tasks.track_future(run(state, socket))
+        })
 }
 
 /// What the writer task sends.
@@ -166,7 +173,15 @@ async fn run(state: AppState, socket: WebSocket) {
     let writer = {
         let queued = outbox.queued.clone();
         let drained = outbox.drained.clone();
+        let stopping = state.shutdown.clone();
         tokio::spawn(async move {
+            let close_frame = |code, reason| {
+                WsMessage::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                }))
+            };
+            let mut ended = false;
             while let Some(out) = rx.recv().await {
                 match out {
                     Out::Frame(json) => {
@@ -175,18 +190,21 @@ async fn run(state: AppState, socket: WebSocket) {
                         queued.fetch_sub(len, Ordering::AcqRel);
                         drained.notify_waiters();
                         if sent.is_err() {
+                            ended = true;
                             break;
                         }
                     }
                     Out::Close(code, reason) => {
-                        let frame = CloseFrame {
-                            code,
-                            reason: Utf8Bytes::from_static(reason),
-                        };
-                        let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                        let _ = sink.send(close_frame(code, reason)).await;
+                        ended = true;
                         break;
                     }
                 }
+            }
+            // Every sender is gone: on a shutdown, that is after the last
+            // queued append was answered.
+            if !ended && *stopping.borrow() {
+                let _ = sink.send(close_frame(close::GOING_AWAY, "server shutting down")).await;
             }
             let _ = sink.close().await;
         })
@@ -245,8 +263,9 @@ async fn run(state: AppState, socket: WebSocket) {
                     break;
                 }
             }
-            _ = shutdown.wait_for(|stopping| *stopping) => {
-                outbox.close(close::GOING_AWAY, "server shutting down");
+            () = super::stopped(&mut shutdown) => {
+                // Stop reading; the appends already received are applied
+                // and acknowledged, then the writer closes with 1001.
                 break;
             }
             Ok(()) = cut.recv() => {
@@ -266,6 +285,16 @@ async fn run(state: AppState, socket: WebSocket) {
         drop(stream);
     } else {
         let _ = writer.await;
+        // The closing handshake: read (and drop) what the client still
+        // sends until its close frame, so that the socket is not torn down
+        // with unread data — which resets the connection and can cost the
+        // client the acks and the close frame sent before.
+        let handshake = async {
+            while let Some(Ok(frame)) = stream.next().await
+                && !matches!(frame, WsMessage::Close(_))
+            {}
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
     }
 }
 

@@ -128,3 +128,41 @@ pub mod ws {
         }
     }
 }
+
+/// The real server binary, on a loopback port of its choosing.
+pub mod binary {
+    use std::io::{BufRead, BufReader};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+
+    pub struct Running {
+        pub child: Child,
+        /// `http://127.0.0.1:PORT`.
+        pub base: String,
+    }
+
+    impl Running {
+        /// Starts the server (`--auth none`) on `data_dir` with `extra`
+        /// flags, once it prints its address.
+        pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
+                .args(["--listen", "127.0.0.1:0", "--auth", "none", "--data-dir"])
+                .arg(data_dir)
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start server");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .expect("read address");
+            let base = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+                .to_owned();
+            Self { child, base }
+        }
+    }
+}
