@@ -102,6 +102,70 @@ pub struct ServerConfig {
     /// existing subscriptions, refusing new work) before it is closed with
     /// code 4003, unless an `auth` frame brings a fresh token.
     pub auth_grace: Duration,
+    /// Bounds on what clients may hold (`docs/limits.md`).
+    pub limits: Limits,
+}
+
+/// Bounds on what clients may hold on the server, each with a flag, an error
+/// code when hit, and a default sized for one node (`docs/limits.md`).
+///
+/// ```
+/// use durable_session_server::config::{Limits, ServerConfig};
+/// let config = ServerConfig {
+///     limits: Limits { ws_subscriptions: 100, ..Limits::default() },
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.limits.ws_subscriptions, 100);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Live subscriptions one WebSocket may hold; one more is refused with
+    /// `too_many_subscriptions` (that subscription only).
+    pub ws_subscriptions: usize,
+    /// WebSockets open from one client IP address; one more is refused at
+    /// the upgrade with `429` (`too_many_connections`).
+    pub ws_per_ip: usize,
+    /// WebSockets authenticated as one principal (the token's `sub`); the
+    /// `auth` frame of one more closes its connection with code 4004
+    /// (`too_many_connections`).
+    pub ws_per_principal: usize,
+    /// Appends (and creates) of one WebSocket being applied at once. At the
+    /// limit the server stops reading that socket until one is acknowledged
+    /// (backpressure: the client's sends wait in TCP, not in server memory).
+    pub ws_inflight_appends: usize,
+    /// Long-poll and SSE readers of one stream at once; one more is
+    /// answered `503` with `Retry-After` (`too_many_readers`).
+    pub http_readers_per_stream: usize,
+    /// Bytes of recent appends kept in memory for live readers, all streams
+    /// together (older ones are read from the store).
+    pub recent_append_bytes: usize,
+    /// The same, for one stream.
+    pub recent_append_bytes_per_stream: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let recent = crate::changes::RecentLimits::default();
+        Self {
+            ws_subscriptions: 10_000,
+            ws_per_ip: 4_096,
+            ws_per_principal: 256,
+            ws_inflight_appends: 32,
+            http_readers_per_stream: 10_000,
+            recent_append_bytes: recent.total,
+            recent_append_bytes_per_stream: recent.per_stream,
+        }
+    }
+}
+
+impl Limits {
+    /// The bounds of the change hub's memory of recent appends.
+    pub fn recent(&self) -> crate::changes::RecentLimits {
+        crate::changes::RecentLimits {
+            per_stream: self.recent_append_bytes_per_stream,
+            total: self.recent_append_bytes,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -122,6 +186,7 @@ impl Default for ServerConfig {
             auth: AuthMode::None,
             allowed_origins: AllowedOrigins::Any,
             auth_grace: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 }

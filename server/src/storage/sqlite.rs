@@ -26,6 +26,7 @@ use super::{
     Append, Appended, Chunk, CreateStream, Created, Expiry, Read, Storage, StoreError, StoreResult, StreamInfo,
 };
 use crate::changes::{ChangeFeed, ChangeHub, Published};
+use crate::metrics::Metrics;
 use crate::offset::{Lineage, MAX_POSITION, Pos, Position, StartAt, Unresolved};
 
 /// Most mutations applied in one transaction.
@@ -404,6 +405,7 @@ struct Writer {
     conn: Connection,
     jobs: mpsc::Receiver<Job>,
     hub: ChangeHub,
+    metrics: Metrics,
 }
 
 impl Writer {
@@ -421,6 +423,7 @@ impl Writer {
     }
 
     fn apply(&self, batch: Vec<Job>) {
+        let began = std::time::Instant::now();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "cannot begin a transaction");
             // The jobs are dropped unanswered; their callers see an internal error.
@@ -446,6 +449,7 @@ impl Writer {
             }
         }
         let committed = self.conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        self.metrics.committed(began.elapsed());
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -518,12 +522,29 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     touches: Arc<Touches>,
     hub: ChangeHub,
+    metrics: Metrics,
 }
 
 impl SqliteStorage {
     /// Opens (creating if needed) the database in `dir` and starts the
     /// writer thread. Must be called inside a Tokio runtime.
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with(dir, ChangeHub::new(), Metrics::new())
+    }
+
+    /// [`SqliteStorage::open`] waking live readers through `hub` (with its
+    /// bounds), and counting appends and commit times in `metrics`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use durable_session_server::{changes::{ChangeHub, RecentLimits}, metrics::Metrics};
+    /// use durable_session_server::storage::sqlite::SqliteStorage;
+    /// let metrics = Metrics::new();
+    /// let hub = ChangeHub::with_limits(RecentLimits::default(), metrics.clone());
+    /// let storage = SqliteStorage::open_with(std::path::Path::new(".data"), hub, metrics)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open_with(dir: &Path, hub: ChangeHub, metrics: Metrics) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| internal(format!("cannot create data dir {}: {e}", dir.display())))?;
         let db_path = dir.join("streams.sqlite3");
         let conn = open_connection(&db_path, false)
@@ -531,11 +552,11 @@ impl SqliteStorage {
         conn.execute_batch(SCHEMA).map_err(internal)?;
         migrate(&conn).map_err(|e| internal(format!("cannot migrate {}: {e}", db_path.display())))?;
         let (tx, rx) = mpsc::channel();
-        let hub = ChangeHub::new();
         let writer = Writer {
             conn,
             jobs: rx,
             hub: hub.clone(),
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -548,6 +569,7 @@ impl SqliteStorage {
                 readers: Mutex::default(),
                 touches: Arc::default(),
                 hub,
+                metrics,
             }),
         };
         storage.spawn_housekeeping();
@@ -964,8 +986,14 @@ impl Storage for SqliteStorage {
 
     async fn append(&self, req: Append) -> StoreResult<Appended> {
         let touches = self.inner.touches.clone();
-        self.write(move |conn, effects| append(conn, &touches, req, effects))
-            .await
+        let (started, bytes) = (std::time::Instant::now(), req.body.len());
+        let result = self
+            .write(move |conn, effects| append(conn, &touches, req, effects))
+            .await;
+        if result.as_ref().is_ok_and(|a| !a.duplicate) {
+            self.inner.metrics.appended(bytes, started.elapsed());
+        }
+        result
     }
 
     async fn read(&self, req: Read) -> StoreResult<Chunk> {
