@@ -141,6 +141,9 @@ pub struct Limits {
     pub recent_append_bytes: usize,
     /// The same, for one stream.
     pub recent_append_bytes_per_stream: usize,
+    /// SQLite reads run at once, each on its own connection and blocking
+    /// thread; more wait their turn.
+    pub sqlite_readers: usize,
 }
 
 impl Default for Limits {
@@ -154,6 +157,7 @@ impl Default for Limits {
             http_readers_per_stream: 10_000,
             recent_append_bytes: recent.total,
             recent_append_bytes_per_stream: recent.per_stream,
+            sqlite_readers: crate::storage::sqlite::DEFAULT_MAX_READERS,
         }
     }
 }

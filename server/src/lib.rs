@@ -60,7 +60,12 @@ impl Server {
     pub fn open(data_dir: &Path, config: ServerConfig) -> Result<Self, StoreError> {
         let metrics = Metrics::new();
         let hub = ChangeHub::with_limits(config.limits.recent(), metrics.clone());
-        let storage = SqliteStorage::open_with(data_dir, hub, metrics.clone())?;
+        let options = storage::sqlite::SqliteOptions {
+            hub,
+            metrics: metrics.clone(),
+            max_readers: config.limits.sqlite_readers,
+        };
+        let storage = SqliteStorage::open_with(data_dir, options)?;
         Ok(Self::with_parts(Arc::new(storage), config, metrics))
     }
 

@@ -147,6 +147,13 @@ struct LimitArgs {
     #[arg(long, default_value_t = Limits::default().recent_append_bytes_per_stream as u64, value_name = "BYTES")]
     recent_append_bytes_per_stream: u64,
 
+    /// SQLite reads run at once, each on a connection and a thread of its
+    /// own; more wait their turn (bounds the threads and page caches a burst
+    /// of reads can start).
+    #[arg(long, default_value_t = Limits::default().sqlite_readers as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_sqlite_readers: u64,
+
     /// Bytes queued for one WebSocket client before its subscriptions pause;
     /// at twice this the socket is closed as a slow consumer (code 4002).
     #[arg(long, default_value_t = ServerConfig::default().ws_max_queued_bytes as u64, value_name = "BYTES",
@@ -170,6 +177,7 @@ impl LimitArgs {
             http_readers_per_stream: n(self.max_http_readers_per_stream),
             recent_append_bytes: n(self.recent_append_bytes),
             recent_append_bytes_per_stream: n(self.recent_append_bytes_per_stream),
+            sqlite_readers: n(self.max_sqlite_readers),
         }
     }
 }

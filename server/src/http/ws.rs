@@ -31,7 +31,7 @@ use bytes::Bytes;
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -99,18 +99,28 @@ enum Out {
     Close(u16, &'static str),
 }
 
+/// How long a connection the server ends gets to take its last frames and
+/// the close frame before its TCP connection is dropped: a client that
+/// never reads must not hold the server's memory.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the connection is being cut at once, if it is.
+type Cut = Option<(u16, &'static str)>;
+
 /// The sending half of a connection, shared by its tasks.
 ///
 /// Bytes queued for the client are counted. Subscriptions send with
 /// [`Outbox::send_paced`]: above `limit` they wait for the client to catch
-/// up, and a client that does not within `slow_timeout` is closed as a slow
+/// up, and a client that does not within `slow_timeout` is cut as a slow
 /// consumer. Replies (acks, errors, pongs) are small and sent at once, but a
-/// queue past twice the limit closes the connection too, so the server never
-/// buffers without bound.
+/// queue past twice the limit cuts the connection too, so the server never
+/// buffers without bound. A cut drops what is queued, sends the close frame
+/// (4002) and ends the connection.
 #[derive(Clone)]
 struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
     queued: Arc<Queued>,
+    cut: Arc<watch::Sender<Cut>>,
     limit: usize,
     slow_timeout: Duration,
 }
@@ -153,12 +163,18 @@ struct Disconnected;
 impl Outbox {
     fn send(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
         let json = msg.to_json();
-        let queued = self.queued.add(json.len());
-        if queued > self.limit.saturating_mul(2) {
-            self.close(close::SLOW_CONSUMER, "slow consumer: resume from your offsets");
+        let len = json.len();
+        if self.queued.add(len) > self.limit.saturating_mul(2) {
+            self.queued.sub(len);
+            self.slow_consumer();
             return Err(Disconnected);
         }
-        self.tx.send(Out::Frame(json)).map_err(|_| Disconnected)
+        self.tx.send(Out::Frame(json)).map_err(|e| {
+            if let Out::Frame(json) = e.0 {
+                self.queued.sub(json.len());
+            }
+            Disconnected
+        })
     }
 
     async fn send_paced(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
@@ -169,16 +185,81 @@ impl Outbox {
                 break;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                self.close(close::SLOW_CONSUMER, "slow consumer: resume from your offsets");
+                self.slow_consumer();
                 return Err(Disconnected);
             }
         }
         self.send(msg)
     }
 
+    /// Closes the connection after the frames already queued.
     fn close(&self, code: u16, reason: &'static str) {
         let _ = self.tx.send(Out::Close(code, reason));
     }
+
+    /// Cuts the connection at once: queued frames are dropped (the client
+    /// resumes from its offsets), the close frame 4002 goes out.
+    fn slow_consumer(&self) {
+        self.cut.send_if_modified(|cut| {
+            let first = cut.is_none();
+            if first {
+                *cut = Some((close::SLOW_CONSUMER, "slow consumer: resume from your offsets"));
+            }
+            first
+        });
+    }
+}
+
+/// Sends what the connection's tasks queue, in order, until a close frame,
+/// a cut, or the client going away. Bytes never sent leave the count.
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    queued: Arc<Queued>,
+    cut: Arc<watch::Sender<Cut>>,
+) {
+    let mut cut = cut.subscribe();
+    let close = loop {
+        let out = tokio::select! {
+            biased;
+            why = cut.wait_for(Option::is_some) => break why.ok().and_then(|why| *why),
+            out = rx.recv() => out,
+        };
+        match out {
+            None => break None,
+            Some(Out::Close(code, reason)) => break Some((code, reason)),
+            Some(Out::Frame(json)) => {
+                let len = json.len();
+                // A client that stopped reading blocks this send; a cut
+                // must not wait for it.
+                let sent = tokio::select! {
+                    biased;
+                    why = cut.wait_for(Option::is_some) => Err(why.ok().and_then(|why| *why)),
+                    sent = sink.send(WsMessage::Text(Utf8Bytes::from(json))) => Ok(sent.is_ok()),
+                };
+                queued.sub(len);
+                match sent {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(why) => break why,
+                }
+            }
+        }
+    };
+    rx.close();
+    while let Ok(out) = rx.try_recv() {
+        if let Out::Frame(json) = out {
+            queued.sub(json.len());
+        }
+    }
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
 
 fn error_frame(sub: Option<&str>, req: Option<&str>, code: ErrorCode, message: impl Into<String>) -> ServerMsg {
@@ -224,8 +305,8 @@ async fn run(state: AppState, socket: WebSocket, ip_slot: Option<Slot<std::net::
     // client that has seen `hello` is sure to be covered.
     let mut shutdown = state.shutdown.clone();
     let mut cut = state.cut_connections.subscribe();
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::unbounded_channel::<Out>();
     let outbox = Outbox {
         tx,
         queued: Arc::new(Queued {
@@ -233,35 +314,12 @@ async fn run(state: AppState, socket: WebSocket, ip_slot: Option<Slot<std::net::
             drained: Notify::new(),
             gauge: state.metrics.ws_queued_bytes(),
         }),
+        cut: Arc::new(watch::channel(None).0),
         limit: state.config.ws_max_queued_bytes,
         slow_timeout: state.config.ws_slow_consumer_timeout,
     };
-    let writer = {
-        let queued = outbox.queued.clone();
-        tokio::spawn(async move {
-            while let Some(out) = rx.recv().await {
-                match out {
-                    Out::Frame(json) => {
-                        let len = json.len();
-                        let sent = sink.send(WsMessage::Text(Utf8Bytes::from(json))).await;
-                        queued.sub(len);
-                        if sent.is_err() {
-                            break;
-                        }
-                    }
-                    Out::Close(code, reason) => {
-                        let frame = CloseFrame {
-                            code,
-                            reason: Utf8Bytes::from_static(reason),
-                        };
-                        let _ = sink.send(WsMessage::Close(Some(frame))).await;
-                        break;
-                    }
-                }
-            }
-            let _ = sink.close().await;
-        })
-    };
+    let mut writer = tokio::spawn(write_frames(sink, rx, outbox.queued.clone(), outbox.cut.clone()));
+    let mut cut_off = outbox.cut.subscribe();
 
     let _ = outbox.send(&ServerMsg::Hello {
         heartbeat_ms: state.config.ws_heartbeat.as_millis() as u64,
@@ -330,6 +388,7 @@ async fn run(state: AppState, socket: WebSocket, ip_slot: Option<Slot<std::net::
                 break;
             }
             Some((sub, serial)) = ended.recv() => conn.reap(&sub, serial),
+            _ = cut_off.wait_for(Option::is_some) => break,
             _ = heartbeat.tick() => {
                 if conn.permit.is_some() && last_seen.elapsed() > state.config.ws_heartbeat_timeout {
                     outbox.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
@@ -358,8 +417,9 @@ async fn run(state: AppState, socket: WebSocket, ip_slot: Option<Slot<std::net::
         // As a network failure would: no close frame, the TCP connection just ends.
         writer.abort();
         drop(stream);
-    } else {
-        let _ = writer.await;
+    } else if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
+        // A client that never reads gets no more time than that.
+        writer.abort();
     }
 }
 
