@@ -454,3 +454,54 @@ async fn metrics_are_not_on_the_main_listener_with_auth_on() {
     let res = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+/// The binary: `--metrics-listen` serves `/metrics` on a listener of its own,
+/// while with `--auth jwt` the main listener does not.
+#[tokio::test]
+async fn metrics_listen_serves_metrics_on_their_own_listener() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, SECRET).unwrap();
+    /// Stops the server however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--jwt-key")
+        .arg(format!("hs256:k:file:{}", key.display()))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _server = Kill(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = || {
+        let line = lines.next().unwrap().unwrap();
+        line.split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned()
+    };
+    let (main, metrics) = (url(), url());
+    assert!(metrics.ends_with("/metrics"), "{metrics}");
+    let client = reqwest::Client::new();
+    let res = client.get(&metrics).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("durable_session_appends_total 0"));
+    let res = client.get(format!("{main}/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
