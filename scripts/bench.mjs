@@ -1,7 +1,9 @@
 // `npm run bench`: every benchmark, side by side with the peers, written to
 // docs/benchmarks.md. `--smoke` runs each once with tiny counts (our server
 // and the Node peer only) so `npm test` catches a broken benchmark; it never
-// writes the document and its numbers mean nothing.
+// writes the document and its numbers mean nothing. `--soak` runs only the
+// soak (2,000 live subscribers, steady appends, RSS every second for 60 s)
+// and replaces its section of docs/benchmarks.md, leaving the rest as it was.
 //
 // Peers, installed here from registries and pinned:
 //   @durable-streams/server 0.3.7 (npm, package.json; file-backed store)
@@ -18,6 +20,7 @@ import { serveStatic } from "../tests/support/static.mjs";
 import { launchBrowser } from "../tests/support/browser.mjs";
 
 const smoke = process.argv.includes("--smoke");
+const soakOnly = process.argv.includes("--soak");
 const root = new URL("..", import.meta.url).pathname;
 process.chdir(root);
 const RUST_PEER_VERSION = "0.3.0";
@@ -26,6 +29,8 @@ const cargoTarget = process.env.CARGO_TARGET_DIR ?? "target";
 const N = smoke
   ? { seq: 100, conc: 640, catchup: 5_000, fanSubs: 20, fanCount: 20, idle: 200, deltas: 2_000, rounds: 1, longSession: 1_000, batches: 5 }
   : { seq: 3_000, conc: 20_000, catchup: 100_000, fanSubs: 1_000, fanCount: 500, idle: 10_000, deltas: 100_000, rounds: 3, longSession: 10_000, batches: 40 };
+/** The soak: live WebSocket subscribers over `streams` sessions, `rate` appends/s for `seconds`. */
+const SOAK = smoke ? { subscribers: 50, streams: 5, rate: 20, seconds: 3 } : { subscribers: 2_000, streams: 200, rate: 100, seconds: 60 };
 /** Events per batch in the persistence benchmark. */
 const BATCH = 20;
 const started = Date.now();
@@ -139,7 +144,16 @@ function machine() {
 
 // ---------------------------------------------------------------- build
 
-log(smoke ? "smoke mode: tiny counts, our server and the Node peer" : "full run");
+log(smoke ? "smoke mode: tiny counts, our server and the Node peer" : soakOnly ? "soak only" : "full run");
+if (soakOnly) {
+  run("cargo", ["build", "--release", "--quiet", "-p", "durable-session-server", "-p", "durable-session-bench"]);
+  process.env.SERVER_BIN = resolve(root, cargoTarget, "release/durable-session-server");
+  const soak = await soakRun();
+  const doc = readFileSync("docs/benchmarks.md", "utf8");
+  writeFileSync("docs/benchmarks.md", withSoakSection(doc, renderSoak(soak, machine())));
+  log("wrote the soak section of docs/benchmarks.md");
+  process.exit(0);
+}
 run("bash", ["scripts/setup.sh"]);
 log("building server, agents and load generator (release)");
 run("cargo", ["build", "--release", "--quiet", "-p", "durable-session-server", "-p", "durable-session-agent", "-p", "durable-session-bench"]);
@@ -187,6 +201,30 @@ for (const peer of peers) {
     await s.stop();
   }
 }
+
+// ------------------------------------------------------------------ soak
+
+/**
+ * Benchmark 11, on a fresh server: SOAK.subscribers live WebSocket
+ * subscribers (one socket each, answering heartbeats) spread over
+ * SOAK.streams sessions, SOAK.rate appends per second round-robin over them
+ * for SOAK.seconds; the server's VmRSS every second. The slope (least
+ * squares) says whether memory grows with traffic; the goal is flat.
+ */
+async function soakRun() {
+  log(`soak: ${SOAK.subscribers} subscribers, ${SOAK.rate} appends/s for ${SOAK.seconds} s`);
+  const s = await servers.ours();
+  try {
+    const args = ["soak", "--subscribers", String(SOAK.subscribers), "--streams", String(SOAK.streams), "--rate", String(SOAK.rate), "--duration", String(SOAK.seconds), "--pid", String(s.pid)];
+    const r = bench(s.url, args, SOAK.seconds + 120);
+    log(`soak: RSS ${(r.rss_connected_kb / 1024).toFixed(1)} → ${(r.samples.at(-1).rss_kb / 1024).toFixed(1)} MiB, slope ${r.slope_kb_per_s.toFixed(2)} KB/s (second half ${r.slope_second_half_kb_per_s.toFixed(2)} KB/s), delivered ${r.delivered} / ${r.expected}`);
+    return r;
+  } finally {
+    await s.stop();
+  }
+}
+
+results.soak = await soakRun();
 
 // ------------------------------------------------------ browser benchmarks
 
@@ -414,6 +452,8 @@ if (smoke) {
     if (!(r.fanout_sse.received > 0)) bad.push(`${peer} fan-out`);
     if (!(r.idle_sse.subscriptions === N.idle)) bad.push(`${peer} idle`);
   }
+  const k = results.soak;
+  if (!(k.connected === SOAK.subscribers && k.written > 0 && k.delivered === k.expected && k.samples.length >= SOAK.seconds)) bad.push("soak");
   const b = results.browser;
   if (!(b.throughput.js > 0 && b.throughput.baseline > 0 && b.throughput.leptos > 0 && b.resume.ms >= 0 && b.live_view_ms > 0 && b.cancel_ms >= 0)) bad.push("browser");
   const p = b.persist;
@@ -422,13 +462,57 @@ if (smoke) {
     console.error("benchmark smoke run failed:", bad.join(", "));
     process.exit(1);
   }
-  console.log("bench smoke: 10 benchmarks ran");
+  console.log("bench smoke: 11 benchmarks ran");
 } else {
   writeFileSync("docs/benchmarks.md", render(results, machine(), seconds));
   log("wrote docs/benchmarks.md");
 }
 
 // --------------------------------------------------------------- report
+
+/** Section 11 of docs/benchmarks.md: the soak, as a plot-ready table. */
+function renderSoak(k, m) {
+  const f = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "—");
+  const mib = (kb) => f(kb / 1024, 1);
+  const rows = k.samples.map((p) => `| ${f(p.t)} | ${mib(p.rss_kb)} | ${f(p.written)} | ${f(p.received)} |`).join("\n");
+  const last = k.samples.at(-1);
+  return `## 11. Soak: memory over ${f(k.seconds)} s of live traffic
+
+${f(k.subscribers)} live WebSocket subscribers (one socket each, answering heartbeats)
+over ${f(k.streams)} sessions; a warm-up of ${f(k.warmup_appends / k.streams)} appends per session fills the
+server's caches of recent appends and SQLite's page caches; then ${f(k.rate)} appends of
+100-byte JSON per second, round-robin over the sessions, for ${f(k.seconds)} s, with the
+server's resident memory (VmRSS) sampled every second. Our server, release build,
+default limits; measured ${new Date().toISOString().slice(0, 10)} (${m.cpu}, ${m.memory}).
+
+| | |
+|---|---:|
+| RSS before the subscribers (MiB) | ${mib(k.rss_before_kb)} |
+| RSS with ${f(k.connected)} subscribers connected (MiB) | ${mib(k.rss_connected_kb)} |
+| RSS after the warm-up, ${f(k.warmup_appends)} appends (MiB) | ${mib(k.rss_warm_kb)} |
+| RSS at the end (MiB) | ${mib(last.rss_kb)} |
+| slope over the run (KB/s) | ${f(k.slope_kb_per_s, 2)} |
+| slope over the second half (KB/s) | ${f(k.slope_second_half_kb_per_s, 2)} |
+| appends written / messages delivered (expected) | ${f(k.written)} / ${f(k.delivered)} (${f(k.expected)}) |
+
+The goal is flat: memory that follows traffic, not time. Plot-ready (t, RSS):
+
+| t (s) | RSS (MiB) | appends written | messages delivered |
+|---:|---:|---:|---:|
+${rows}
+`;
+}
+
+/** `doc` with its soak section replaced (or added before "Where we fall short"). */
+function withSoakSection(doc, section) {
+  const start = doc.indexOf("## 11. Soak");
+  if (start >= 0) {
+    const end = doc.indexOf("\n## ", start + 1);
+    return doc.slice(0, start) + section + (end >= 0 ? `\n${doc.slice(end + 1)}` : "");
+  }
+  const at = doc.indexOf("## Where we fall short");
+  return at >= 0 ? doc.slice(0, at) + section + "\n" + doc.slice(at) : `${doc}\n${section}`;
+}
 
 function render(res, m, secs) {
   const f = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "—");
@@ -448,6 +532,11 @@ function render(res, m, secs) {
     ["SDK event throughput ≥ 0.5× the plain-JS baseline", `${f(tp.js / tp.baseline, 2)}×`, tp.js >= 0.5 * tp.baseline],
     ["resume ≤ 1 round trip + 5 ms", `${f(res.browser.resume.ms, 1)} ms (RTT ${f(res.browser.resume.rtt_ms, 2)} ms)`, res.browser.resume.ms <= res.browser.resume.rtt_ms + 5],
     ["npm package ≤ 40 KB gzip", `${f(res.size.package / 1000, 1)} KB`, res.size.package <= 40_000],
+    [
+      `soak: RSS flat with ${f(res.soak.subscribers)} live subscribers and steady appends for ${f(res.soak.seconds)} s (|slope| ≤ 10 KB/s)`,
+      `${f(res.soak.slope_kb_per_s, 2)} KB/s (${f(res.soak.rss_warm_kb / 1024, 1)} → ${f(res.soak.samples.at(-1).rss_kb / 1024, 1)} MiB)`,
+      Math.abs(res.soak.slope_kb_per_s) <= 10,
+    ],
     [
       `one batch applied in a ${f(P.long.events)}-event session as fast as in a 100-event one (within noise: ≤ 1.2× + 0.02 ms)`,
       `${f(P.long.ms, 3)} ms vs ${f(P.short.ms, 3)} ms (${f(P.long.ms / P.short.ms, 2)}×)`,
@@ -579,6 +668,7 @@ changed, \`onChange\` converted the whole transcript for every batch: 1.37 and
 100-event one (two runs of this benchmark, 2026-12-03, same machine); since,
 the two are equal within noise.
 
+${renderSoak(res.soak, m)}
 ## Where we fall short, and why
 
 The evidence for each shortfall comes from the figures above and from

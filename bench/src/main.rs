@@ -74,6 +74,29 @@ enum Bench {
         #[arg(long)]
         pid: u32,
     },
+    /// Soak: `subscribers` live WebSocket subscribers over `streams` streams
+    /// and steady appends at `rate` per second for `duration` seconds; the
+    /// server's RSS (process `pid`) sampled every second.
+    Soak {
+        #[arg(long, default_value_t = 2_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Appends per second, over all streams.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Seconds of steady appends (RSS is sampled over them).
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Appends per stream before the measured part, once the subscribers
+        /// are connected: the server's caches of recent appends (64 per
+        /// stream) and SQLite's page caches fill, so the slope measures the
+        /// steady state.
+        #[arg(long, default_value_t = 64)]
+        warmup: usize,
+        #[arg(long)]
+        pid: u32,
+    },
     /// Fills the JSON stream `path` with `count` text_delta events (for the browser benchmarks).
     Fill {
         #[arg(long)]
@@ -511,6 +534,210 @@ async fn bench_idle(
     }))
 }
 
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let var: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    cov / var
+}
+
+/// One soak subscriber: counts the messages it receives until `deadline`.
+async fn soak_subscriber(
+    base: String,
+    path: String,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    ready: tokio::sync::mpsc::Sender<()>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut socket = ws_subscribe(&base, path).await?;
+    let mut announced = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(left, socket.next()).await else {
+            break;
+        };
+        let WsMessage::Text(text) = frame else { continue };
+        match ServerMsg::parse(text.as_str()) {
+            Ok(ServerMsg::Events { messages, .. }) => {
+                if !announced {
+                    announced = true;
+                    let _ = ready.send(()).await;
+                }
+                received.fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(ServerMsg::Ping { t }) => {
+                let _ = socket.send(WsMessage::text(ClientMsg::Pong { t }.to_json())).await;
+            }
+            Ok(ServerMsg::Error { code, message, .. }) => {
+                return Err(format!("soak subscriber: {}: {message}", code.as_str()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The soak's settings (see `Bench::Soak`).
+struct Soak {
+    subscribers: usize,
+    streams: usize,
+    rate: u32,
+    duration: Duration,
+    warmup: usize,
+    pid: u32,
+}
+
+async fn bench_soak(base: &str, soak: Soak, limit: Duration) -> Result<serde_json::Value, String> {
+    let Soak {
+        subscribers,
+        streams,
+        rate,
+        duration,
+        warmup,
+        pid,
+    } = soak;
+    let client = http_client();
+    let streams = streams.clamp(1, subscribers.max(1));
+    let prefix = unique("soak");
+    let paths: Vec<String> = (0..streams).map(|i| format!("{prefix}-{i}")).collect();
+    for path in &paths {
+        create(&client, base, path).await?;
+    }
+    let rss_before = rss_kb(pid)?;
+    let deadline = Instant::now() + limit.min(duration + Duration::from_secs(60));
+    let received: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+    let (ready_tx, mut ready) = tokio::sync::mpsc::channel(subscribers.max(1));
+    let mut tasks = Vec::with_capacity(subscribers);
+    // Connect in waves of 250 so the server's accept queue keeps up.
+    let mut connected = 0;
+    for wave in (0..subscribers).collect::<Vec<_>>().chunks(250) {
+        for &i in wave {
+            let (received, ready) = (received.clone(), ready_tx.clone());
+            let path = paths[i % streams].clone();
+            tasks.push(tokio::spawn(soak_subscriber(
+                base.to_owned(),
+                path,
+                received,
+                ready,
+                deadline,
+            )));
+        }
+        for _ in wave {
+            match tokio::time::timeout(Duration::from_secs(30), ready.recv()).await {
+                Ok(Some(())) => connected += 1,
+                _ => return Err(format!("soak: only {connected} of {subscribers} subscribers connected")),
+            }
+        }
+    }
+    drop(ready_tx);
+    let rss_connected = rss_kb(pid)?;
+    // Warm-up: `warmup` appends per stream, 16 writers at once.
+    let mut writers = Vec::new();
+    for w in 0..16.min(streams) {
+        let (client, base, paths) = (client.clone(), base.to_owned(), paths.clone());
+        writers.push(tokio::spawn(async move {
+            for path in paths.iter().skip(w).step_by(16) {
+                for i in 0..warmup {
+                    if Instant::now() >= deadline {
+                        return Err("soak: the warm-up ran out of time".to_owned());
+                    }
+                    append(&client, &base, path, message(i)).await?;
+                }
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for w in writers {
+        w.await.map_err(|e| e.to_string())??;
+    }
+    let subscribers_of = |i: usize| (subscribers / streams + usize::from(i < subscribers % streams)) as u64;
+    let warmed: u64 = (0..streams).map(|i| subscribers_of(i) * warmup as u64).sum();
+    let settle = Instant::now() + Duration::from_secs(10);
+    while received.load(std::sync::atomic::Ordering::Relaxed) < warmed && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    received.store(0, std::sync::atomic::Ordering::Relaxed);
+    let rss_warm = rss_kb(pid)?;
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut samples = Vec::new();
+    let mut written = 0usize;
+    let mut expected = 0u64;
+    while started.elapsed() < duration && Instant::now() < deadline {
+        tokio::select! {
+            _ = second.tick() => {
+                samples.push(json!({
+                    "t": started.elapsed().as_secs_f64().round(),
+                    "rss_kb": rss_kb(pid)?,
+                    "written": written,
+                    "received": received.load(std::sync::atomic::Ordering::Relaxed),
+                }));
+            }
+            _ = tick.tick() => {
+                let i = written % streams;
+                append(&client, base, &paths[i], message(written)).await?;
+                written += 1;
+                expected += subscribers_of(i);
+            }
+        }
+    }
+    let last = json!({
+        "t": started.elapsed().as_secs_f64().round(),
+        "rss_kb": rss_kb(pid)?,
+        "written": written,
+        "received": received.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    if samples.last().is_some_and(|s| s["t"] == last["t"]) {
+        samples.pop();
+    }
+    samples.push(last);
+    let seconds = started.elapsed().as_secs_f64();
+    // Let the last appends arrive, bounded.
+    let settle = Instant::now() + Duration::from_secs(5);
+    while received.load(std::sync::atomic::Ordering::Relaxed) < expected && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered = received.load(std::sync::atomic::Ordering::Relaxed);
+    for t in &tasks {
+        t.abort();
+    }
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s["t"].as_f64()?, s["rss_kb"].as_f64()?)))
+        .collect();
+    // The slope over the second half too: the first seconds include the
+    // allocator settling and the store's caches filling.
+    let half: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= seconds / 2.0).collect();
+    Ok(json!({
+        "subscribers": subscribers,
+        "connected": connected,
+        "streams": streams,
+        "rate": rate,
+        "seconds": seconds,
+        "written": written,
+        "expected": expected,
+        "delivered": delivered,
+        "rss_before_kb": rss_before,
+        "rss_connected_kb": rss_connected,
+        "warmup_appends": warmup * streams,
+        "rss_warm_kb": rss_warm,
+        "samples": samples,
+        "slope_kb_per_s": slope(&points),
+        "slope_second_half_kb_per_s": slope(&half),
+    }))
+}
+
 async fn bench_fill(base: &str, path: &str, count: usize) -> Result<serde_json::Value, String> {
     let client = http_client();
     create(&client, base, path).await?;
@@ -541,6 +768,24 @@ async fn main() -> std::process::ExitCode {
             subscriptions,
             pid,
         } => bench_idle(&base, mode, subscriptions, pid, limit).await,
+        Bench::Soak {
+            subscribers,
+            streams,
+            rate,
+            duration,
+            warmup,
+            pid,
+        } => {
+            let soak = Soak {
+                subscribers,
+                streams,
+                rate,
+                duration: Duration::from_secs(duration),
+                warmup,
+                pid,
+            };
+            bench_soak(&base, soak, limit).await
+        }
         Bench::Fill { path, count } => bench_fill(&base, &path, count).await,
     };
     match result {

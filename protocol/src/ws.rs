@@ -36,6 +36,10 @@ pub mod close {
     /// `auth` frame) within the server's grace period. Get a new token,
     /// reconnect and resume.
     pub const TOKEN_EXPIRED: u16 = 4003;
+    /// The connection's principal (the token's `sub`) already holds as many
+    /// connections as the server allows (`--max-ws-per-principal`). Close
+    /// another connection, or reconnect later with backoff.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4004;
 }
 
 /// Machine-readable error codes of `error` frames.
@@ -76,6 +80,16 @@ pub enum ErrorCode {
     /// No valid token: missing, expired, malformed, signed with an unknown
     /// key or algorithm. Get a fresh token and try again.
     Unauthorized,
+    /// `subscribe` past the server's limit of live subscriptions per
+    /// connection. Final for that subscription; the others go on.
+    TooManySubscriptions,
+    /// A connection past the server's limit per client address or per
+    /// principal (HTTP `429` on the upgrade, or close code 4004). Transient:
+    /// reconnect with backoff.
+    TooManyConnections,
+    /// A long-poll or SSE read past the server's limit of live HTTP readers
+    /// of one stream (HTTP `503` with `Retry-After`). Transient.
+    TooManyReaders,
 }
 
 impl ErrorCode {
@@ -98,11 +112,14 @@ impl ErrorCode {
             Self::UnknownSub => "unknown_sub",
             Self::Internal => "internal",
             Self::Unauthorized => "unauthorized",
+            Self::TooManySubscriptions => "too_many_subscriptions",
+            Self::TooManyConnections => "too_many_connections",
+            Self::TooManyReaders => "too_many_readers",
         }
     }
 
     /// Every code.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::BadFrame,
         Self::UnknownOp,
         Self::TooLarge,
@@ -119,6 +136,9 @@ impl ErrorCode {
         Self::UnknownSub,
         Self::Internal,
         Self::Unauthorized,
+        Self::TooManySubscriptions,
+        Self::TooManyConnections,
+        Self::TooManyReaders,
     ];
 
     /// The code of a wire name.

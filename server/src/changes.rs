@@ -7,11 +7,18 @@
 //! between the read and the wait is never missed. A backend shared by several
 //! processes (such as Redis) calls `notify` from its own pub/sub listener.
 //!
+//! A path is in the hub only while a feed for it lives: dropping the last
+//! feed removes it. A subscription to a stream that does not exist ends with
+//! `not_found` and drops its feed, so watching missing paths leaves nothing
+//! behind; the hub holds at most one entry per live reader.
+//!
 //! While a path is watched, the hub also keeps its last appends
 //! ([`ChangeHub::publish`]), so live readers — a thousand tabs on one session
 //! — are served the new data from memory instead of each reading the store
-//! ([`ChangeHub::recent`]). Anything else that changes a stream
-//! ([`ChangeHub::notify`]) drops that memory, and readers fall back to the store.
+//! ([`ChangeHub::recent`]). That memory is bounded in bytes per stream and in
+//! all ([`RecentLimits`]); past a bound the oldest appends go and readers
+//! fall back to the store. Anything else that changes a stream
+//! ([`ChangeHub::notify`]) drops that memory too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,11 +27,31 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::offset::Pos;
 use crate::storage::StreamInfo;
 
-/// Appends kept per watched path.
+/// Appends kept per watched path, at most.
 const RECENT_APPENDS: usize = 64;
+
+/// How much memory recent appends may take (`--recent-append-bytes`,
+/// `--recent-append-bytes-per-stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentLimits {
+    /// Bytes kept for one stream.
+    pub per_stream: usize,
+    /// Bytes kept for all streams together.
+    pub total: usize,
+}
+
+impl Default for RecentLimits {
+    fn default() -> Self {
+        Self {
+            per_stream: 1024 * 1024,
+            total: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// An append just made durable, as live readers need it.
 #[derive(Debug, Clone)]
@@ -39,6 +66,13 @@ pub struct Published {
     pub touched_ms: i64,
 }
 
+impl Published {
+    /// Bytes this append holds in memory.
+    fn bytes(&self) -> usize {
+        self.pieces.iter().map(Bytes::len).sum()
+    }
+}
+
 /// Data of a watched stream from a position, served from memory.
 #[derive(Debug, Clone)]
 pub struct Recent {
@@ -51,77 +85,164 @@ pub struct Recent {
 struct Entry {
     tx: watch::Sender<u64>,
     recent: VecDeque<Arc<Published>>,
+    /// Bytes of `recent`.
+    recent_bytes: usize,
+}
+
+impl Entry {
+    fn forget_oldest(&mut self) -> usize {
+        let bytes = self.recent.pop_front().map_or(0, |a| a.bytes());
+        self.recent_bytes -= bytes;
+        bytes
+    }
+
+    fn forget_all(&mut self) -> usize {
+        self.recent.clear();
+        std::mem::take(&mut self.recent_bytes)
+    }
+}
+
+#[derive(Default)]
+struct Paths {
+    map: HashMap<Arc<str>, Entry>,
+    /// Bytes of every entry's `recent`.
+    recent_bytes: usize,
+}
+
+struct Shared {
+    paths: Mutex<Paths>,
+    limits: RecentLimits,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Paths> {
+        self.paths.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, paths: &Paths) {
+        self.metrics.hub_size(paths.map.len(), paths.recent_bytes);
+    }
 }
 
 /// Per-path change counters (and recent appends). Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ChangeHub {
-    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    shared: Arc<Shared>,
+}
+
+impl Default for ChangeHub {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ChangeHub {
-    /// A hub with nobody waiting.
+    /// A hub with nobody waiting, default limits, and metrics of its own.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limits(RecentLimits::default(), Metrics::new())
     }
 
-    /// A feed for `path`, registered now.
+    /// A hub keeping at most `limits` of recent appends, reporting its size
+    /// to `metrics`.
+    ///
+    /// ```
+    /// use durable_session_server::changes::{ChangeHub, RecentLimits};
+    /// use durable_session_server::metrics::Metrics;
+    /// let limits = RecentLimits { per_stream: 64 * 1024, total: 1024 * 1024 };
+    /// let hub = ChangeHub::with_limits(limits, Metrics::new());
+    /// let feed = hub.subscribe("sessions/a");
+    /// assert_eq!(hub.watched_paths(), 1);
+    /// drop(feed);
+    /// assert_eq!(hub.watched_paths(), 0);
+    /// ```
+    pub fn with_limits(limits: RecentLimits, metrics: Metrics) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                paths: Mutex::default(),
+                limits,
+                metrics,
+            }),
+        }
+    }
+
+    /// A feed for `path`, registered now. The path is watched until the
+    /// last of its feeds is dropped.
     pub fn subscribe(&self, path: &str) -> ChangeFeed {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let rx = match map.get(path) {
-            Some(entry) => entry.tx.subscribe(),
+        let mut paths = self.shared.lock();
+        let (key, rx) = match paths.map.get_key_value(path) {
+            Some((key, entry)) => (key.clone(), entry.tx.subscribe()),
             None => {
+                let key: Arc<str> = Arc::from(path);
                 let (tx, rx) = watch::channel(0);
-                map.insert(
-                    path.to_owned(),
+                paths.map.insert(
+                    key.clone(),
                     Entry {
                         tx,
                         recent: VecDeque::new(),
+                        recent_bytes: 0,
                     },
                 );
-                rx
+                self.shared.report(&paths);
+                (key, rx)
             }
         };
-        ChangeFeed { rx }
+        ChangeFeed {
+            rx,
+            path: key,
+            shared: self.shared.clone(),
+        }
     }
 
-    /// Wakes everyone waiting on `path` after some change, forgets its recent
-    /// appends, and forgets paths nobody waits on.
+    /// Wakes everyone waiting on `path` after some change, and forgets its
+    /// recent appends.
     pub fn notify(&self, path: &str) {
         self.change(path, None);
     }
 
     /// Wakes everyone waiting on `path` after an append, and keeps the
-    /// appended data for them.
+    /// appended data for them (within the [`RecentLimits`]).
     pub fn publish(&self, path: &str, append: Published) {
         self.change(path, Some(append));
     }
 
     fn change(&self, path: &str, append: Option<Published>) {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = map.get_mut(path) else { return };
-        if entry.tx.receiver_count() == 0 {
-            map.remove(path);
-            return;
-        }
+        let limits = self.shared.limits;
+        let mut guard = self.shared.lock();
+        let paths = &mut *guard;
+        let Some(entry) = paths.map.get_mut(path) else { return };
         match append {
-            // Only a contiguous run of appends is served from memory.
-            Some(a) if entry.recent.back().is_none_or(|last| last.info.tail == a.start) => {
-                entry.recent.push_back(Arc::new(a));
-                if entry.recent.len() > RECENT_APPENDS {
-                    entry.recent.pop_front();
+            // Only a contiguous run of appends is served from memory, and
+            // only appends that fit the per-stream bound.
+            Some(a)
+                if entry.recent.back().is_none_or(|last| last.info.tail == a.start)
+                    && a.bytes() <= limits.per_stream.min(limits.total) =>
+            {
+                let bytes = a.bytes();
+                while !entry.recent.is_empty()
+                    && (entry.recent.len() >= RECENT_APPENDS
+                        || entry.recent_bytes + bytes > limits.per_stream
+                        || paths.recent_bytes + bytes > limits.total)
+                {
+                    paths.recent_bytes -= entry.forget_oldest();
+                }
+                if paths.recent_bytes + bytes <= limits.total {
+                    entry.recent.push_back(Arc::new(a));
+                    entry.recent_bytes += bytes;
+                    paths.recent_bytes += bytes;
                 }
             }
-            _ => entry.recent.clear(),
+            _ => paths.recent_bytes -= entry.forget_all(),
         }
         entry.tx.send_modify(|v| *v = v.wrapping_add(1));
+        self.shared.report(paths);
     }
 
     /// The data of `path` from `from` to its latest known tail (about
     /// `max_bytes`, at least one piece), if the recent appends cover it.
     pub fn recent(&self, path: &str, from: Pos, max_bytes: usize) -> Option<Recent> {
-        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let recent = &map.get(path)?.recent;
+        let paths = self.shared.lock();
+        let recent = &paths.map.get(path)?.recent;
         let (first, last) = (recent.front()?, recent.back()?);
         if from < first.start || from > last.info.tail {
             return None;
@@ -158,15 +279,23 @@ impl ChangeHub {
         })
     }
 
-    /// Number of paths with a registered feed (for tests and metrics).
+    /// Number of paths with a live feed (for tests and metrics).
     pub fn watched_paths(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shared.lock().map.len()
+    }
+
+    /// Bytes of recent appends held for all paths (for tests and metrics).
+    pub fn recent_bytes(&self) -> usize {
+        self.shared.lock().recent_bytes
     }
 }
 
-/// A subscription to one stream's changes.
+/// A subscription to one stream's changes. The last feed of a path to be
+/// dropped removes the path from the hub.
 pub struct ChangeFeed {
     rx: watch::Receiver<u64>,
+    path: Arc<str>,
+    shared: Arc<Shared>,
 }
 
 impl ChangeFeed {
@@ -174,6 +303,22 @@ impl ChangeFeed {
     /// last wait returned), at most `timeout`. Returns `false` on timeout.
     pub async fn wait(&mut self, timeout: Duration) -> bool {
         matches!(tokio::time::timeout(timeout, self.rx.changed()).await, Ok(Ok(())))
+    }
+}
+
+impl Drop for ChangeFeed {
+    fn drop(&mut self) {
+        let mut guard = self.shared.lock();
+        let paths = &mut *guard;
+        // Feeds are created and dropped under the lock, so a count of one
+        // is this feed alone.
+        if let Some(entry) = paths.map.get_mut(&*self.path)
+            && entry.tx.receiver_count() <= 1
+        {
+            paths.recent_bytes -= entry.forget_all();
+            paths.map.remove(&*self.path);
+            self.shared.report(paths);
+        }
     }
 }
 
@@ -266,11 +411,73 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unwatched_paths_are_forgotten() {
+    async fn a_path_is_forgotten_with_its_last_feed() {
         let hub = ChangeHub::new();
-        drop(hub.subscribe("a"));
+        let (a1, a2) = (hub.subscribe("a"), hub.subscribe("a"));
+        let _b = hub.subscribe("b");
+        assert_eq!(hub.watched_paths(), 2);
+        publish(&hub, 0, &["1"], true);
+        drop(a1);
+        assert_eq!(hub.watched_paths(), 2, "a is still watched");
+        assert!(hub.recent("a", 0, 1 << 20).is_some());
+        drop(a2);
         assert_eq!(hub.watched_paths(), 1);
-        hub.notify("a");
+        assert_eq!(hub.recent_bytes(), 0, "its recent appends went with it");
+        // Changes to unwatched paths leave nothing behind.
+        hub.notify("c");
+        publish(&hub, 1, &["2"], true);
+        assert_eq!(hub.watched_paths(), 1);
+    }
+
+    #[tokio::test]
+    async fn many_watchers_of_missing_paths_leave_nothing() {
+        let hub = ChangeHub::new();
+        for i in 0..10_000 {
+            drop(hub.subscribe(&format!("missing/{i}")));
+        }
         assert_eq!(hub.watched_paths(), 0);
+    }
+
+    fn publish_to(hub: &ChangeHub, path: &str, start: Pos, piece: &'static str) {
+        hub.publish(
+            path,
+            Published {
+                info: info(start + piece.len() as Pos, false),
+                start,
+                pieces: vec![Bytes::from_static(piece.as_bytes())],
+                touched_ms: 0,
+            },
+        );
+    }
+
+    #[tokio::test]
+    async fn recent_appends_are_bounded_in_bytes() {
+        let limits = RecentLimits {
+            per_stream: 10,
+            total: 15,
+        };
+        let hub = ChangeHub::with_limits(limits, Metrics::new());
+        let (_a, _b) = (hub.subscribe("a"), hub.subscribe("b"));
+        publish_to(&hub, "a", 0, "0123");
+        publish_to(&hub, "a", 4, "4567");
+        assert_eq!(hub.recent_bytes(), 8);
+        // Past the per-stream bound the oldest go.
+        publish_to(&hub, "a", 8, "89ab");
+        assert_eq!(hub.recent_bytes(), 8);
+        assert!(
+            hub.recent("a", 0, 1 << 20).is_none(),
+            "0..4 was forgotten: read the store"
+        );
+        assert_eq!(hub.recent("a", 4, 1 << 20).unwrap().pieces.concat(), b"456789ab");
+        // Past the total bound, the stream being appended to gives way.
+        publish_to(&hub, "b", 0, "bbbbbb");
+        assert_eq!(hub.recent_bytes(), 14);
+        publish_to(&hub, "b", 6, "cccccc");
+        assert_eq!(hub.recent_bytes(), 14, "b forgot its oldest to stay within 15");
+        assert_eq!(hub.recent("b", 6, 1 << 20).unwrap().pieces.concat(), b"cccccc");
+        // An append larger than a bound is not kept; readers use the store.
+        publish_to(&hub, "a", 12, "0123456789abcdef");
+        assert!(hub.recent("a", 12, 1 << 20).is_none());
+        assert_eq!(hub.recent_bytes(), 6);
     }
 }

@@ -106,6 +106,74 @@ pub struct ServerConfig {
     /// requests and WebSocket appends get this long to finish, then the
     /// server stops anyway.
     pub shutdown_timeout: Duration,
+    /// Bounds on what clients may hold (`docs/limits.md`).
+    pub limits: Limits,
+}
+
+/// Bounds on what clients may hold on the server, each with a flag, an error
+/// code when hit, and a default sized for one node (`docs/limits.md`).
+///
+/// ```
+/// use durable_session_server::config::{Limits, ServerConfig};
+/// let config = ServerConfig {
+///     limits: Limits { ws_subscriptions: 100, ..Limits::default() },
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.limits.ws_subscriptions, 100);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Live subscriptions one WebSocket may hold; one more is refused with
+    /// `too_many_subscriptions` (that subscription only).
+    pub ws_subscriptions: usize,
+    /// WebSockets open from one client IP address; one more is refused at
+    /// the upgrade with `429` (`too_many_connections`).
+    pub ws_per_ip: usize,
+    /// WebSockets authenticated as one principal (the token's `sub`); the
+    /// `auth` frame of one more closes its connection with code 4004
+    /// (`too_many_connections`).
+    pub ws_per_principal: usize,
+    /// Appends (and creates) of one WebSocket being applied at once. At the
+    /// limit the server stops reading that socket until one is acknowledged
+    /// (backpressure: the client's sends wait in TCP, not in server memory).
+    pub ws_inflight_appends: usize,
+    /// Long-poll and SSE readers of one stream at once; one more is
+    /// answered `503` with `Retry-After` (`too_many_readers`).
+    pub http_readers_per_stream: usize,
+    /// Bytes of recent appends kept in memory for live readers, all streams
+    /// together (older ones are read from the store).
+    pub recent_append_bytes: usize,
+    /// The same, for one stream.
+    pub recent_append_bytes_per_stream: usize,
+    /// SQLite reads run at once, each on its own connection and blocking
+    /// thread; more wait their turn.
+    pub sqlite_readers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let recent = crate::changes::RecentLimits::default();
+        Self {
+            ws_subscriptions: 10_000,
+            ws_per_ip: 4_096,
+            ws_per_principal: 256,
+            ws_inflight_appends: 32,
+            http_readers_per_stream: 10_000,
+            recent_append_bytes: recent.total,
+            recent_append_bytes_per_stream: recent.per_stream,
+            sqlite_readers: crate::storage::sqlite::DEFAULT_MAX_READERS,
+        }
+    }
+}
+
+impl Limits {
+    /// The bounds of the change hub's memory of recent appends.
+    pub fn recent(&self) -> crate::changes::RecentLimits {
+        crate::changes::RecentLimits {
+            per_stream: self.recent_append_bytes_per_stream,
+            total: self.recent_append_bytes,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -127,6 +195,7 @@ impl Default for ServerConfig {
             allowed_origins: AllowedOrigins::Any,
             auth_grace: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
 }

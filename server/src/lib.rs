@@ -20,13 +20,16 @@
 //!
 //! Layout: [`offset`] and [`cursor`] are pure protocol values; [`storage`]
 //! holds the backend trait, the rules every backend applies, and the SQLite
-//! backend; [`changes`] wakes live readers; [`http`] is the thin axum layer.
+//! backend; [`changes`] wakes live readers; [`http`] is the thin axum layer;
+//! [`limits`] counts what clients hold and [`metrics`] reports it.
 
 pub mod auth;
 pub mod changes;
 pub mod config;
 pub mod cursor;
 pub mod http;
+pub mod limits;
+pub mod metrics;
 pub mod offset;
 pub mod session_index;
 pub mod storage;
@@ -35,7 +38,9 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+use changes::ChangeHub;
 use config::ServerConfig;
+use metrics::Metrics;
 use storage::sqlite::SqliteStorage;
 use storage::{Storage, StoreError};
 
@@ -48,24 +53,44 @@ pub struct Server {
 impl Server {
     /// A server on the SQLite store in `data_dir` (created if missing).
     pub fn open(data_dir: &Path, config: ServerConfig) -> Result<Self, StoreError> {
-        let storage = SqliteStorage::open(data_dir)?;
-        Ok(Self::with_storage(Arc::new(storage), config))
+        let metrics = Metrics::new();
+        let hub = ChangeHub::with_limits(config.limits.recent(), metrics.clone());
+        let options = storage::sqlite::SqliteOptions {
+            hub,
+            metrics: metrics.clone(),
+            max_readers: config.limits.sqlite_readers,
+        };
+        let storage = SqliteStorage::open_with(data_dir, options)?;
+        Ok(Self::with_parts(Arc::new(storage), config, metrics))
     }
 
-    /// A server on any storage backend.
+    /// A server on any storage backend (whose own metrics, if any, are not
+    /// in `/metrics`).
     pub fn with_storage(storage: Arc<dyn Storage>, config: ServerConfig) -> Self {
+        Self::with_parts(storage, config, Metrics::new())
+    }
+
+    fn with_parts(storage: Arc<dyn Storage>, config: ServerConfig, metrics: Metrics) -> Self {
         let (stopping, shutdown) = tokio::sync::watch::channel(false);
         Self {
             state: http::AppState {
                 storage,
+                occupancy: limits::Occupancy::new(&config.limits),
                 config: Arc::new(config),
                 shutdown,
                 cut_connections: tokio::sync::broadcast::channel(1).0,
                 stats: Arc::default(),
                 ws_tasks: tokio_util::task::TaskTracker::new(),
+                metrics,
             },
             stopping,
         }
+    }
+
+    /// The server's metrics, to serve on a listener of their own with
+    /// [`http::metrics_router`].
+    pub fn metrics(&self) -> Metrics {
+        self.state.metrics.clone()
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully: stops
@@ -92,6 +117,8 @@ impl Server {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        // The client's address counts WebSockets per IP (`--max-ws-per-ip`).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stopping.send(true);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use durable_session_server::Server;
 use durable_session_server::auth::jwt::{Keys, parse_grant};
-use durable_session_server::config::{AllowedOrigins, AuthMode, ServerConfig};
+use durable_session_server::config::{AllowedOrigins, AuthMode, Limits, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Durable Streams HTTP server for durable sessions, on embedded SQLite.
@@ -96,6 +96,98 @@ struct Args {
     /// for the app, the HTTP API and /v1/ws).
     #[arg(long, value_name = "DIR")]
     static_dir: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics, on a listener of
+    /// their own for your monitoring only (unauthenticated: keep ADDR off
+    /// the public network). With --auth none they are also at /metrics on
+    /// --listen; with --auth jwt only here.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Bounds on what clients may hold (docs/limits.md lists each with its error
+/// code).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Live subscriptions one WebSocket may hold; one more is refused with
+    /// error too_many_subscriptions (that subscription only).
+    #[arg(long, default_value_t = Limits::default().ws_subscriptions as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscriptions_per_socket: u64,
+
+    /// WebSockets open from one client IP address; one more is refused with
+    /// 429 and Retry-After (too_many_connections). Behind a reverse proxy
+    /// every client has the proxy's address: size this for the whole node.
+    #[arg(long, default_value_t = Limits::default().ws_per_ip as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_ws_per_ip: u64,
+
+    /// WebSockets authenticated as one principal (the token's sub); the auth
+    /// frame of one more closes its socket with code 4004
+    /// (too_many_connections).
+    #[arg(long, default_value_t = Limits::default().ws_per_principal as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_ws_per_principal: u64,
+
+    /// Appends (and creates) of one WebSocket applied at once; at the limit
+    /// the server stops reading that socket until one is acknowledged
+    /// (backpressure: nothing is buffered).
+    #[arg(long, default_value_t = Limits::default().ws_inflight_appends as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_inflight_appends_per_socket: u64,
+
+    /// Long-poll and SSE readers of one stream at once; one more is answered
+    /// 503 with Retry-After (too_many_readers).
+    #[arg(long, default_value_t = Limits::default().http_readers_per_stream as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_http_readers_per_stream: u64,
+
+    /// Bytes of recent appends kept in memory to serve live readers, all
+    /// streams together (older data is read from the store).
+    #[arg(long, default_value_t = Limits::default().recent_append_bytes as u64, value_name = "BYTES")]
+    recent_append_bytes: u64,
+
+    /// The same, for one stream.
+    #[arg(long, default_value_t = Limits::default().recent_append_bytes_per_stream as u64, value_name = "BYTES")]
+    recent_append_bytes_per_stream: u64,
+
+    /// SQLite reads run at once, each on a connection and a thread of its
+    /// own; more wait their turn (bounds the threads and page caches a burst
+    /// of reads can start).
+    #[arg(long, default_value_t = Limits::default().sqlite_readers as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_sqlite_readers: u64,
+
+    /// Bytes queued for one WebSocket client before its subscriptions pause;
+    /// at twice this the socket is closed as a slow consumer (code 4002).
+    #[arg(long, default_value_t = ServerConfig::default().ws_max_queued_bytes as u64, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    ws_max_queued_bytes: u64,
+
+    /// How long paused subscriptions wait for a WebSocket client to catch up
+    /// before it is closed as a slow consumer (code 4002).
+    #[arg(long, default_value_t = ServerConfig::default().ws_slow_consumer_timeout.as_millis() as u64, value_name = "MS")]
+    ws_slow_consumer_timeout_ms: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Limits {
+            ws_subscriptions: n(self.max_subscriptions_per_socket),
+            ws_per_ip: n(self.max_ws_per_ip),
+            ws_per_principal: n(self.max_ws_per_principal),
+            ws_inflight_appends: n(self.max_inflight_appends_per_socket),
+            http_readers_per_stream: n(self.max_http_readers_per_stream),
+            recent_append_bytes: n(self.recent_append_bytes),
+            recent_append_bytes_per_stream: n(self.recent_append_bytes_per_stream),
+            sqlite_readers: n(self.max_sqlite_readers),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +339,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_body_bytes: args.max_body_bytes,
         test_hooks: args.test_hooks,
         static_dir: args.static_dir,
+        limits: args.limits.limits(),
+        ws_max_queued_bytes: usize::try_from(args.limits.ws_max_queued_bytes).unwrap_or(usize::MAX),
+        ws_slow_consumer_timeout: Duration::from_millis(args.limits.ws_slow_consumer_timeout_ms),
         ..ServerConfig::default()
     };
     let server = Server::open(&args.data_dir, config)?;
@@ -258,6 +353,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "durable-session-server listening on http://{addr} (data dir: {}, auth: {auth_mode})",
         args.data_dir.display()
     );
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (--metrics-listen): {e}"))?;
+        let addr = listener.local_addr()?;
+        println!("metrics on http://{addr}/metrics");
+        let app = durable_session_server::http::metrics_router(server.metrics());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     std::io::stdout().flush()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "listening");
     server.serve(listener, shutdown_signal()).await?;

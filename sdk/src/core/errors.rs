@@ -8,11 +8,11 @@
 //!
 //! | class | codes | what the client does |
 //! |---|---|---|
-//! | [`ErrorClass::Transient`] | `internal` (and over HTTP: 5xx, 429, 408, network errors) | drops the link, shows `disconnected` with the reason, retries with backoff (honouring `Retry-After`), resumes every subscription from its offset and resends unacknowledged appends with the same producer ids |
+//! | [`ErrorClass::Transient`] | `internal`, `too_many_connections`, `too_many_readers` (and over HTTP: 5xx, 429, 408, network errors) | drops the link, shows `disconnected` with the reason, retries with backoff (honouring `Retry-After`), resumes every subscription from its offset and resends unacknowledged appends with the same producer ids |
 //! | [`ErrorClass::Reset`] | `gone`; and `not_found` for a subscription that has already read the stream (it was deleted under it) | restarts that subscription per its reset policy and emits `reset` |
 //! | [`ErrorClass::Unauthorized`] | `unauthorized` | with a token function: a new token, a new connection, resume; without one: permanent |
 //! | [`ErrorClass::Fenced`] | `stale_epoch`, `seq_gap` | the outbox starts a new producer epoch and resends |
-//! | [`ErrorClass::Permanent`] | everything else (`forbidden`, `not_found`, `conflict`, `bad_request`, `too_large`, `closed`, …) | ends that subscription (`SubscriptionEvent::Error`) or fails that append, and nothing else |
+//! | [`ErrorClass::Permanent`] | everything else (`forbidden`, `not_found`, `conflict`, `bad_request`, `too_large`, `closed`, `too_many_subscriptions`, …) | ends that subscription (`SubscriptionEvent::Error`) or fails that append, and nothing else |
 
 use durable_session_protocol::ws::ErrorCode;
 
@@ -43,7 +43,7 @@ pub enum ErrorClass {
 /// ```
 pub fn classify(code: ErrorCode) -> ErrorClass {
     match code {
-        ErrorCode::Internal => ErrorClass::Transient,
+        ErrorCode::Internal | ErrorCode::TooManyConnections | ErrorCode::TooManyReaders => ErrorClass::Transient,
         ErrorCode::Gone => ErrorClass::Reset,
         ErrorCode::Unauthorized => ErrorClass::Unauthorized,
         ErrorCode::StaleEpoch | ErrorCode::SeqGap => ErrorClass::Fenced,
@@ -57,7 +57,8 @@ pub fn classify(code: ErrorCode) -> ErrorClass {
         | ErrorCode::Closed
         | ErrorCode::Forbidden
         | ErrorCode::DuplicateSub
-        | ErrorCode::UnknownSub => ErrorClass::Permanent,
+        | ErrorCode::UnknownSub
+        | ErrorCode::TooManySubscriptions => ErrorClass::Permanent,
     }
 }
 
@@ -135,7 +136,14 @@ mod tests {
             .into_iter()
             .filter(|c| classify(*c) == ErrorClass::Transient)
             .collect();
-        assert_eq!(transient, [ErrorCode::Internal]);
+        assert_eq!(
+            transient,
+            [
+                ErrorCode::Internal,
+                ErrorCode::TooManyConnections,
+                ErrorCode::TooManyReaders
+            ]
+        );
         for code in [
             ErrorCode::Forbidden,
             ErrorCode::NotFound,
@@ -144,6 +152,7 @@ mod tests {
             ErrorCode::TooLarge,
             ErrorCode::Closed,
             ErrorCode::BadOffset,
+            ErrorCode::TooManySubscriptions,
         ] {
             assert_eq!(classify(code), ErrorClass::Permanent, "{code:?}");
         }

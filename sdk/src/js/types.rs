@@ -54,6 +54,12 @@ export type ErrorCode =
   | "seq_gap"
   | "duplicate_sub"
   | "unknown_sub"
+  /** The connection holds as many subscriptions as the server allows. Final for that subscription. */
+  | "too_many_subscriptions"
+  /** The server refused the connection for now (too many from this client or principal). Retried with backoff. */
+  | "too_many_connections"
+  /** The server holds as many HTTP live readers of this stream as it allows. Retried with backoff. */
+  | "too_many_readers"
   /**
    * The server failed for now. Never ends a subscription or an append: the
    * SDK retries with backoff, as for an HTTP 5xx, 429 or a network error.

@@ -28,6 +28,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Access, Right};
 use crate::config::{AllowedOrigins, AuthMode, ServerConfig};
+use crate::limits::Occupancy;
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 
 /// Where streams are mounted.
@@ -51,6 +53,10 @@ pub struct AppState {
     /// The WebSocket connections' tasks: a shutdown waits for them (they
     /// outlive the HTTP connection they were upgraded from).
     pub ws_tasks: tokio_util::task::TaskTracker,
+    /// Operational metrics (`/metrics`).
+    pub metrics: Metrics,
+    /// Connections and readers held, per client, principal and stream.
+    pub occupancy: Occupancy,
 }
 
 /// Completes once the server is shutting down ([`AppState::shutdown`]).
@@ -71,12 +77,15 @@ pub struct Stats {
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
-/// use durable_session_server::{config::ServerConfig, http, storage::sqlite::SqliteStorage};
+/// use durable_session_server::{config::ServerConfig, http, limits::Occupancy, metrics::Metrics};
+/// use durable_session_server::storage::sqlite::SqliteStorage;
 /// let storage = Arc::new(SqliteStorage::open(std::path::Path::new(".data"))?);
 /// let (_stop, shutdown) = tokio::sync::watch::channel(false);
 /// let cut_connections = tokio::sync::broadcast::channel(1).0;
-/// let (stats, ws_tasks) = Default::default();
-/// let app = http::router(http::AppState { storage, config: Arc::new(ServerConfig::default()), shutdown, cut_connections, stats, ws_tasks });
+/// let (stats, ws_tasks, metrics) = (Default::default(), Default::default(), Metrics::new());
+/// let config = Arc::new(ServerConfig::default());
+/// let occupancy = Occupancy::new(&config.limits);
+/// let app = http::router(http::AppState { storage, config, shutdown, cut_connections, stats, ws_tasks, metrics, occupancy });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4437").await?;
 /// axum::serve(listener, app).await?;
 /// # Ok(()) }
@@ -92,6 +101,12 @@ pub fn router(state: AppState) -> Router {
             .route("/v1/test/stats", get(test_stats));
     }
     router = router.route("/healthz", get(|| async { "ok\n" }));
+    if matches!(state.config.auth, AuthMode::None) {
+        // Without access control everything here is open anyway; with it,
+        // metrics are served only on the operator's own listener
+        // (`--metrics-listen`, [`metrics_router`]).
+        router = router.route("/metrics", get(metrics));
+    }
     router = match &state.config.static_dir {
         Some(dir) => router.fallback_service(
             tower_http::services::ServeDir::new(dir)
@@ -105,6 +120,41 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(common_headers))
         .layer(cors)
         .with_state(state)
+}
+
+/// `/metrics` alone, for a listener of its own (`--metrics-listen`): an
+/// address only the operator's monitoring reaches.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use durable_session_server::{http, metrics::Metrics};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9464").await?;
+/// axum::serve(listener, http::metrics_router(Metrics::new())).await?;
+/// # Ok(()) }
+/// ```
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Metrics>| async move { metrics_response(&m) }),
+        )
+        .fallback(not_found)
+        .with_state(metrics)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    metrics_response(&state.metrics)
+}
+
+fn metrics_response(metrics: &Metrics) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics.encode(),
+    )
+        .into_response()
 }
 
 /// CORS from the origin allowlist (`--allow-origin`).

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
+use durable_session_protocol::ws::ErrorCode;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -16,8 +17,44 @@ use super::headers::{
 use super::{ApiError, AppState};
 use crate::auth::Access;
 use crate::cursor::next_cursor;
+use crate::limits::Slot;
+use crate::metrics::{ConnectionKind, GaugeGuard};
 use crate::offset::{StartAt, format_offset, parse_start};
 use crate::storage::{Chunk, Expiry, Read, StreamInfo, rules};
+
+/// How long a reader refused for too many readers is asked to wait.
+const READERS_RETRY_AFTER_SECS: u64 = 5;
+
+/// A live reader's place among the stream's (`--max-http-readers-per-stream`),
+/// and its count in the metrics, both held until the read ends.
+struct LiveReader {
+    _slot: Slot<String>,
+    _open: GaugeGuard,
+}
+
+impl LiveReader {
+    /// A place for a long-poll or SSE read of `path`, or `503` with
+    /// `Retry-After` (`too_many_readers`) when the stream has as many as
+    /// allowed: server-side capacity, so the client retries later.
+    fn take(state: &AppState, path: &str, kind: ConnectionKind) -> Result<Self, ApiError> {
+        let readers = &state.occupancy.http_readers_per_stream;
+        match readers.try_take(path.to_owned()) {
+            Some(slot) => Ok(Self {
+                _slot: slot,
+                _open: state.metrics.connection(kind),
+            }),
+            None => {
+                state.metrics.limit_hit(ErrorCode::TooManyReaders);
+                let message = format!(
+                    "too_many_readers: this stream has {} live HTTP readers, the most allowed; retry later",
+                    readers.max()
+                );
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                    .with_header(header::RETRY_AFTER, READERS_RETRY_AFTER_SECS))
+            }
+        }
+    }
+}
 
 /// Cache policy for immutable historical data.
 const CACHEABLE: &str = "public, max-age=60, stale-while-revalidate=300";
@@ -285,6 +322,7 @@ async fn long_poll(
     cursor: Option<u64>,
     policy: Policy,
 ) -> Result<Response, ApiError> {
+    let _reader = LiveReader::take(&state, &path, ConnectionKind::LongPoll)?;
     let deadline = policy.cap(Instant::now() + state.config.long_poll_timeout);
     let mut feed = state.storage.changes(&path);
     let mut stopping = state.shutdown.clone();
@@ -383,6 +421,7 @@ async fn sse(
     cursor: Option<u64>,
     policy: Policy,
 ) -> Result<Response, ApiError> {
+    let reader = LiveReader::take(&state, &path, ConnectionKind::Sse)?;
     let mut feed = state.storage.changes(&path);
     // The first read happens before the response starts, so a missing
     // stream is an ordinary 404.
@@ -400,6 +439,7 @@ async fn sse(
     let config = state.config.clone();
     let mut stopping = state.shutdown.clone();
     tokio::spawn(async move {
+        let _reader = reader;
         let ends_at = policy.cap(Instant::now() + config.sse_max_duration);
         let mut cursor = cursor;
         let mut chunk = first;

@@ -7,35 +7,54 @@
 //! per subscription (catch-up then live, by offset, so the boundary between
 //! them has no gap and no duplicate), and one task applying appends in the
 //! order they arrived.
+//!
+//! Everything a client can make the server hold is bounded
+//! (`docs/limits.md`): connections per IP and per principal, subscriptions
+//! per connection, and appends in flight — at that limit the reader loop
+//! stops reading the socket until an append is acknowledged, so a client
+//! that sends faster than appends become durable waits in TCP, not in
+//! server memory.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Notify, mpsc};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{ApiError, AppState, access, validate_path};
 use crate::auth::{Access, Denied, Principal, Right, identity};
 use crate::config::AuthMode;
+use crate::limits::Slot;
+use crate::metrics::ConnectionKind;
 use crate::offset::{StartAt, format_offset, parse_start};
 use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules};
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a client refused for too many connections is asked to wait.
+const RETRY_AFTER_SECS: u64 = 5;
 
 /// `GET /v1/ws`: upgrades to the WebSocket protocol.
-pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     if !access::origin_allowed(&state.config, &headers) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -43,6 +62,24 @@ pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, w
         )
         .into_response();
     }
+    // Without the client's address (a router served without connect info)
+    // there is nothing to count by.
+    let ip_slot = match peer.map(|Extension(ConnectInfo(addr))| addr.ip()) {
+        Some(ip) => match state.occupancy.ws_per_ip.try_take(ip) {
+            Some(slot) => Some(slot),
+            None => {
+                state.metrics.limit_hit(ErrorCode::TooManyConnections);
+                let message = format!(
+                    "too_many_connections: this address already has {} WebSockets open (--max-ws-per-ip)",
+                    state.occupancy.ws_per_ip.max()
+                );
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+                    .with_header(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS)
+                    .into_response();
+            }
+        },
+        None => None,
+    };
     state
         .stats
         .ws_connections
@@ -58,7 +95,7 @@ pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, w
         .on_upgrade(move |socket| {
             // A shutdown waits for the connection's task.
             let tasks = state.ws_tasks.clone();
-            tasks.track_future(run(state, socket))
+            tasks.track_future(run(state, socket, ip_slot))
         })
 }
 
@@ -68,21 +105,62 @@ enum Out {
     Close(u16, &'static str),
 }
 
+/// How long a connection the server ends gets to take its last frames and
+/// the close frame before its TCP connection is dropped: a client that
+/// never reads must not hold the server's memory.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the connection is being cut at once, if it is.
+type Cut = Option<(u16, &'static str)>;
+
 /// The sending half of a connection, shared by its tasks.
 ///
 /// Bytes queued for the client are counted. Subscriptions send with
 /// [`Outbox::send_paced`]: above `limit` they wait for the client to catch
-/// up, and a client that does not within `slow_timeout` is closed as a slow
+/// up, and a client that does not within `slow_timeout` is cut as a slow
 /// consumer. Replies (acks, errors, pongs) are small and sent at once, but a
-/// queue past twice the limit closes the connection too, so the server never
-/// buffers without bound.
+/// queue past twice the limit cuts the connection too, so the server never
+/// buffers without bound. A cut drops what is queued, sends the close frame
+/// (4002) and ends the connection.
 #[derive(Clone)]
 struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
-    queued: Arc<AtomicUsize>,
-    drained: Arc<Notify>,
+    queued: Arc<Queued>,
+    cut: Arc<watch::Sender<Cut>>,
     limit: usize,
     slow_timeout: Duration,
+}
+
+/// Bytes queued for one client, mirrored in the server-wide gauge
+/// (`ws_queued_bytes`) until the connection is gone.
+struct Queued {
+    bytes: AtomicUsize,
+    drained: Notify,
+    gauge: Gauge,
+}
+
+impl Queued {
+    fn add(&self, n: usize) -> usize {
+        self.gauge.inc_by(n as i64);
+        self.bytes.fetch_add(n, Ordering::AcqRel) + n
+    }
+
+    fn sub(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.gauge.dec_by(n as i64);
+        self.drained.notify_waiters();
+    }
+
+    fn get(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // Frames never written (the client went away) leave the gauge too.
+        self.gauge.dec_by(*self.bytes.get_mut() as i64);
+    }
 }
 
 /// The client is gone or was closed as a slow consumer.
@@ -92,32 +170,106 @@ impl Outbox {
     fn send(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
         let json = msg.to_json();
         let len = json.len();
-        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
-        if queued > self.limit.saturating_mul(2) {
-            self.close(close::SLOW_CONSUMER, "slow consumer: resume from your offsets");
+        if self.queued.add(len) > self.limit.saturating_mul(2) {
+            self.queued.sub(len);
+            self.slow_consumer();
             return Err(Disconnected);
         }
-        self.tx.send(Out::Frame(json)).map_err(|_| Disconnected)
+        self.tx.send(Out::Frame(json)).map_err(|e| {
+            if let Out::Frame(json) = e.0 {
+                self.queued.sub(json.len());
+            }
+            Disconnected
+        })
     }
 
     async fn send_paced(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
         let deadline = Instant::now() + self.slow_timeout;
         loop {
-            let drained = self.drained.notified();
-            if self.queued.load(Ordering::Acquire) <= self.limit {
+            let drained = self.queued.drained.notified();
+            if self.queued.get() <= self.limit {
                 break;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                self.close(close::SLOW_CONSUMER, "slow consumer: resume from your offsets");
+                self.slow_consumer();
                 return Err(Disconnected);
             }
         }
         self.send(msg)
     }
 
+    /// Closes the connection after the frames already queued.
     fn close(&self, code: u16, reason: &'static str) {
         let _ = self.tx.send(Out::Close(code, reason));
     }
+
+    /// Cuts the connection at once: queued frames are dropped (the client
+    /// resumes from its offsets), the close frame 4002 goes out.
+    fn slow_consumer(&self) {
+        self.cut.send_if_modified(|cut| {
+            let first = cut.is_none();
+            if first {
+                *cut = Some((close::SLOW_CONSUMER, "slow consumer: resume from your offsets"));
+            }
+            first
+        });
+    }
+}
+
+/// Sends what the connection's tasks queue, in order, until a close frame,
+/// a cut, or the client going away. Bytes never sent leave the count.
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    queued: Arc<Queued>,
+    cut: Arc<watch::Sender<Cut>>,
+    stopping: watch::Receiver<bool>,
+) {
+    let mut cut = cut.subscribe();
+    let close = loop {
+        let out = tokio::select! {
+            biased;
+            why = cut.wait_for(Option::is_some) => break why.ok().and_then(|why| *why),
+            out = rx.recv() => out,
+        };
+        match out {
+            // Every sender is gone: on a shutdown, that is after the last
+            // append read was answered.
+            None if *stopping.borrow() => break Some((close::GOING_AWAY, "server shutting down")),
+            None => break None,
+            Some(Out::Close(code, reason)) => break Some((code, reason)),
+            Some(Out::Frame(json)) => {
+                let len = json.len();
+                // A client that stopped reading blocks this send; a cut
+                // must not wait for it.
+                let sent = tokio::select! {
+                    biased;
+                    why = cut.wait_for(Option::is_some) => Err(why.ok().and_then(|why| *why)),
+                    sent = sink.send(WsMessage::Text(Utf8Bytes::from(json))) => Ok(sent.is_ok()),
+                };
+                queued.sub(len);
+                match sent {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(why) => break why,
+                }
+            }
+        }
+    };
+    rx.close();
+    while let Ok(out) = rx.try_recv() {
+        if let Out::Frame(json) = out {
+            queued.sub(json.len());
+        }
+    }
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
 
 fn error_frame(sub: Option<&str>, req: Option<&str>, code: ErrorCode, message: impl Into<String>) -> ServerMsg {
@@ -156,64 +308,40 @@ fn store_error_message(e: &StoreError) -> String {
     }
 }
 
-async fn run(state: AppState, socket: WebSocket) {
+async fn run(state: AppState, socket: WebSocket, ip_slot: Option<Slot<std::net::IpAddr>>) {
+    let _open = state.metrics.connection(ConnectionKind::WebSocket);
+    let _ip_slot = ip_slot;
     // Listen for shutdown and the test hook before anything is sent, so a
     // client that has seen `hello` is sure to be covered.
     let mut shutdown = state.shutdown.clone();
     let mut cut = state.cut_connections.subscribe();
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::unbounded_channel::<Out>();
     let outbox = Outbox {
         tx,
-        queued: Arc::new(AtomicUsize::new(0)),
-        drained: Arc::new(Notify::new()),
+        queued: Arc::new(Queued {
+            bytes: AtomicUsize::new(0),
+            drained: Notify::new(),
+            gauge: state.metrics.ws_queued_bytes(),
+        }),
+        cut: Arc::new(watch::channel(None).0),
         limit: state.config.ws_max_queued_bytes,
         slow_timeout: state.config.ws_slow_consumer_timeout,
     };
-    let writer = {
-        let queued = outbox.queued.clone();
-        let drained = outbox.drained.clone();
-        let stopping = state.shutdown.clone();
-        tokio::spawn(async move {
-            let close_frame = |code, reason| {
-                WsMessage::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                }))
-            };
-            let mut ended = false;
-            while let Some(out) = rx.recv().await {
-                match out {
-                    Out::Frame(json) => {
-                        let len = json.len();
-                        let sent = sink.send(WsMessage::Text(Utf8Bytes::from(json))).await;
-                        queued.fetch_sub(len, Ordering::AcqRel);
-                        drained.notify_waiters();
-                        if sent.is_err() {
-                            ended = true;
-                            break;
-                        }
-                    }
-                    Out::Close(code, reason) => {
-                        let _ = sink.send(close_frame(code, reason)).await;
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-            // Every sender is gone: on a shutdown, that is after the last
-            // queued append was answered.
-            if !ended && *stopping.borrow() {
-                let _ = sink.send(close_frame(close::GOING_AWAY, "server shutting down")).await;
-            }
-            let _ = sink.close().await;
-        })
-    };
+    let mut writer = tokio::spawn(write_frames(
+        sink,
+        rx,
+        outbox.queued.clone(),
+        outbox.cut.clone(),
+        state.shutdown.clone(),
+    ));
+    let mut cut_off = outbox.cut.subscribe();
 
     let _ = outbox.send(&ServerMsg::Hello {
         heartbeat_ms: state.config.ws_heartbeat.as_millis() as u64,
         max_frame_bytes: state.config.ws_max_frame_bytes as u64,
     });
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
     let mut conn = Connection {
         access: match state.config.auth {
             AuthMode::None => Access::Open,
@@ -223,21 +351,42 @@ async fn run(state: AppState, socket: WebSocket) {
         state: state.clone(),
         outbox: outbox.clone(),
         subs: HashMap::new(),
+        next_serial: 0,
+        ended: ended_tx,
         appends: None,
+        permit: None,
+        principal_slot: None,
+        close_with: None,
     };
+    // One permit per append in flight: the socket is read only while one is
+    // free (backpressure).
+    let inflight = Arc::new(Semaphore::new(state.config.limits.ws_inflight_appends.max(1)));
     let mut heartbeat = tokio::time::interval(state.config.ws_heartbeat);
     heartbeat.tick().await;
     let mut last_seen = Instant::now();
     let mut abrupt = false;
     loop {
         tokio::select! {
-            frame = stream.next() => {
+            permit = inflight.clone().acquire_owned(), if conn.permit.is_none() => {
+                let Ok(permit) = permit else { break };
+                conn.permit = Some(permit);
+                // The client was not heard while the server did not read.
+                last_seen = Instant::now();
+            }
+            frame = stream.next(), if conn.permit.is_some() => {
                 let Some(Ok(frame)) = frame else { break };
                 last_seen = Instant::now();
                 match frame {
                     WsMessage::Text(text) => {
                         if conn.handle_text(text.as_str()).is_err() {
                             break;
+                        }
+                        if let Some((code, reason)) = conn.close_with.take() {
+                            outbox.close(code, reason);
+                            break;
+                        }
+                        if conn.permit.is_none() && inflight.available_permits() == 0 {
+                            state.metrics.ws_backpressure();
                         }
                     }
                     WsMessage::Binary(_) => {
@@ -254,8 +403,10 @@ async fn run(state: AppState, socket: WebSocket) {
                 outbox.close(close::TOKEN_EXPIRED, "token expired: send a fresh one in an auth frame, or reconnect with it");
                 break;
             }
+            Some((sub, serial)) = ended.recv() => conn.reap(&sub, serial),
+            _ = cut_off.wait_for(Option::is_some) => break,
             _ = heartbeat.tick() => {
-                if last_seen.elapsed() > state.config.ws_heartbeat_timeout {
+                if conn.permit.is_some() && last_seen.elapsed() > state.config.ws_heartbeat_timeout {
                     outbox.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                     break;
                 }
@@ -274,7 +425,7 @@ async fn run(state: AppState, socket: WebSocket) {
             }
         }
     }
-    for (_, (_, task)) in conn.subs.drain() {
+    for (_, Sub { task, .. }) in conn.subs.drain() {
         task.abort();
     }
     drop(conn);
@@ -283,8 +434,10 @@ async fn run(state: AppState, socket: WebSocket) {
         // As a network failure would: no close frame, the TCP connection just ends.
         writer.abort();
         drop(stream);
+    } else if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
+        // A client that never reads gets no more time than that.
+        writer.abort();
     } else {
-        let _ = writer.await;
         // The closing handshake: read (and drop) what the client still
         // sends until its close frame, so that the socket is not torn down
         // with unread data — which resets the connection and can cost the
@@ -306,6 +459,17 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
+/// A live subscription: its stream, its task, and a serial number telling
+/// it apart from a later subscription with the same `sub` id.
+struct Sub {
+    path: String,
+    task: JoinHandle<()>,
+    serial: u64,
+}
+
+/// A write to apply, with the in-flight place it holds until it is answered.
+type Write = (ClientMsg, Option<OwnedSemaphorePermit>);
+
 struct Connection {
     state: AppState,
     outbox: Outbox,
@@ -314,12 +478,23 @@ struct Connection {
     /// When the connection is closed with 4003 unless a fresh token comes:
     /// the token's expiry plus the grace period.
     close_at: Option<Instant>,
-    /// Live subscriptions by `sub` id: the stream path and the task.
-    subs: HashMap<String, (String, JoinHandle<()>)>,
+    /// Live subscriptions by `sub` id (at most `limits.ws_subscriptions`).
+    subs: HashMap<String, Sub>,
+    next_serial: u64,
+    /// Where subscription tasks that end by themselves say so, so that
+    /// they stop counting against the limit.
+    ended: mpsc::UnboundedSender<(String, u64)>,
     /// The append worker, started by the first write (read-only clients
     /// never pay for it).
     /// (Only `create` and `append` frames go there.)
-    appends: Option<mpsc::UnboundedSender<ClientMsg>>,
+    appends: Option<mpsc::UnboundedSender<Write>>,
+    /// The in-flight place the next frame may take if it is a write; the
+    /// socket is read only while the connection holds one.
+    permit: Option<OwnedSemaphorePermit>,
+    /// This connection's place among its principal's (`ws_per_principal`).
+    principal_slot: Option<Slot<String>>,
+    /// Set when the connection must close after the current frame.
+    close_with: Option<(u16, &'static str)>,
 }
 
 impl Connection {
@@ -350,7 +525,7 @@ impl Connection {
         match msg {
             ClientMsg::Subscribe { sub, path, offset } => self.subscribe(sub, path, &offset),
             ClientMsg::Unsubscribe { sub } => match self.subs.remove(&sub) {
-                Some((_, task)) => {
+                Some(Sub { task, .. }) => {
                     task.abort();
                     self.outbox.send(&ServerMsg::Unsubscribed { sub })
                 }
@@ -363,7 +538,12 @@ impl Connection {
             },
             mut write @ (ClientMsg::Create { .. } | ClientMsg::Append { .. }) => match self.authorize_write(&mut write)
             {
-                Ok(()) => self.enqueue(write),
+                Ok(()) => {
+                    // The write holds the connection's in-flight place until
+                    // it is answered; the next frame waits for another.
+                    let permit = self.permit.take();
+                    self.enqueue(write, permit)
+                }
                 Err(refusal) => self.outbox.send(&refusal),
             },
             ClientMsg::Ping { t } => self.outbox.send(&ServerMsg::Pong { t }),
@@ -400,6 +580,17 @@ impl Connection {
                 .outbox
                 .send(&error_frame(None, req.as_deref(), ErrorCode::Forbidden, message));
         }
+        if self.principal_slot.is_none() {
+            let Some(slot) = self.state.occupancy.ws_per_principal.try_take(principal.sub.clone()) else {
+                self.state.metrics.limit_hit(ErrorCode::TooManyConnections);
+                self.close_with = Some((
+                    close::TOO_MANY_CONNECTIONS,
+                    "too_many_connections: this principal holds as many connections as allowed",
+                ));
+                return Ok(());
+            };
+            self.principal_slot = Some(slot);
+        }
         self.close_at = Some(expiry_instant(&principal) + self.state.config.auth_grace);
         let reply = ServerMsg::Authed {
             req,
@@ -410,12 +601,12 @@ impl Connection {
         let revoked: Vec<String> = self
             .subs
             .iter()
-            .filter(|(_, (path, task))| !task.is_finished() && self.access.check(path, Right::Read).is_err())
+            .filter(|(_, s)| !s.task.is_finished() && self.access.check(&s.path, Right::Read).is_err())
             .map(|(sub, _)| sub.clone())
             .collect();
         self.outbox.send(&reply)?;
         for sub in revoked {
-            if let Some((path, task)) = self.subs.remove(&sub) {
+            if let Some(Sub { path, task, .. }) = self.subs.remove(&sub) {
                 task.abort();
                 let message = format!("the new token does not cover {path}");
                 self.outbox
@@ -459,22 +650,41 @@ impl Connection {
         }
     }
 
-    fn enqueue(&mut self, req: ClientMsg) -> Result<(), Disconnected> {
+    fn enqueue(&mut self, req: ClientMsg, permit: Option<OwnedSemaphorePermit>) -> Result<(), Disconnected> {
         let (state, outbox) = (&self.state, &self.outbox);
         self.appends
             .get_or_insert_with(|| spawn_append_worker(state.clone(), outbox.clone()))
-            .send(req)
+            .send((req, permit))
             .map_err(|_| Disconnected)
     }
 
+    /// Forgets a subscription whose task ended by itself (unless `sub` is
+    /// now a later subscription).
+    fn reap(&mut self, sub: &str, serial: u64) {
+        if self.subs.get(sub).is_some_and(|s| s.serial == serial) {
+            self.subs.remove(sub);
+        }
+    }
+
     fn subscribe(&mut self, sub: String, path: String, offset: &str) -> Result<(), Disconnected> {
-        if self.subs.get(&sub).is_some_and(|(_, t)| !t.is_finished()) {
+        if self.subs.get(&sub).is_some_and(|s| !s.task.is_finished()) {
             return self.outbox.send(&error_frame(
                 Some(&sub),
                 None,
                 ErrorCode::DuplicateSub,
                 "this sub id is already subscribed",
             ));
+        }
+        let limit = self.state.config.limits.ws_subscriptions;
+        if self.subs.len() >= limit && !self.subs.contains_key(&sub) {
+            self.state.metrics.limit_hit(ErrorCode::TooManySubscriptions);
+            let message = format!(
+                "this connection holds {limit} subscriptions, the most allowed (--max-subscriptions-per-socket): \
+                 unsubscribe from one first"
+            );
+            return self
+                .outbox
+                .send(&error_frame(Some(&sub), None, ErrorCode::TooManySubscriptions, message));
         }
         if let Err(e) = validate_path(&path) {
             return self
@@ -492,15 +702,23 @@ impl Connection {
                     .send(&error_frame(Some(&sub), None, ErrorCode::BadOffset, e.to_string()));
             }
         };
-        let task = tokio::spawn(deliver(
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let delivery = deliver(
             self.state.storage.clone(),
             self.state.config.max_read_bytes,
             self.outbox.clone(),
             sub.clone(),
             path.clone(),
             from,
-        ));
-        self.subs.insert(sub, (path, task));
+        );
+        let (ended, counted, id) = (self.ended.clone(), self.state.metrics.subscription(), sub.clone());
+        let task = tokio::spawn(async move {
+            let _counted = counted;
+            delivery.await;
+            let _ = ended.send((id, serial));
+        });
+        self.subs.insert(sub, Sub { path, task, serial });
         Ok(())
     }
 }
@@ -595,10 +813,14 @@ async fn deliver(
 
 /// Applies creates and appends one after another, in arrival order, so a
 /// producer's pipelined appends keep their sequence.
-fn spawn_append_worker(state: AppState, outbox: Outbox) -> mpsc::UnboundedSender<ClientMsg> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<ClientMsg>();
+///
+/// The queue is unbounded as a channel but holds at most
+/// `limits.ws_inflight_appends` writes: each carries one of the
+/// connection's in-flight permits, released once it is answered.
+fn spawn_append_worker(state: AppState, outbox: Outbox) -> mpsc::UnboundedSender<Write> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
     tokio::spawn(async move {
-        while let Some(req) = rx.recv().await {
+        while let Some((req, _permit)) = rx.recv().await {
             let reply = match req {
                 ClientMsg::Create {
                     req,

@@ -27,6 +27,7 @@ use super::{
     StreamInfo,
 };
 use crate::changes::{ChangeFeed, ChangeHub, Published};
+use crate::metrics::Metrics;
 use crate::offset::{Lineage, MAX_POSITION, Pos, Position, StartAt, Unresolved};
 
 /// Most mutations applied in one transaction.
@@ -405,6 +406,7 @@ struct Writer {
     conn: Connection,
     jobs: mpsc::Receiver<Job>,
     hub: ChangeHub,
+    metrics: Metrics,
 }
 
 impl Writer {
@@ -422,6 +424,7 @@ impl Writer {
     }
 
     fn apply(&self, batch: Vec<Job>) {
+        let began = std::time::Instant::now();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "cannot begin a transaction");
             // The jobs are dropped unanswered; their callers see an internal error.
@@ -447,6 +450,7 @@ impl Writer {
             }
         }
         let committed = self.conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        self.metrics.committed(began.elapsed());
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -513,18 +517,70 @@ pub struct SqliteStorage {
     inner: Arc<Inner>,
 }
 
+/// How a [`SqliteStorage`] is set up besides its directory.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    /// Wakes live readers (with its bounds on recent appends).
+    pub hub: ChangeHub,
+    /// Where appends and commit times are counted.
+    pub metrics: Metrics,
+    /// Reads run at once, each on a pooled read-only connection and a
+    /// blocking thread (`--max-sqlite-readers`); more wait their turn. This
+    /// bounds the threads and connections (each with its page cache) that a
+    /// burst of reads — thousands of subscribes at once — can start.
+    pub max_readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            hub: ChangeHub::new(),
+            metrics: Metrics::new(),
+            max_readers: DEFAULT_MAX_READERS,
+        }
+    }
+}
+
+/// Default of [`SqliteOptions::max_readers`].
+pub const DEFAULT_MAX_READERS: usize = 16;
+
 struct Inner {
     db_path: PathBuf,
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read running (`max_readers`).
+    reading: Arc<tokio::sync::Semaphore>,
     touches: Arc<Touches>,
     hub: ChangeHub,
+    metrics: Metrics,
 }
 
 impl SqliteStorage {
     /// Opens (creating if needed) the database in `dir` and starts the
     /// writer thread. Must be called inside a Tokio runtime.
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with(dir, SqliteOptions::default())
+    }
+
+    /// [`SqliteStorage::open`] with [`SqliteOptions`]: the change hub (and
+    /// its bounds), the metrics, how many reads run at once.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use durable_session_server::{changes::{ChangeHub, RecentLimits}, metrics::Metrics};
+    /// use durable_session_server::storage::sqlite::{SqliteOptions, SqliteStorage};
+    /// let metrics = Metrics::new();
+    /// let hub = ChangeHub::with_limits(RecentLimits::default(), metrics.clone());
+    /// let options = SqliteOptions { hub, metrics, max_readers: 8 };
+    /// let storage = SqliteStorage::open_with(std::path::Path::new(".data"), options)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open_with(dir: &Path, options: SqliteOptions) -> StoreResult<Self> {
+        let SqliteOptions {
+            hub,
+            metrics,
+            max_readers,
+        } = options;
         std::fs::create_dir_all(dir).map_err(|e| internal(format!("cannot create data dir {}: {e}", dir.display())))?;
         let db_path = dir.join("streams.sqlite3");
         let conn = open_connection(&db_path, false)
@@ -532,11 +588,11 @@ impl SqliteStorage {
         conn.execute_batch(SCHEMA).map_err(internal)?;
         migrate(&conn).map_err(|e| internal(format!("cannot migrate {}: {e}", db_path.display())))?;
         let (tx, rx) = mpsc::channel();
-        let hub = ChangeHub::new();
         let writer = Writer {
             conn,
             jobs: rx,
             hub: hub.clone(),
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -547,8 +603,10 @@ impl SqliteStorage {
                 db_path,
                 jobs: tx,
                 readers: Mutex::default(),
+                reading: Arc::new(tokio::sync::Semaphore::new(max_readers.max(1))),
                 touches: Arc::default(),
                 hub,
+                metrics,
             }),
         };
         storage.spawn_housekeeping();
@@ -616,7 +674,17 @@ impl SqliteStorage {
         op: impl FnOnce(&Connection, &Touches) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let inner = self.inner.clone();
+        // The permit goes with the blocking work: a caller that gives up
+        // does not free the place while the read still runs.
+        let permit = self
+            .inner
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| internal("storage is closing"))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let pooled = inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match pooled {
                 Some(conn) => conn,
@@ -1002,8 +1070,14 @@ impl Storage for SqliteStorage {
 
     async fn append(&self, req: Append) -> StoreResult<Appended> {
         let touches = self.inner.touches.clone();
-        self.write(move |conn, effects| append(conn, &touches, req, effects))
-            .await
+        let (started, bytes) = (std::time::Instant::now(), req.body.len());
+        let result = self
+            .write(move |conn, effects| append(conn, &touches, req, effects))
+            .await;
+        if result.as_ref().is_ok_and(|a| !a.duplicate) {
+            self.inner.metrics.appended(bytes, started.elapsed());
+        }
+        result
     }
 
     async fn read(&self, req: Read) -> StoreResult<Chunk> {

@@ -10,6 +10,8 @@ use durable_session_server::config::ServerConfig;
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
+    /// The server's metrics (what `/metrics` serves).
+    pub metrics: durable_session_server::metrics::Metrics,
     /// The data directory, when the server owns it (`None` with [`TestServer::start_in`]).
     _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -35,6 +37,7 @@ impl TestServer {
     /// another one on the same directory to test a restart.
     pub async fn start_in(data_dir: &std::path::Path, config: ServerConfig) -> Self {
         let server = Server::open(data_dir, config).expect("open storage");
+        let metrics = server.metrics();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -44,6 +47,7 @@ impl TestServer {
         Self {
             base,
             client: reqwest::Client::new(),
+            metrics,
             _dir: None,
             stop: Some(stop),
         }
