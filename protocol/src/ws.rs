@@ -785,6 +785,28 @@ mod tests {
     }
 
     #[test]
+    fn a_deeply_nested_payload_leaves_the_frame_readable() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let frame = format!(r#"{{"op":"append","req":"r1","path":"p","data":{deep}}}"#);
+        let ClientMsg::Append {
+            req,
+            payload: Some(Payload::Json(raw)),
+            ..
+        } = ClientMsg::parse(&frame).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((req.as_str(), raw.len()), ("r1", deep.len()));
+        let events = format!(
+            r#"{{"op":"events","sub":"s","messages":[{{"offset":"1","data":{deep}}},{{"offset":"2","data":{{"type":"x"}}}}],"next":"2"}}"#
+        );
+        let ServerMsg::Events { messages, .. } = ServerMsg::parse(&events).unwrap() else {
+            panic!()
+        };
+        assert_eq!(messages[1].payload, Payload::Json(r#"{"type":"x"}"#.into()));
+    }
+
+    #[test]
     fn unknown_fields_are_ignored() {
         let f = ClientMsg::parse(r#"{"op":"ping","t":1,"future":"field"}"#).unwrap();
         assert_eq!(f, ClientMsg::Ping { t: Some(1) });
