@@ -122,23 +122,6 @@ fn error_frame(sub: Option<&str>, req: Option<&str>, code: ErrorCode, message: i
     }
 }
 
-fn store_error_code(e: &StoreError) -> ErrorCode {
-    match e {
-        StoreError::NotFound | StoreError::ForkSourceNotFound => ErrorCode::NotFound,
-        StoreError::Gone => ErrorCode::Gone,
-        StoreError::Closed { .. } => ErrorCode::Closed,
-        StoreError::ContentTypeMismatch { .. }
-        | StoreError::ConfigMismatch(_)
-        | StoreError::SeqRegression { .. }
-        | StoreError::ForkSourceGone => ErrorCode::Conflict,
-        StoreError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
-        StoreError::SeqGap { .. } => ErrorCode::SeqGap,
-        StoreError::BadRequest(_) => ErrorCode::BadRequest,
-        StoreError::OffsetBeyondTail => ErrorCode::BadOffset,
-        StoreError::Internal(_) => ErrorCode::Internal,
-    }
-}
-
 fn store_error_message(e: &StoreError) -> String {
     match e {
         StoreError::Internal(detail) => {
@@ -531,12 +514,7 @@ async fn deliver(
         {
             Ok(chunk) => chunk,
             Err(e) => {
-                let _ = outbox.send(&error_frame(
-                    Some(&sub),
-                    None,
-                    store_error_code(&e),
-                    store_error_message(&e),
-                ));
+                let _ = outbox.send(&error_frame(Some(&sub), None, e.code(), store_error_message(&e)));
                 return;
             }
         };
@@ -620,7 +598,7 @@ async fn create(state: &AppState, req: String, path: String, content_type: Optio
                 closed: created.info.closed,
             }
         }
-        Err(e) => error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e)),
+        Err(e) => error_frame(None, Some(&req), e.code(), store_error_message(&e)),
     }
 }
 
@@ -643,7 +621,7 @@ async fn append(
             let info = match state.storage.head(&path).await {
                 Ok(info) => info,
                 Err(e) => {
-                    return error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e));
+                    return error_frame(None, Some(&req), e.code(), store_error_message(&e));
                 }
             };
             let body = match other {
@@ -709,6 +687,6 @@ async fn append(
             duplicate: appended.duplicate,
             closed: appended.info.closed,
         },
-        Err(e) => error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e)),
+        Err(e) => error_frame(None, Some(&req), e.code(), store_error_message(&e)),
     }
 }
