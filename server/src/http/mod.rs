@@ -5,6 +5,7 @@
 //! CORS and browser-security headers ([`common_headers`]).
 
 pub mod access;
+pub mod body;
 mod error;
 pub mod headers;
 mod read;

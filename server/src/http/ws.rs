@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use durable_session_protocol::json::{self, MAX_MESSAGE_DEPTH};
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
@@ -301,6 +302,10 @@ impl Connection {
             let (sub, req) = msg.ids();
             return self.outbox.send(&error_frame(sub, req, ErrorCode::TooLarge, message));
         }
+        if let Err(message) = check_nesting(text, &msg) {
+            let (sub, req) = msg.ids();
+            return self.outbox.send(&error_frame(sub, req, ErrorCode::BadRequest, message));
+        }
         match msg {
             ClientMsg::Subscribe { sub, path, offset } => self.subscribe(sub, path, &offset),
             ClientMsg::Unsubscribe { sub } => match self.subs.remove(&sub) {
@@ -456,6 +461,26 @@ impl Connection {
         ));
         self.subs.insert(sub, (path, task));
         Ok(())
+    }
+}
+
+/// Bounds nesting as over HTTP, before anything is done with the frame: a
+/// frame nests at most [`MAX_MESSAGE_DEPTH`] + 2 levels (the frame, a batch
+/// array, its messages), and an append's messages at most
+/// [`MAX_MESSAGE_DEPTH`] ([`rules::json_text`], the rule of HTTP bodies).
+fn check_nesting(text: &str, msg: &ClientMsg) -> Result<(), String> {
+    json::check_depth(text, MAX_MESSAGE_DEPTH + 2).map_err(|e| {
+        format!(
+            "frame nested too deep: a message may nest at most {MAX_MESSAGE_DEPTH} arrays and objects (byte {})",
+            e.offset
+        )
+    })?;
+    match msg {
+        ClientMsg::Append {
+            payload: Some(Payload::Json(data)),
+            ..
+        } => rules::json_text(data.as_bytes()).map(drop).map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }
 
