@@ -144,7 +144,7 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                 Some(SubscriptionEvent::Messages(messages)) => {
                     for m in messages {
                         let Payload::Json(raw) = m.payload else { continue };
-                        let Ok(event) = SessionEvent::parse(&raw) else { continue };
+                        let Some(event) = state.read(&raw) else { continue };
                         if let Some((run_id, control)) = state.apply(&event)
                             && let Some(run) = runs.get(&run_id)
                         {
