@@ -264,3 +264,23 @@ async fn an_oversized_body_gets_a_readable_413_over_reqwest() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(read(&s, "big").await.0.len(), before.0.len() + LIMIT);
 }
+
+/// Found by tests/fuzz.rs: a frame past the hard limit (the larger of
+/// `max_body_bytes` and `ws_max_frame_bytes`) ended the connection without
+/// the close code 1009 that `docs/protocol.md` §3.1 promises.
+#[tokio::test]
+async fn a_frame_past_the_hard_limit_closes_the_socket_with_1009() {
+    let s = TestServer::start_with(ServerConfig {
+        max_body_bytes: LIMIT,
+        ws_max_frame_bytes: LIMIT / 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(&s.base).await;
+    c.send_raw(&format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(LIMIT)))
+        .await;
+    assert_eq!(
+        c.closed().await,
+        Some(durable_session_protocol::ws::close::MESSAGE_TOO_BIG)
+    );
+}

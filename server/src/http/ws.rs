@@ -198,7 +198,14 @@ async fn run(state: AppState, socket: WebSocket) {
     loop {
         tokio::select! {
             frame = stream.next() => {
-                let Some(Ok(frame)) = frame else { break };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) if past_hard_limit(&e) => {
+                        outbox.close(close::MESSAGE_TOO_BIG, "frame larger than the server accepts");
+                        break;
+                    }
+                    _ => break,
+                };
                 last_seen = Instant::now();
                 match frame {
                     WsMessage::Text(text) => {
@@ -251,6 +258,14 @@ async fn run(state: AppState, socket: WebSocket) {
     } else {
         let _ = writer.await;
     }
+}
+
+/// Whether the WebSocket layer refused a frame for its size (the hard
+/// limit): the connection then ends with 1009.
+fn past_hard_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// Completes at `at`, or never.
