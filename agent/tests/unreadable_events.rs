@@ -97,7 +97,7 @@ async fn poisoned_session(dir: &std::path::Path) -> Running {
 }
 
 fn client(base: &str) -> Client {
-    Client::connect(NativeOptions::new(&format!("{}/v1/ws", base.replacen("http", "ws", 1))))
+    Client::connect(NativeOptions::new(format!("{}/v1/ws", base.replacen("http", "ws", 1))))
 }
 
 /// Folds the session until `done` holds (10 s at most).

@@ -102,10 +102,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The request-logging layer.
+type RequestLog = TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request<Body>) -> tracing::Span, ()>;
+
 /// One log line per request (`RUST_LOG=tower_http=debug`): method, path,
 /// status and latency. Never the query string or a header, so no token
 /// reaches the logs.
-fn request_log() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request<Body>) -> tracing::Span, ()> {
+fn request_log() -> RequestLog {
     TraceLayer::new_for_http()
         .make_span_with(request_span as fn(&Request<Body>) -> tracing::Span)
         .on_request(())
