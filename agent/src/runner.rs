@@ -225,7 +225,7 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                     let now = Instant::now();
                     for m in messages {
                         let Payload::Json(raw) = m.payload else { continue };
-                        let Ok(event) = SessionEvent::parse(&raw) else { continue };
+                        let Some(event) = state.read(&raw) else { continue };
                         match &event {
                             SessionEvent::RunStarted { run_id, agent, in_reply_to } => {
                                 if let Some(claim) = claims.remove(in_reply_to) {

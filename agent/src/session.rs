@@ -27,9 +27,40 @@ pub struct SessionState {
     waiting: Vec<Question>,
     /// Runs started (by any agent) and not finished, with their agent.
     open_runs: HashMap<String, String>,
+    /// Messages skipped because they are no session event this agent can
+    /// read.
+    skipped: u64,
 }
 
 impl SessionState {
+    /// Reads one delivered message as a session event. A message this agent
+    /// cannot read — another writer's unknown type, a malformed event, a
+    /// string, a value nested too deep — is skipped: counted, logged, and
+    /// the session goes on.
+    ///
+    /// ```
+    /// use durable_session_agent::session::SessionState;
+    /// let mut s = SessionState::default();
+    /// assert!(s.read(r#"{"type":5}"#).is_none());
+    /// assert!(s.read(r#"{"type":"cancel","run_id":"r1","by":"ada"}"#).is_some());
+    /// assert_eq!(s.skipped(), 1);
+    /// ```
+    pub fn read(&mut self, message: &str) -> Option<SessionEvent> {
+        match SessionEvent::parse(message) {
+            Ok(event) => Some(event),
+            Err(e) => {
+                self.skipped += 1;
+                tracing::warn!(error = %e, skipped = self.skipped, "skipping a message that is no session event this agent can read");
+                None
+            }
+        }
+    }
+
+    /// How many messages [`SessionState::read`] skipped.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
     /// Folds one event. Returns a control for a run, if the event is one.
     pub fn apply(&mut self, event: &SessionEvent) -> Option<(String, Control)> {
         match event {

@@ -5,8 +5,16 @@
 //! framework costs more bytes than everything else together. Frames and
 //! session events have a small, fixed shape, so they are read and written
 //! with this module instead (the server validates arbitrary JSON bodies with
-//! `serde_json`). The parser follows RFC 8259 strictly and limits nesting
-//! depth.
+//! `serde_json`). The parser follows RFC 8259 strictly. It breaks values down
+//! to [`MAX_PARSE_DEPTH`] levels of nesting; a container nested deeper is
+//! still checked, without recursion, and kept whole ([`Value::TooDeep`]), so
+//! no input can exhaust the stack and one deep value never makes the text
+//! around it unreadable.
+//!
+//! Depth limits: a message stored in a stream nests at most
+//! [`MAX_MESSAGE_DEPTH`] arrays and objects (the server refuses deeper ones,
+//! [`check_depth`]), so it is broken down whole by this parser even inside a
+//! frame, and by any parser with the common limit of 128 (`serde_json`).
 //!
 //! ```
 //! use durable_session_protocol::json::{parse, Obj};
@@ -21,8 +29,21 @@
 
 use std::borrow::Cow;
 
-/// Deepest nesting accepted.
-const MAX_DEPTH: usize = 128;
+/// Deepest nesting this parser breaks down into [`Value`]s: a container
+/// nested deeper (at depth 128 or more, the top-level value being at depth 0)
+/// is checked and kept whole as [`Value::TooDeep`].
+pub const MAX_PARSE_DEPTH: usize = 128;
+
+/// Deepest nesting of arrays and objects a message (one JSON value stored in
+/// a JSON-mode stream) may have; the server refuses deeper ones with `400` /
+/// `bad_request`. Half of [`MAX_PARSE_DEPTH`]: a message is broken down whole
+/// even inside an `events` frame (three levels down) or an app's own
+/// envelope, and by every reader whose parser stops at 128 levels (this one,
+/// `serde_json`).
+pub const MAX_MESSAGE_DEPTH: usize = 64;
+
+/// The message of the error [`check_depth`] returns.
+const TOO_DEEP: &str = "nesting too deep";
 
 /// A parsed value.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +56,9 @@ pub enum Value<'a> {
     Array(Vec<Json<'a>>),
     /// Members in document order.
     Object(Vec<(Cow<'a, str>, Json<'a>)>),
+    /// An array or object nested [`MAX_PARSE_DEPTH`] levels deep: valid
+    /// JSON, kept whole (its text is [`Json::raw`]) but not broken down.
+    TooDeep,
 }
 
 /// A value and the exact text it was parsed from.
@@ -59,6 +83,59 @@ impl std::fmt::Display for JsonError {
 }
 
 impl std::error::Error for JsonError {}
+
+impl JsonError {
+    /// Whether this is the error of [`check_depth`]: valid JSON, nested
+    /// too deep.
+    pub fn is_too_deep(&self) -> bool {
+        self.message == TOO_DEEP
+    }
+}
+
+/// Checks that the JSON text `text` nests at most `max` arrays and objects
+/// (`1` has depth 0, `[]` 1, `{"a":[1]}` 2), in one pass without recursion
+/// or allocation. It only counts brackets outside strings: it says nothing
+/// about whether `text` is JSON.
+///
+/// ```
+/// use durable_session_protocol::json::check_depth;
+/// assert!(check_depth(r#"{"a":[1,"]]]["]}"#, 2).is_ok());
+/// let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+/// let e = check_depth(&deep, 64).unwrap_err();
+/// assert!(e.is_too_deep());
+/// assert_eq!(e.offset, 64);
+/// ```
+pub fn check_depth(text: &str, max: usize) -> Result<(), JsonError> {
+    let mut depth = 0usize;
+    let mut bytes = text.bytes().enumerate();
+    while let Some((i, c)) = bytes.next() {
+        match c {
+            b'"' => {
+                while let Some((_, c)) = bytes.next() {
+                    match c {
+                        b'\\' => {
+                            bytes.next();
+                        }
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(JsonError {
+                        offset: i,
+                        message: TOO_DEEP,
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// Parses a text holding exactly one JSON value (surrounding whitespace allowed).
 pub fn parse(text: &str) -> Result<Json<'_>, JsonError> {
@@ -113,25 +190,103 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("nesting too deep"));
-        }
         let start = self.i;
         let value = match self.b.get(self.i) {
-            None => return Err(self.err("unexpected end")),
+            Some(b'{' | b'[') if depth >= MAX_PARSE_DEPTH => {
+                self.skip_container()?;
+                Value::TooDeep
+            }
             Some(b'{') => self.object(depth)?,
             Some(b'[') => self.array(depth)?,
-            Some(b'"') => Value::String(self.string()?),
-            Some(b't') => self.word("true", Value::Bool(true))?,
-            Some(b'f') => self.word("false", Value::Bool(false))?,
-            Some(b'n') => self.word("null", Value::Null)?,
-            Some(b'-' | b'0'..=b'9') => self.number()?,
-            Some(_) => return Err(self.err("unexpected character")),
+            _ => self.scalar()?,
         };
         Ok(Json {
             raw: self.slice(start, self.i),
             value,
         })
+    }
+
+    /// A value that is neither an array nor an object.
+    fn scalar(&mut self) -> Result<Value<'a>, JsonError> {
+        match self.b.get(self.i) {
+            None => Err(self.err("unexpected end")),
+            Some(b'"') => Ok(Value::String(self.string()?)),
+            Some(b't') => self.word("true", Value::Bool(true)),
+            Some(b'f') => self.word("false", Value::Bool(false)),
+            Some(b'n') => self.word("null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.err("unexpected character")),
+        }
+    }
+
+    /// An object member's key and its colon; the cursor is then at the value.
+    fn key(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        if self.b.get(self.i) != Some(&b'"') {
+            return Err(self.err("expected a key"));
+        }
+        let key = self.string()?;
+        self.ws();
+        if !self.eat(b':') {
+            return Err(self.err("expected :"));
+        }
+        self.ws();
+        Ok(key)
+    }
+
+    /// Checks the array or object at the cursor and moves past it, without
+    /// recursion: the closing brackets still expected are kept on a heap
+    /// stack (one byte per level) instead of the call stack.
+    fn skip_container(&mut self) -> Result<(), JsonError> {
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            // At the start of a value.
+            match self.b.get(self.i) {
+                Some(b'[') => {
+                    self.i += 1;
+                    self.ws();
+                    if !self.eat(b']') {
+                        open.push(b']');
+                        continue;
+                    }
+                }
+                Some(b'{') => {
+                    self.i += 1;
+                    self.ws();
+                    if !self.eat(b'}') {
+                        open.push(b'}');
+                        self.key()?;
+                        continue;
+                    }
+                }
+                _ => {
+                    self.scalar()?;
+                }
+            }
+            // After a value: close what ends here, then go on to the next
+            // element, or stop when nothing is open.
+            loop {
+                let Some(&close) = open.last() else {
+                    return Ok(());
+                };
+                self.ws();
+                if self.eat(close) {
+                    open.pop();
+                    continue;
+                }
+                if !self.eat(b',') {
+                    return Err(self.err(if close == b']' {
+                        "expected , or ]"
+                    } else {
+                        "expected , or }"
+                    }));
+                }
+                self.ws();
+                if close == b'}' {
+                    self.key()?;
+                }
+                break;
+            }
+        }
     }
 
     fn word(&mut self, word: &'static str, value: Value<'a>) -> Result<Value<'a>, JsonError> {
@@ -301,15 +456,7 @@ impl<'a> Parser<'a> {
         }
         loop {
             self.ws();
-            if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err("expected a key"));
-            }
-            let key = self.string()?;
-            self.ws();
-            if !self.eat(b':') {
-                return Err(self.err("expected :"));
-            }
-            self.ws();
+            let key = self.key()?;
             let value = self.value(depth + 1)?;
             members.push((key, value));
             self.ws();
@@ -538,12 +685,53 @@ mod tests {
         }
     }
 
+    /// `levels` nested arrays around `inner`.
+    fn nested(levels: usize, inner: &str) -> String {
+        "[".repeat(levels) + inner + &"]".repeat(levels)
+    }
+
     #[test]
-    fn limits_depth() {
-        let deep = "[".repeat(200) + &"]".repeat(200);
-        assert_eq!(parse(&deep).unwrap_err().message, "nesting too deep");
-        let ok = "[".repeat(100) + &"]".repeat(100);
-        assert!(parse(&ok).is_ok());
+    fn values_past_the_parse_depth_are_checked_and_kept_whole() {
+        let text = nested(MAX_PARSE_DEPTH + 2, "1");
+        let v = parse(&text).unwrap();
+        let mut at = &v;
+        for _ in 0..MAX_PARSE_DEPTH {
+            at = &at.array().unwrap()[0];
+        }
+        assert_eq!(at.value, Value::TooDeep);
+        assert_eq!(at.raw, "[[1]]");
+        assert!(parse(&nested(MAX_PARSE_DEPTH - 1, "1")).unwrap().array().is_some());
+
+        // 100,000 levels: no stack overflow, the text around is read.
+        let deep = nested(100_000, r#"{"a":[1,{"b":"]"}]}"#);
+        let frame = format!(r#"{{"op":"append","data":{deep},"req":"r1"}}"#);
+        let v = parse(&frame).unwrap();
+        assert_eq!(v.get("req").and_then(Json::str), Some("r1"));
+        assert_eq!(v.get("data").unwrap().raw, deep);
+
+        // Invalid JSON deep down is still invalid.
+        for bad in [
+            nested(200, "1,"),
+            nested(200, "{\"a\"}"),
+            nested(200, "{\"a\":1,}"),
+            nested(200, "tru"),
+            "[".repeat(200),
+            "[".repeat(200) + &"}".repeat(200),
+            nested(200, "[1 2]"),
+        ] {
+            assert!(parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings() {
+        assert!(check_depth("1", 0).is_ok());
+        assert!(check_depth("[]", 0).unwrap_err().is_too_deep());
+        assert!(check_depth(&nested(64, "1"), 64).is_ok());
+        assert_eq!(check_depth(&nested(65, "1"), 64).unwrap_err().offset, 64);
+        assert!(check_depth(r#"[{"k":"[[[{{{\"[[","v":[]}]"#, 3).is_ok());
+        assert!(check_depth(r#"[{"k":"\\","v":[[]]}]"#, 3).unwrap_err().is_too_deep());
+        assert!(!parse("{").unwrap_err().is_too_deep());
     }
 
     #[test]
@@ -636,5 +824,46 @@ mod differential {
             checked += 1;
         }
         assert!(checked > 10_000);
+    }
+
+    /// Past the parse depth, the parser checks without recursion:
+    /// `serde_json`'s `RawValue` (which checks without a depth limit) is the
+    /// reference.
+    #[test]
+    fn agrees_with_serde_json_on_mutated_deep_documents() {
+        let levels = super::MAX_PARSE_DEPTH + 3;
+        let seed = format!(
+            r#"{{"op":"append","data":{}}}"#,
+            "[{\"a\":".repeat(levels) + r#"[1,"x\"y",{"b":null}]"# + &"}]".repeat(levels)
+        );
+        let alphabet = br#"{}[]:,"\ 01.e-tfnu"#;
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut valid, mut invalid) = (0, 0);
+        for _ in 0..5_000 {
+            let mut doc = seed.clone().into_bytes();
+            for _ in 0..(1 + next() % 2) {
+                let at = (next() % (doc.len() as u64 + 1)) as usize;
+                let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 if at < doc.len() => doc[at] = c,
+                    1 if at < doc.len() => {
+                        doc.remove(at);
+                    }
+                    _ => doc.insert(at, c),
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&doc) else { continue };
+            let ours = super::parse(text).is_ok();
+            let theirs = serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok();
+            assert_eq!(ours, theirs, "disagree on {text:?}");
+            if ours { valid += 1 } else { invalid += 1 }
+        }
+        assert!(valid > 100 && invalid > 1_000, "{valid} valid, {invalid} invalid");
     }
 }

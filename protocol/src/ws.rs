@@ -151,6 +151,86 @@ impl ErrorCode {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == name)
     }
+
+    /// The HTTP status that carries this code (the one mapping between
+    /// statuses and codes, `docs/protocol.md` §6.1): the server answers an
+    /// HTTP request with it, and [`ErrorCode::from_http_status`] reads it
+    /// back. Codes only the WebSocket uses (`bad_frame`, `unknown_op`,
+    /// `duplicate_sub`, `unknown_sub`, `too_many_subscriptions`) are `400`,
+    /// like `bad_offset`. `429` and `503` (`too_many_connections`,
+    /// `too_many_readers`) read back as `internal`: transient all the same.
+    ///
+    /// ```
+    /// use durable_session_protocol::ws::ErrorCode;
+    /// assert_eq!(ErrorCode::TooLarge.http_status(), 413);
+    /// assert_eq!(ErrorCode::StaleEpoch.http_status(), 403);
+    /// ```
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadFrame
+            | Self::UnknownOp
+            | Self::BadOffset
+            | Self::BadRequest
+            | Self::DuplicateSub
+            | Self::UnknownSub
+            | Self::TooManySubscriptions => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::StaleEpoch => 403,
+            Self::NotFound => 404,
+            Self::Conflict | Self::Closed | Self::SeqGap => 409,
+            Self::Gone => 410,
+            Self::TooLarge => 413,
+            Self::TooManyConnections => 429,
+            Self::Internal => 500,
+            Self::TooManyReaders => 503,
+        }
+    }
+
+    /// The code an HTTP error response carries: its status, refined by the
+    /// Durable Streams headers in `hints` where one status serves several
+    /// codes. Statuses that mean "try again later" — every 5xx (a proxy's
+    /// `502`/`503`/`504` included), `429 Too Many Requests`, `408 Request
+    /// Timeout` and anything that is neither 4xx nor 5xx — are `internal`
+    /// (transient, §6.1); another 4xx is `bad_request`.
+    ///
+    /// ```
+    /// use durable_session_protocol::ws::{ErrorCode, HttpHints};
+    /// let none = HttpHints::default();
+    /// assert_eq!(ErrorCode::from_http_status(503, none), ErrorCode::Internal);
+    /// assert_eq!(ErrorCode::from_http_status(404, none), ErrorCode::NotFound);
+    /// assert_eq!(ErrorCode::from_http_status(413, none), ErrorCode::TooLarge);
+    /// let fenced = HttpHints { producer_epoch: true, ..none };
+    /// assert_eq!(ErrorCode::from_http_status(403, fenced), ErrorCode::StaleEpoch);
+    /// ```
+    pub fn from_http_status(status: u16, hints: HttpHints) -> Self {
+        match status {
+            401 => Self::Unauthorized,
+            403 if hints.producer_epoch => Self::StaleEpoch,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            408 | 429 => Self::Internal,
+            409 if hints.stream_closed => Self::Closed,
+            409 if hints.expected_seq => Self::SeqGap,
+            409 => Self::Conflict,
+            410 => Self::Gone,
+            413 => Self::TooLarge,
+            400..=499 => Self::BadRequest,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// What an HTTP error response says besides its status: the Durable Streams
+/// headers that tell apart the codes sharing a status
+/// ([`ErrorCode::from_http_status`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpHints {
+    /// A `Producer-Epoch` header (on a `403`: the epoch is stale).
+    pub producer_epoch: bool,
+    /// `Stream-Closed: true` (on a `409`: the stream is closed).
+    pub stream_closed: bool,
+    /// A `Producer-Expected-Seq` header (on a `409`: a seq gap).
+    pub expected_seq: bool,
 }
 
 /// An idempotent producer's identity on one append.
@@ -802,6 +882,75 @@ mod tests {
             panic!()
         };
         assert_eq!(raw, r#"{"b": [1, 2],"a":"é"}"#);
+    }
+
+    #[test]
+    fn http_statuses_and_codes_map_both_ways() {
+        let ws_only = [
+            ErrorCode::BadFrame,
+            ErrorCode::UnknownOp,
+            ErrorCode::BadOffset,
+            ErrorCode::DuplicateSub,
+            ErrorCode::UnknownSub,
+            ErrorCode::TooManySubscriptions,
+        ];
+        // Capacity refusals read back as `internal`: transient all the same.
+        let capacity = [ErrorCode::TooManyConnections, ErrorCode::TooManyReaders];
+        for code in ErrorCode::ALL {
+            let status = code.http_status();
+            assert!((400..600).contains(&status), "{code:?}");
+            // The headers a server sends with the code.
+            let hints = HttpHints {
+                producer_epoch: code == ErrorCode::StaleEpoch,
+                stream_closed: code == ErrorCode::Closed,
+                expected_seq: code == ErrorCode::SeqGap,
+            };
+            let back = ErrorCode::from_http_status(status, hints);
+            if ws_only.contains(&code) {
+                assert_eq!(back, ErrorCode::BadRequest, "{code:?}");
+            } else if capacity.contains(&code) {
+                assert_eq!(back, ErrorCode::Internal, "{code:?}");
+            } else {
+                assert_eq!(back, code, "{code:?}");
+            }
+        }
+        let none = HttpHints::default();
+        for status in [500, 502, 503, 504, 429, 408, 599, 302] {
+            assert_eq!(
+                ErrorCode::from_http_status(status, none),
+                ErrorCode::Internal,
+                "{status}"
+            );
+        }
+        for status in [405, 411, 422] {
+            assert_eq!(
+                ErrorCode::from_http_status(status, none),
+                ErrorCode::BadRequest,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deeply_nested_payload_leaves_the_frame_readable() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let frame = format!(r#"{{"op":"append","req":"r1","path":"p","data":{deep}}}"#);
+        let ClientMsg::Append {
+            req,
+            payload: Some(Payload::Json(raw)),
+            ..
+        } = ClientMsg::parse(&frame).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((req.as_str(), raw.len()), ("r1", deep.len()));
+        let events = format!(
+            r#"{{"op":"events","sub":"s","messages":[{{"offset":"1","data":{deep}}},{{"offset":"2","data":{{"type":"x"}}}}],"next":"2"}}"#
+        );
+        let ServerMsg::Events { messages, .. } = ServerMsg::parse(&events).unwrap() else {
+            panic!()
+        };
+        assert_eq!(messages[1].payload, Payload::Json(r#"{"type":"x"}"#.into()));
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct UseSessionReturn {
     pub offset: Signal<Option<String>>,
     /// Session events received.
     pub received: Signal<u64>,
+    /// Of those, the events skipped because they could not be read as
+    /// session events (another writer's: an unknown type, not an object…).
+    pub skipped: Signal<u64>,
     /// The last error: a failed append, the subscription failing (e.g.
     /// `forbidden`), or the token function failing (`token_failed`, retried
     /// by itself).
@@ -162,6 +165,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
     let state_reason = RwSignal::new(String::new());
     let offset = RwSignal::new(None::<String>);
     let received = RwSignal::new(0u64);
+    let skipped = RwSignal::new(0u64);
     let error = RwSignal::new(None::<ClientError>);
     let storage_error = RwSignal::new(None::<ClientError>);
     let loaded = RwSignal::new(false);
@@ -201,6 +205,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
                     }
                     offset.set(s.offset());
                     received.set(s.received());
+                    skipped.set(s.skipped());
                 }
             };
             refresh(None);
@@ -295,6 +300,7 @@ pub fn use_session_with_options(id: &str, options: UseSessionOptions) -> UseSess
         state_reason: state_reason.into(),
         offset: offset.into(),
         received: received.into(),
+        skipped: skipped.into(),
         error: error.into(),
         loaded: loaded.into(),
         storage_error: storage_error.into(),

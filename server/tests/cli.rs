@@ -78,3 +78,82 @@ fn token_mints_with_the_configured_key() {
     ]);
     assert!(!ok && err.contains("unknown right"), "{err}");
 }
+
+/// Request logging (tower-http's `TraceLayer`) names the method, path and
+/// status, and never a token: not the `Authorization` header, not a query
+/// string — at the most verbose level.
+#[test]
+fn request_logs_never_carry_tokens() {
+    use std::io::{BufRead, BufReader, Read};
+
+    use durable_session_server::auth::{Right, jwt::Keys};
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "0123456789abcdef0123456789abcdef";
+    let key = dir.path().join("key");
+    std::fs::write(&key, secret).unwrap();
+    let spec = format!("hs256:k:file:{}", key.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
+        .args(["--listen", "127.0.0.1:0", "--jwt-key", &spec, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Logs are read as they come, so the server never blocks on a full pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut logs = String::new();
+        let _ = stderr.read_to_string(&mut logs);
+        logs
+    });
+    let base = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let rest = line.split("listening on ").nth(1)?;
+            rest.split_whitespace().next().map(str::to_owned)
+        })
+        .expect("the server listens");
+
+    let grants = [("sessions/*".to_owned(), vec![Right::Read, Right::Create])];
+    let token = Keys::hs256("k", secret.as_bytes())
+        .unwrap()
+        .mint(None, "ada", &grants, 60)
+        .unwrap();
+    let url = format!("{base}/v1/stream/sessions/logged");
+    let statuses = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = reqwest::Client::new();
+        let put = client
+            .put(format!("{url}?secret=QUERY-SECRET"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .send();
+        let get = client
+            .get(format!("{url}?offset=-1&token=QUERY-SECRET"))
+            .bearer_auth(&token)
+            .send();
+        let forged = client.get(&url).bearer_auth("NOT-A-VALID-TOKEN").send();
+        [
+            put.await.unwrap().status(),
+            get.await.unwrap().status(),
+            forged.await.unwrap().status(),
+        ]
+    });
+    assert_eq!(statuses.map(|s| s.as_u16()), [201, 200, 401]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = logs.join().unwrap();
+    for status in ["201", "200", "401"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("path=/v1/stream/sessions/logged") && l.contains(&format!("status={status}"))),
+            "a line for the {status}:\n{logs}"
+        );
+    }
+    for secret in [token.as_str(), "QUERY-SECRET", "NOT-A-VALID-TOKEN", "Bearer", secret] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
+}

@@ -29,8 +29,11 @@
 //!   nothing. `text_delta`, `progress` and `steer` have no identity: each
 //!   one in the stream is folded.
 //! - **Unknown types are skipped**, as are events this version cannot read
-//!   (a known type without a field it needs); they are counted in
-//!   [`ChatView::events_seen`] and change nothing else.
+//!   (a known type without a field it needs) and messages that are no
+//!   session event at all (not JSON, not an object, nested too deep: any
+//!   writer may append anything); they are counted in
+//!   [`ChatView::events_seen`] and [`ChatView::events_skipped`] and change
+//!   nothing else. The fold never stops on one.
 //!
 //! Folding one event costs time independent of the session's length (hash
 //! lookups, no scan of the transcript).
@@ -244,6 +247,7 @@ pub enum Folded {
 pub struct ChatView {
     items: Vec<ChatItem>,
     events: u64,
+    skipped: u64,
     /// What the fold knows about each id it met: message ids and run ids
     /// (two namespaces, one map: one lookup per event, and a smaller Wasm
     /// than a map per kind).
@@ -413,6 +417,23 @@ impl ChatView {
         self.events
     }
 
+    /// Number of messages skipped because this version cannot read them as
+    /// session events: unknown types, known types without a field they
+    /// need, and anything that is not a session event (not JSON, not an
+    /// object, nested too deep).
+    ///
+    /// ```
+    /// use durable_sessions::core::chat::{ChatView, Folded};
+    /// let mut view = ChatView::default();
+    /// assert_eq!(view.apply_json(r#"{"type":5}"#), Folded::Skipped);
+    /// assert_eq!(view.apply_json(r#""just a string""#), Folded::Skipped);
+    /// view.apply_json(r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#);
+    /// assert_eq!((view.events_seen(), view.events_skipped(), view.items().len()), (3, 2, 1));
+    /// ```
+    pub fn events_skipped(&self) -> u64 {
+        self.skipped
+    }
+
     /// Folds one event given as JSON text. Unknown or malformed events are
     /// counted and otherwise ignored (newer writers may add types):
     /// [`Folded::Skipped`].
@@ -430,6 +451,7 @@ impl ChatView {
             Ok(e) => self.apply(&e),
             Err(_) => {
                 self.events += 1;
+                self.skipped += 1;
                 Folded::Skipped
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! The WebSocket server sends error codes; the HTTP link turns a status (and
 //! a few headers) into the code a WebSocket server would have sent
-//! ([`http_error_code`]). Either way [`classify`] decides what the client
+//! ([`ErrorCode::from_http_status`], the protocol's one mapping between
+//! statuses and codes). Either way [`classify`] decides what the client
 //! does, so a proxy's `503` over HTTP and an `internal` error over WebSocket
 //! take the same path:
 //!
@@ -59,50 +60,6 @@ pub fn classify(code: ErrorCode) -> ErrorClass {
         | ErrorCode::DuplicateSub
         | ErrorCode::UnknownSub
         | ErrorCode::TooManySubscriptions => ErrorClass::Permanent,
-    }
-}
-
-/// What an HTTP error response says besides its status (the Durable
-/// Streams headers that refine it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HttpHints {
-    /// A `Producer-Epoch` header (on a `403`: the epoch is stale).
-    pub producer_epoch: bool,
-    /// `Stream-Closed: true` (on a `409`: the stream is closed).
-    pub stream_closed: bool,
-    /// A `Producer-Expected-Seq` header (on a `409`: a seq gap).
-    pub expected_seq: bool,
-}
-
-/// The error code a WebSocket server would have sent for an HTTP error
-/// status. Statuses that mean "try again later" — every 5xx (a proxy's
-/// `502`/`503`/`504` included), `429 Too Many Requests`, `408 Request
-/// Timeout` and anything that is neither 4xx nor 5xx — map to `internal`,
-/// which [`classify`] calls transient; other 4xx are final.
-///
-/// ```
-/// use durable_sessions::core::errors::{HttpHints, http_error_code};
-/// use durable_sessions::protocol::ws::ErrorCode;
-/// let none = HttpHints::default();
-/// assert_eq!(http_error_code(503, none), ErrorCode::Internal);
-/// assert_eq!(http_error_code(404, none), ErrorCode::NotFound);
-/// let fenced = HttpHints { producer_epoch: true, ..none };
-/// assert_eq!(http_error_code(403, fenced), ErrorCode::StaleEpoch);
-/// ```
-pub fn http_error_code(status: u16, hints: HttpHints) -> ErrorCode {
-    match status {
-        401 => ErrorCode::Unauthorized,
-        403 if hints.producer_epoch => ErrorCode::StaleEpoch,
-        403 => ErrorCode::Forbidden,
-        404 => ErrorCode::NotFound,
-        408 | 429 => ErrorCode::Internal,
-        409 if hints.stream_closed => ErrorCode::Closed,
-        409 if hints.expected_seq => ErrorCode::SeqGap,
-        409 => ErrorCode::Conflict,
-        410 => ErrorCode::Gone,
-        413 => ErrorCode::TooLarge,
-        400..=499 => ErrorCode::BadRequest,
-        _ => ErrorCode::Internal,
     }
 }
 
@@ -163,27 +120,24 @@ mod tests {
     }
 
     #[test]
-    fn http_statuses_map_to_the_codes_and_classes_of_the_websocket() {
+    fn http_statuses_get_the_classes_of_the_websocket_codes() {
+        use durable_session_protocol::ws::HttpHints;
         let none = HttpHints::default();
-        let class = |status| classify(http_error_code(status, none));
+        let class = |status| classify(ErrorCode::from_http_status(status, none));
         for status in [500, 502, 503, 504, 429, 408, 599, 302] {
             assert_eq!(class(status), ErrorClass::Transient, "HTTP {status}");
         }
+        // 413: too large for this server, final for that request.
         for status in [400, 403, 404, 405, 409, 413, 422] {
             assert_eq!(class(status), ErrorClass::Permanent, "HTTP {status}");
         }
         assert_eq!(class(410), ErrorClass::Reset);
         assert_eq!(class(401), ErrorClass::Unauthorized);
-        assert_eq!(http_error_code(413, none), ErrorCode::TooLarge);
-        let hints = |producer_epoch, stream_closed, expected_seq| HttpHints {
-            producer_epoch,
-            stream_closed,
-            expected_seq,
+        let fenced = HttpHints {
+            producer_epoch: true,
+            ..none
         };
-        assert_eq!(http_error_code(403, hints(true, false, false)), ErrorCode::StaleEpoch);
-        assert_eq!(http_error_code(409, hints(false, true, false)), ErrorCode::Closed);
-        assert_eq!(http_error_code(409, hints(false, false, true)), ErrorCode::SeqGap);
-        assert_eq!(http_error_code(409, none), ErrorCode::Conflict);
+        assert_eq!(classify(ErrorCode::from_http_status(403, fenced)), ErrorClass::Fenced);
     }
 
     #[test]

@@ -88,6 +88,12 @@ impl SessionModel {
         self.received
     }
 
+    /// Of the events received, those skipped because they could not be read
+    /// as session events ([`ChatView::events_skipped`]).
+    pub fn skipped(&self) -> u64 {
+        self.view.events_skipped()
+    }
+
     /// A model that keeps no copy of the events it folds in (its memory does
     /// not grow with the session's events; [`SessionModel::snapshot`] is
     /// then `None`). For an app that persists events itself, incrementally

@@ -594,6 +594,14 @@ impl JsSession {
         self.session.received() as f64
     }
 
+    /// Of the events received, those skipped because they could not be read
+    /// as session events (another writer's: not JSON, not an object, an
+    /// unknown type, nested too deep…). The session goes on past them.
+    #[wasm_bindgen(getter)]
+    pub fn skipped(&self) -> f64 {
+        self.session.skipped() as f64
+    }
+
     /// The transcript: user messages and runs, folded from the events.
     #[wasm_bindgen(unchecked_return_type = "ChatItem[]")]
     pub fn items(&self) -> JsValue {

@@ -10,7 +10,7 @@
 //! (the next long-poll) on and `auth` needs no request.
 //!
 //! Error statuses become the codes a WebSocket server would send
-//! ([`crate::core::errors::http_error_code`]) and are classified by the core
+//! ([`ErrorCode::from_http_status`]) and are classified by the core
 //! ([`crate::core::errors::classify`]): a network failure, a 5xx (a proxy's
 //! 502/503/504 included), 429 or 408 is a transient fault of the link — the
 //! core drops it, shows `disconnected` with the reason (`HTTP 503`), waits
@@ -22,7 +22,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
-use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ServerMsg};
+use durable_session_protocol::ws::{ClientMsg, ErrorCode, HttpHints, Message, Payload, ServerMsg};
 use gloo_timers::callback::Timeout;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -30,7 +30,7 @@ use web_sys::{AbortController, AbortSignal, Headers, RequestCache, RequestInit, 
 
 use super::client::{Inner, deliver, opened};
 use super::socket::js_error_text;
-use crate::core::errors::{ErrorClass, HttpHints, classify, http_error_code, retry_after_ms};
+use crate::core::errors::{ErrorClass, classify, retry_after_ms};
 
 /// A transient failure of the link: the core retries with backoff.
 pub(crate) struct Fault {
@@ -191,7 +191,7 @@ fn error_for(reply: &Reply) -> Result<(ErrorCode, String), Fault> {
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         expected_seq: reply.header("producer-expected-seq").is_some(),
     };
-    let code = http_error_code(reply.status, hints);
+    let code = ErrorCode::from_http_status(reply.status, hints);
     let status = format!("HTTP {}", reply.status);
     if classify(code) == ErrorClass::Transient {
         return Err(Fault {

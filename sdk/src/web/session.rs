@@ -288,6 +288,13 @@ impl WebSession {
         self.inner.model.borrow().received()
     }
 
+    /// Of the events received, those skipped because they could not be read
+    /// as session events (written by another writer: not JSON, not an
+    /// object, an unknown type, nested too deep…).
+    pub fn skipped(&self) -> u64 {
+        self.inner.model.borrow().skipped()
+    }
+
     /// Calls `on_update` after each change.
     pub fn on_update(&self, on_update: impl FnMut(&SessionUpdate) + 'static) -> UpdateListener {
         let mut next = self.inner.next_listener.borrow_mut();

@@ -20,7 +20,6 @@
 pub mod identity;
 pub mod jwt;
 
-use axum::http::StatusCode;
 use durable_session_protocol::ws::ErrorCode;
 
 /// Streams under this prefix are written by the server only (the session
@@ -200,16 +199,8 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// The HTTP status of the refusal.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Denied::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Denied::Forbidden(_) => StatusCode::FORBIDDEN,
-            Denied::BadRequest(_) => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    /// The WebSocket error code of the refusal.
+    /// The protocol error code of the refusal (over HTTP, its status is
+    /// [`ErrorCode::http_status`]).
     pub fn code(&self) -> ErrorCode {
         match self {
             Denied::Unauthorized(_) => ErrorCode::Unauthorized,

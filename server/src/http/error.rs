@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use durable_session_protocol::ws::ErrorCode;
 
 use super::headers::{PRODUCER_EPOCH, PRODUCER_EXPECTED_SEQ, PRODUCER_RECEIVED_SEQ, STREAM_CLOSED, STREAM_NEXT_OFFSET};
 use crate::auth::Denied;
@@ -27,9 +28,16 @@ impl ApiError {
         }
     }
 
-    /// `400 Bad Request`.
+    /// An error with the status of a protocol error code
+    /// ([`ErrorCode::http_status`]).
+    pub fn of_code(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, message)
+    }
+
+    /// `400 Bad Request` (`bad_request`).
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+        Self::of_code(ErrorCode::BadRequest, message)
     }
 
     /// Adds a response header.
@@ -43,28 +51,20 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let message = e.to_string();
+        if let StoreError::Internal(detail) = &e {
+            tracing::error!(%detail, "storage failure");
+            return Self::of_code(e.code(), "internal storage error");
+        }
+        let error = Self::of_code(e.code(), e.to_string());
         match e {
-            StoreError::NotFound | StoreError::ForkSourceNotFound => Self::new(StatusCode::NOT_FOUND, message),
-            StoreError::Gone => Self::new(StatusCode::GONE, message),
-            StoreError::Closed { tail } => Self::new(StatusCode::CONFLICT, message)
+            StoreError::Closed { tail } => error
                 .with_header(STREAM_CLOSED, "true")
                 .with_header(STREAM_NEXT_OFFSET, format_offset(tail)),
-            StoreError::ContentTypeMismatch { .. }
-            | StoreError::ConfigMismatch(_)
-            | StoreError::SeqRegression { .. }
-            | StoreError::ForkSourceGone => Self::new(StatusCode::CONFLICT, message),
-            StoreError::StaleEpoch { current } => {
-                Self::new(StatusCode::FORBIDDEN, message).with_header(PRODUCER_EPOCH, current)
-            }
-            StoreError::SeqGap { expected, received } => Self::new(StatusCode::CONFLICT, message)
+            StoreError::StaleEpoch { current } => error.with_header(PRODUCER_EPOCH, current),
+            StoreError::SeqGap { expected, received } => error
                 .with_header(PRODUCER_EXPECTED_SEQ, expected)
                 .with_header(PRODUCER_RECEIVED_SEQ, received),
-            StoreError::BadRequest(_) | StoreError::OffsetBeyondTail => Self::new(StatusCode::BAD_REQUEST, message),
-            StoreError::Internal(detail) => {
-                tracing::error!(%detail, "storage failure");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
-            }
+            _ => error,
         }
     }
 }
@@ -72,7 +72,7 @@ impl From<StoreError> for ApiError {
 impl From<Denied> for ApiError {
     fn from(d: Denied) -> Self {
         let unauthorized = matches!(d, Denied::Unauthorized(_));
-        let e = Self::new(d.status(), d.message());
+        let e = Self::of_code(d.code(), d.message());
         if unauthorized {
             e.with_header(header::WWW_AUTHENTICATE, "Bearer")
         } else {

@@ -5,6 +5,7 @@
 //! CORS and browser-security headers ([`common_headers`]).
 
 pub mod access;
+pub mod body;
 mod error;
 pub mod headers;
 mod read;
@@ -24,7 +25,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
 pub use error::ApiError;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::auth::{Access, Right};
 use crate::config::{AllowedOrigins, AuthMode, ServerConfig};
@@ -119,6 +122,7 @@ pub fn router(state: AppState) -> Router {
     router
         .layer(middleware::from_fn(common_headers))
         .layer(cors)
+        .layer(request_log())
         .with_state(state)
 }
 
@@ -155,6 +159,22 @@ fn metrics_response(metrics: &Metrics) -> Response {
         metrics.encode(),
     )
         .into_response()
+}
+
+/// The request-logging layer.
+type RequestLog = TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request<Body>) -> tracing::Span, ()>;
+
+/// One log line per request (`RUST_LOG=tower_http=debug`): method, path,
+/// status and latency. Never the query string or a header, so no token
+/// reaches the logs.
+fn request_log() -> RequestLog {
+    TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&Request<Body>) -> tracing::Span)
+        .on_request(())
+}
+
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
 /// CORS from the origin allowlist (`--allow-origin`).
@@ -315,12 +335,8 @@ pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Adds browser-security headers to every response and logs it (without
-/// the query string, and never a header).
+/// Adds browser-security headers to every response.
 async fn common_headers(req: Request<Body>, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let started = std::time::Instant::now();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -328,7 +344,6 @@ async fn common_headers(req: Request<Body>, next: Next) -> Response {
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("cross-origin"),
     );
-    tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     res
 }
 

@@ -1,6 +1,5 @@
 //! Writes: `PUT` (create or fork), `POST` (append and/or close), `DELETE`.
 
-use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +8,7 @@ use bytes::Bytes;
 use super::headers::{
     self, PRODUCER_EPOCH, PRODUCER_SEQ, STREAM_CLOSED, STREAM_FORKED_FROM, STREAM_NEXT_OFFSET, STREAM_SEQ,
 };
-use super::{ApiError, AppState, STREAM_PREFIX, source_path};
+use super::{ApiError, AppState, STREAM_PREFIX, body, source_path};
 use crate::auth::{Access, Denied, Right, identity};
 use crate::offset::format_offset;
 use crate::storage::{Append, CreateStream, ForkFrom, StreamInfo, rules};
@@ -20,28 +19,14 @@ fn set(h: &mut HeaderMap, name: header::HeaderName, value: impl AsRef<str>) {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with `413`.
-async fn body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+/// A body declared JSON is refused at once when a message nests too deep
+/// ([`rules::json_text`]), before identity checks or storage see it. (The
+/// storage applies the same rule to every JSON-mode body, declared or not.)
+fn json_body(body: Bytes, content_type: Option<&str>) -> Result<Bytes, ApiError> {
+    if content_type.is_some_and(rules::is_json) && !body.is_empty() {
+        rules::json_text(&body)?;
     }
-    to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            too_large()
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
-        }
-    })
+    Ok(body)
 }
 
 fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -112,7 +97,10 @@ pub(super) async fn put(state: AppState, path: String, req: Request, access: &Ac
         fork.as_ref().map(|f| f.source.as_str()),
     )?;
     let closed = headers::closed(h);
-    let body = body(raw, h, state.config.max_body_bytes).await?;
+    let body = json_body(
+        body::read(raw, h, state.config.max_body_bytes).await?,
+        content_type.as_deref(),
+    )?;
     let json = content_type.as_deref().is_none_or(rules::is_json);
     let body = identity::authorize_append(access, &path, body, closed, json)?;
     let create = CreateStream {
@@ -155,7 +143,10 @@ pub(super) async fn post(state: AppState, path: String, req: Request, access: &A
     if *access == Access::Anonymous {
         access.check(&path, Right::Append)?;
     }
-    let body = body(raw, h, state.config.max_body_bytes).await?;
+    let body = json_body(
+        body::read(raw, h, state.config.max_body_bytes).await?,
+        content_type.as_deref(),
+    )?;
     let json = content_type.as_deref().is_none_or(rules::is_json);
     let append = Append {
         close,

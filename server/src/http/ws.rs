@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use durable_session_protocol::json::{self, MAX_MESSAGE_DEPTH};
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
@@ -281,23 +282,6 @@ fn error_frame(sub: Option<&str>, req: Option<&str>, code: ErrorCode, message: i
     }
 }
 
-fn store_error_code(e: &StoreError) -> ErrorCode {
-    match e {
-        StoreError::NotFound | StoreError::ForkSourceNotFound => ErrorCode::NotFound,
-        StoreError::Gone => ErrorCode::Gone,
-        StoreError::Closed { .. } => ErrorCode::Closed,
-        StoreError::ContentTypeMismatch { .. }
-        | StoreError::ConfigMismatch(_)
-        | StoreError::SeqRegression { .. }
-        | StoreError::ForkSourceGone => ErrorCode::Conflict,
-        StoreError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
-        StoreError::SeqGap { .. } => ErrorCode::SeqGap,
-        StoreError::BadRequest(_) => ErrorCode::BadRequest,
-        StoreError::OffsetBeyondTail => ErrorCode::BadOffset,
-        StoreError::Internal(_) => ErrorCode::Internal,
-    }
-}
-
 fn store_error_message(e: &StoreError) -> String {
     match e {
         StoreError::Internal(detail) => {
@@ -374,7 +358,14 @@ async fn run(state: AppState, socket: WebSocket, ip_slot: Option<Slot<std::net::
                 last_seen = Instant::now();
             }
             frame = stream.next(), if conn.permit.is_some() => {
-                let Some(Ok(frame)) = frame else { break };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) if past_hard_limit(&e) => {
+                        outbox.close(close::MESSAGE_TOO_BIG, "frame larger than the server accepts");
+                        break;
+                    }
+                    _ => break,
+                };
                 last_seen = Instant::now();
                 match frame {
                     WsMessage::Text(text) => {
@@ -451,6 +442,14 @@ async fn run(state: AppState, socket: WebSocket, ip_slot: Option<Slot<std::net::
     }
 }
 
+/// Whether the WebSocket layer refused a frame for its size (the hard
+/// limit): the connection then ends with 1009.
+fn past_hard_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
 /// Completes at `at`, or never.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -521,6 +520,10 @@ impl Connection {
         if let Some(message) = too_large {
             let (sub, req) = msg.ids();
             return self.outbox.send(&error_frame(sub, req, ErrorCode::TooLarge, message));
+        }
+        if let Err(message) = check_nesting(text, &msg) {
+            let (sub, req) = msg.ids();
+            return self.outbox.send(&error_frame(sub, req, ErrorCode::BadRequest, message));
         }
         match msg {
             ClientMsg::Subscribe { sub, path, offset } => self.subscribe(sub, path, &offset),
@@ -723,6 +726,26 @@ impl Connection {
     }
 }
 
+/// Bounds nesting as over HTTP, before anything is done with the frame: a
+/// frame nests at most [`MAX_MESSAGE_DEPTH`] + 2 levels (the frame, a batch
+/// array, its messages), and an append's messages at most
+/// [`MAX_MESSAGE_DEPTH`] ([`rules::json_text`], the rule of HTTP bodies).
+fn check_nesting(text: &str, msg: &ClientMsg) -> Result<(), String> {
+    json::check_depth(text, MAX_MESSAGE_DEPTH + 2).map_err(|e| {
+        format!(
+            "frame nested too deep: a message may nest at most {MAX_MESSAGE_DEPTH} arrays and objects (byte {})",
+            e.offset
+        )
+    })?;
+    match msg {
+        ClientMsg::Append {
+            payload: Some(Payload::Json(data)),
+            ..
+        } => rules::json_text(data.as_bytes()).map(drop).map_err(|e| e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 /// When `principal`'s token expires, as an instant.
 fn expiry_instant(principal: &Principal) -> Instant {
     let now_ms = rules::now_ms().max(0) as u64;
@@ -778,12 +801,7 @@ async fn deliver(
         {
             Ok(chunk) => chunk,
             Err(e) => {
-                let _ = outbox.send(&error_frame(
-                    Some(&sub),
-                    None,
-                    store_error_code(&e),
-                    store_error_message(&e),
-                ));
+                let _ = outbox.send(&error_frame(Some(&sub), None, e.code(), store_error_message(&e)));
                 return;
             }
         };
@@ -867,7 +885,7 @@ async fn create(state: &AppState, req: String, path: String, content_type: Optio
             duplicate: !created.created,
             closed: created.info.closed,
         },
-        Err(e) => error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e)),
+        Err(e) => error_frame(None, Some(&req), e.code(), store_error_message(&e)),
     }
 }
 
@@ -890,7 +908,7 @@ async fn append(
             let info = match state.storage.head(&path).await {
                 Ok(info) => info,
                 Err(e) => {
-                    return error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e));
+                    return error_frame(None, Some(&req), e.code(), store_error_message(&e));
                 }
             };
             let body = match other {
@@ -956,6 +974,6 @@ async fn append(
             duplicate: appended.duplicate,
             closed: appended.info.closed,
         },
-        Err(e) => error_frame(None, Some(&req), store_error_code(&e), store_error_message(&e)),
+        Err(e) => error_frame(None, Some(&req), e.code(), store_error_message(&e)),
     }
 }

@@ -12,6 +12,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use durable_session_protocol::ws::ErrorCode;
 
 use crate::changes::ChangeFeed;
 use crate::offset::{Pos, StartAt};
@@ -235,6 +236,35 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// The protocol error code of the outcome: the `code` of a WebSocket
+    /// `error` frame, and over HTTP its status
+    /// ([`ErrorCode::http_status`]).
+    ///
+    /// ```
+    /// use durable_session_server::storage::StoreError;
+    /// use durable_session_protocol::ws::ErrorCode;
+    /// assert_eq!(StoreError::OffsetBeyondTail.code(), ErrorCode::BadOffset);
+    /// assert_eq!(StoreError::Closed { tail: 3 }.code().http_status(), 409);
+    /// ```
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound | Self::ForkSourceNotFound => ErrorCode::NotFound,
+            Self::Gone => ErrorCode::Gone,
+            Self::Closed { .. } => ErrorCode::Closed,
+            Self::ContentTypeMismatch { .. }
+            | Self::ConfigMismatch(_)
+            | Self::SeqRegression { .. }
+            | Self::ForkSourceGone => ErrorCode::Conflict,
+            Self::StaleEpoch { .. } => ErrorCode::StaleEpoch,
+            Self::SeqGap { .. } => ErrorCode::SeqGap,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::OffsetBeyondTail => ErrorCode::BadOffset,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
 
 /// Result of a storage operation.
 pub type StoreResult<T> = Result<T, StoreError>;

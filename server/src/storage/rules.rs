@@ -3,6 +3,7 @@
 //! validation, `Stream-Seq` ordering and expiry. Pure functions, no I/O.
 
 use bytes::Bytes;
+use durable_session_protocol::json::{self, MAX_MESSAGE_DEPTH};
 use serde_json::value::RawValue;
 
 use super::{Expiry, Producer, StoreError};
@@ -52,9 +53,37 @@ pub struct Pieces {
     pub len: Pos,
 }
 
-/// Cuts a body into stored pieces. In JSON mode the body must be valid JSON;
-/// a top-level array is flattened one level, and an empty one is accepted
-/// only where `allow_empty_array` (creation) says so.
+/// The text of a JSON-mode body, if it may be stored: UTF-8, and no message
+/// nested deeper than [`MAX_MESSAGE_DEPTH`] arrays and objects (a top-level
+/// array is flattened into messages, so it may nest one level more). One
+/// pass without recursion or allocation, so it runs before anything else is
+/// done with the body; whether the text is JSON is for the parser to say.
+///
+/// ```
+/// use durable_session_server::storage::rules::json_text;
+/// let deep = |n| "[".repeat(n) + &"]".repeat(n);
+/// assert!(json_text(deep(64).as_bytes()).is_ok());
+/// assert!(json_text(format!("[{}]", deep(64)).as_bytes()).is_ok(), "a batch of one 64-level message");
+/// assert!(json_text(format!(r#"{{"a":{}}}"#, deep(64)).as_bytes()).is_err());
+/// assert!(json_text(deep(100_000).as_bytes()).is_err());
+/// ```
+pub fn json_text(body: &[u8]) -> Result<&str, StoreError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| StoreError::BadRequest("invalid JSON: body is not UTF-8".into()))?;
+    let batch = text.trim_start().starts_with('[');
+    let max = MAX_MESSAGE_DEPTH + usize::from(batch);
+    json::check_depth(text, max).map_err(|e| {
+        StoreError::BadRequest(format!(
+            "JSON nested too deep: a message may nest at most {MAX_MESSAGE_DEPTH} arrays and objects (byte {})",
+            e.offset
+        ))
+    })?;
+    Ok(text)
+}
+
+/// Cuts a body into stored pieces. In JSON mode the body must be valid JSON
+/// ([`json_text`] first); a top-level array is flattened one level, and an
+/// empty one is accepted only where `allow_empty_array` (creation) says so.
 pub fn split_body(json: bool, body: &Bytes, allow_empty_array: bool) -> Result<Pieces, StoreError> {
     if !json {
         return Ok(Pieces {
@@ -69,8 +98,7 @@ pub fn split_body(json: bool, body: &Bytes, allow_empty_array: bool) -> Result<P
             Err(StoreError::BadRequest("empty body".into()))
         };
     }
-    let text =
-        std::str::from_utf8(body).map_err(|_| StoreError::BadRequest("invalid JSON: body is not UTF-8".into()))?;
+    let text = json_text(body)?;
     let value: &RawValue =
         serde_json::from_str(text).map_err(|e| StoreError::BadRequest(format!("invalid JSON: {e}")))?;
     let raw = value.get();
@@ -214,6 +242,28 @@ mod tests {
         for bad in ["{", "[1,]", "nope", "{\"a\":1}}"] {
             assert!(matches!(json(bad, false), Err(StoreError::BadRequest(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn messages_nest_at_most_max_message_depth() {
+        let deep = |n| "[".repeat(n) + &"]".repeat(n);
+        let obj = |n: usize| r#"{"a":"#.repeat(n) + "1" + &"}".repeat(n);
+        assert_eq!(json(&obj(64), false).unwrap(), [obj(64)]);
+        assert_eq!(json(&format!("[{},1]", obj(64)), false).unwrap(), [obj(64), "1".into()]);
+        for bad in [
+            obj(65),
+            format!("[1,{}]", obj(65)),
+            deep(100_000),
+            format!("[{}]", deep(65)),
+        ] {
+            assert!(
+                matches!(json(&bad, false), Err(StoreError::BadRequest(_))),
+                "{}",
+                bad.len()
+            );
+        }
+        // Octet streams are not JSON: brackets are bytes.
+        assert!(split_body(false, &Bytes::from(deep(1000)), false).is_ok());
     }
 
     #[test]
