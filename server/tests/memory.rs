@@ -5,8 +5,6 @@
 //! over the RSS of the warmed-up server. Every loop is bounded in count and
 //! time. The scenarios run one at a time so their figures do not mix.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +12,9 @@ use std::time::{Duration, Instant};
 use durable_session_protocol::ws::{ClientMsg, ErrorCode, Payload, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
+use common::binary::Running;
 
 /// Peak RSS growth allowed, per scenario (docs/limits.md, "Memory").
 const MISSING_BOUND_KB: u64 = 32 * 1024;
@@ -25,38 +26,25 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Running {
-    child: Child,
-    base: String,
+/// The real binary on its own data directory.
+struct Server {
+    running: Running,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.running
     }
 }
 
-fn start() -> Running {
+fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
-        .args(["--listen", "127.0.0.1:0", "--auth", "none", "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read address");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    Running { child, base, _dir: dir }
+    Server {
+        running: Running::start(dir.path(), &[]),
+        _dir: dir,
+    }
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -148,7 +136,7 @@ async fn wait_metric(base: &str, series: &str, want: f64) {
 
 /// A server with one stream, one WebSocket round trip and one append done:
 /// what every scenario measures from.
-async fn warmed_up() -> (Running, u64) {
+async fn warmed_up() -> (Server, u64) {
     let server = start();
     let res = http(&server.base, reqwest::Method::PUT, "/v1/stream/warm", "").await;
     assert!(res.status().is_success());

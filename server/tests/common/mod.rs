@@ -169,4 +169,12 @@ pub mod binary {
             Self { child, base }
         }
     }
+
+    /// A test that fails never leaves a server behind.
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
