@@ -38,15 +38,7 @@ async fn create(s: &TestServer, path: &str) {
 }
 
 async fn append(s: &TestServer, path: &str, body: &str) {
-    let res = s
-        .client
-        .post(s.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "append {path}: {}", res.status());
+    s.append_json(path, body).await;
 }
 
 fn subscribe(sub: &str, path: &str) -> ClientMsg {

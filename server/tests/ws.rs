@@ -23,16 +23,7 @@ async fn http_create(s: &TestServer, path: &str, content_type: &str, body: &str)
 }
 
 async fn http_append(s: &TestServer, path: &str, body: &str) -> String {
-    let res = s
-        .client
-        .post(s.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "{}", res.status());
-    res.headers()["stream-next-offset"].to_str().unwrap().to_owned()
+    s.append_json(path, body).await
 }
 
 async fn http_read(s: &TestServer, path: &str) -> String {

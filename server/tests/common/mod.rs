@@ -53,6 +53,20 @@ impl TestServer {
         }
     }
 
+    /// Appends JSON `body` to `path` over HTTP; the `Stream-Next-Offset`.
+    pub async fn append_json(&self, path: &str, body: &str) -> String {
+        let res = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "append {path}: {}", res.status());
+        res.headers()["stream-next-offset"].to_str().unwrap().to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/v1/stream/{path}", self.base)
     }
