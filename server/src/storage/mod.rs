@@ -5,8 +5,10 @@
 //! with the data it wrote) and wake-ups (a live reader waiting on a stream is
 //! woken by [`Storage::changes`], whichever process wrote). The embedded
 //! default is [`sqlite::SqliteStorage`]; the protocol rules every backend
-//! shares live in [`rules`].
+//! shares live in [`rules`] and [`meta`].
 
+pub mod meta;
+pub mod recent;
 pub mod rules;
 pub mod sqlite;
 
