@@ -482,6 +482,15 @@ impl Touches {
         self.lock().remove(&id);
     }
 
+    /// Forgets stream `id`'s read touch if it is still `at` (it has been
+    /// stored).
+    pub fn forget_if(&self, id: i64, at: i64) {
+        let mut map = self.lock();
+        if map.get(&id) == Some(&at) {
+            map.remove(&id);
+        }
+    }
+
     /// Every stream's last read touch.
     pub fn snapshot(&self) -> Vec<(i64, i64)> {
         self.lock().iter().map(|(k, v)| (*k, *v)).collect()
