@@ -160,7 +160,7 @@ impl Reader {
                 return Ok(()); // budget reached inside the source
             }
         }
-        if *pos >= limit {
+        if *pos >= limit || out.full(budget) {
             return Ok(());
         }
         let key = stored::data_key(stream.id);

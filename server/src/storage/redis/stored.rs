@@ -192,6 +192,7 @@ mod tests {
                 offset: None,
                 sub_offset: 2,
             }),
+            index_entry: None,
         };
         let source = NewStream::plain(&CreateStream {
             path: "s".into(),
