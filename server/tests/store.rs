@@ -191,7 +191,7 @@ async fn reads_are_bounded_and_resume(st: Store) {
     create(&st, "many", JSON, "[]").await;
     let message = format!("\"{}\"", "m".repeat(98)); // 100 bytes
     for _ in 0..10 {
-        let batch = vec![message.as_str(); 10].join(",");
+        let batch = [message.as_str(); 10].join(",");
         append(&st, append_req("many", JSON, &format!("[{batch}]"))).await;
     }
     let first = read(&st, "many", StartAt::Beginning, 1_000).await.unwrap();
