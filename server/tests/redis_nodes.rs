@@ -1,0 +1,235 @@
+//! Two server nodes on one Redis (a real redis-server): whatever is written
+//! through node A reads the same through node B — catch-up, long-poll, SSE
+//! and WebSocket, with identical offsets — and a live reader on B wakes on
+//! an append to A. Measures the cross-node wake-up.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::redis::RedisServer;
+use common::ws::Client;
+use durable_session_protocol::ws::{ClientMsg, Payload, ServerMsg};
+use reqwest::StatusCode;
+
+async fn put(s: &TestServer, path: &str, body: &str) {
+    let res = s
+        .client
+        .put(s.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+/// Appends through `s`; returns `Stream-Next-Offset`.
+async fn post(s: &TestServer, path: &str, body: &str) -> String {
+    let res = s
+        .client
+        .post(s.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "append: {}", res.status());
+    header(&res, "stream-next-offset")
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()[name].to_str().unwrap().to_owned()
+}
+
+/// A GET through `s`: status, `Stream-Next-Offset`, body.
+async fn get(s: &TestServer, path: &str, query: &str) -> (StatusCode, String, String) {
+    let res = s.client.get(format!("{}?{query}", s.url(path))).send().await.unwrap();
+    let status = res.status();
+    let next = res
+        .headers()
+        .get("stream-next-offset")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, next, res.text().await.unwrap())
+}
+
+/// An SSE response read as it arrives.
+struct Sse {
+    res: reqwest::Response,
+    text: String,
+}
+
+impl Sse {
+    async fn open(s: &TestServer, path: &str, offset: &str) -> Self {
+        let res = s
+            .client
+            .get(format!("{}?offset={offset}&live=sse", s.url(path)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        Self {
+            res,
+            text: String::new(),
+        }
+    }
+
+    /// Reads until the text so far contains `needle` (10 s at most).
+    async fn until(&mut self, needle: &str) {
+        while !self.text.contains(needle) {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("{needle:?} within 10 s; got {:?}", self.text))
+                .unwrap()
+                .expect("the SSE response goes on");
+            self.text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+fn json_and_offsets(messages: &[durable_session_protocol::ws::Message]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| match &m.payload {
+            Payload::Json(v) => (v.clone(), m.offset.clone()),
+            other => panic!("expected JSON, got {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_on_a_reads_the_same_on_b() {
+    let redis = RedisServer::start();
+    let a = TestServer::start_on_redis(&redis.url()).await;
+    let b = TestServer::start_on_redis(&redis.url()).await;
+    put(&a, "sessions/x", r#"[{"n":0}]"#).await;
+    let mut offsets = vec![get(&a, "sessions/x", "offset=now").await.1];
+    for n in 1..=4 {
+        offsets.push(post(&a, "sessions/x", &format!(r#"{{"n":{n}}}"#)).await);
+    }
+
+    // Catch-up from the start and from every offset: the same answer on
+    // both nodes.
+    for offset in std::iter::once("-1").chain(offsets.iter().map(String::as_str)) {
+        let query = format!("offset={offset}");
+        let on_a = get(&a, "sessions/x", &query).await;
+        let on_b = get(&b, "sessions/x", &query).await;
+        assert_eq!(on_a, on_b, "catch-up from {offset}");
+        assert_eq!(on_b.1, offsets[4]);
+    }
+    let (_, _, all) = get(&b, "sessions/x", "offset=-1").await;
+    assert_eq!(all, r#"[{"n":0},{"n":1},{"n":2},{"n":3},{"n":4}]"#);
+
+    // Long-poll from an offset with data after it answers at once.
+    let (status, next, body) = get(&b, "sessions/x", &format!("offset={}&live=long-poll", offsets[2])).await;
+    assert_eq!(
+        (status, next.as_str(), body.as_str()),
+        (StatusCode::OK, offsets[4].as_str(), r#"[{"n":3},{"n":4}]"#)
+    );
+
+    // SSE: the data, then where it ends.
+    let mut sse = Sse::open(&b, "sessions/x", &offsets[1]).await;
+    sse.until(&format!(r#""streamNextOffset":"{}""#, offsets[4])).await;
+    assert!(sse.text.contains(r#"[{"n":2},{"n":3},{"n":4}]"#), "{}", sse.text);
+
+    // WebSocket: every message with the offset A issued for it.
+    let mut ws = Client::connect(&b.base).await;
+    ws.send(ClientMsg::Subscribe {
+        sub: "s".into(),
+        path: "sessions/x".into(),
+        offset: "-1".into(),
+    })
+    .await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        if let ServerMsg::Events { messages, .. } = ws.next().await {
+            got.extend(json_and_offsets(&messages));
+        }
+    }
+    let expected: Vec<(String, String)> = (0..=4)
+        .map(|n| (format!(r#"{{"n":{n}}}"#), offsets[n].clone()))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_reader_on_b_wakes_on_an_append_to_a() {
+    let redis = RedisServer::start();
+    let a = TestServer::start_on_redis(&redis.url()).await;
+    let b = TestServer::start_on_redis(&redis.url()).await;
+    put(&a, "sessions/live", "[]").await;
+
+    // Both live readers on B are waiting (each has said it is up to date)
+    // before anything is appended.
+    let mut sse = Sse::open(&b, "sessions/live", "-1").await;
+    sse.until(r#""upToDate":true"#).await;
+    let mut ws = Client::connect(&b.base).await;
+    ws.send(ClientMsg::Subscribe {
+        sub: "s".into(),
+        path: "sessions/live".into(),
+        offset: "-1".into(),
+    })
+    .await;
+    loop {
+        if let ServerMsg::Events { up_to_date: true, .. } = ws.next().await {
+            break;
+        }
+    }
+
+    // Each append on A reaches both readers on B; the time from sending it
+    // to A to the frame on B is the cross-node latency.
+    const APPENDS: usize = 50;
+    let mut sse_ms = Vec::new();
+    let mut ws_ms = Vec::new();
+    for n in 0..APPENDS {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let sent = Instant::now();
+        let offset = post(&a, "sessions/live", &body).await;
+        let ws_wait = async {
+            loop {
+                if let ServerMsg::Events { messages, .. } = ws.next().await
+                    && !messages.is_empty()
+                {
+                    let got = json_and_offsets(&messages);
+                    assert_eq!(got, [(body.clone(), offset.clone())]);
+                    return sent.elapsed();
+                }
+            }
+        };
+        let sse_wait = async {
+            sse.until(&format!(r#""streamNextOffset":"{offset}""#)).await;
+            sent.elapsed()
+        };
+        let (w, s) = tokio::join!(ws_wait, sse_wait);
+        ws_ms.push(w.as_secs_f64() * 1e3);
+        sse_ms.push(s.as_secs_f64() * 1e3);
+    }
+    assert!(sse.text.contains(r#"[{"n":49}]"#));
+
+    // A long-poll on B from the tail answers with the next append on A.
+    let tail = get(&b, "sessions/live", "offset=now").await.1;
+    let long_poll = {
+        let url = format!("{}?offset={tail}&live=long-poll", b.url("sessions/live"));
+        let client = b.client.clone();
+        tokio::spawn(async move { client.get(url).send().await.unwrap() })
+    };
+    let next = post(&a, "sessions/live", r#"{"n":"last"}"#).await;
+    let res = long_poll.await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "stream-next-offset"), next);
+    assert_eq!(res.text().await.unwrap(), r#"[{"n":"last"}]"#);
+
+    for (name, ms) in [("SSE", &mut sse_ms), ("WebSocket", &mut ws_ms)] {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "cross-node latency, append sent to A → {name} frame on B ({APPENDS} appends): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+        assert!(at(0.5) < 1_000.0, "{name} wakes promptly");
+    }
+}
