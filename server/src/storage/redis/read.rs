@@ -51,9 +51,16 @@ end
 pub struct Reader {
     client: Client,
     config: AsyncConnectionConfig,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The connection, and its generation (so that a read that saw an old
+    /// one fail does not drop a new one).
+    conn: tokio::sync::Mutex<(u64, Option<MultiplexedConnection>)>,
     lookup: Script,
     range: Script,
+}
+
+/// Whether a failure means the connection is unusable.
+pub fn connection_lost(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 impl Reader {
@@ -61,42 +68,62 @@ impl Reader {
         Self {
             client,
             config,
-            conn: tokio::sync::Mutex::new(None),
+            conn: tokio::sync::Mutex::new((0, None)),
             lookup: Script::new(LOOKUP),
             range: Script::new(RANGE),
         }
     }
 
-    async fn conn(&self) -> StoreResult<MultiplexedConnection> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
+    /// Runs `op` on the shared connection. A connection found broken (Redis
+    /// restarted since it was made) is replaced and `op` run once more;
+    /// reads have no effects, so that is always safe.
+    async fn query<T, F>(&self, op: impl Fn(MultiplexedConnection) -> F) -> StoreResult<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        for attempt in 0..2 {
+            let (generation, conn, fresh) = {
+                let mut slot = self.conn.lock().await;
+                match &slot.1 {
+                    Some(conn) => (slot.0, conn.clone(), false),
+                    None => {
+                        let conn = self
+                            .client
+                            .get_multiplexed_async_connection_with_config(&self.config)
+                            .await
+                            .map_err(redis_error)?;
+                        slot.0 += 1;
+                        slot.1 = Some(conn.clone());
+                        (slot.0, conn, true)
+                    }
+                }
+            };
+            match op(conn).await {
+                Ok(value) => return Ok(value),
+                Err(e) if connection_lost(&e) => {
+                    let mut slot = self.conn.lock().await;
+                    if slot.0 == generation {
+                        slot.1 = None;
+                    }
+                    if fresh || attempt > 0 {
+                        return Err(redis_error(e));
+                    }
+                }
+                Err(e) => return Err(redis_error(e)),
+            }
         }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .map_err(redis_error)?;
-        Ok(slot.insert(conn).clone())
-    }
-
-    /// A failed command: the connection is dropped (and made again by the
-    /// next read) so that a broken link does not fail every read after it.
-    async fn failed(&self, e: redis::RedisError) -> StoreError {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
-            *self.conn.lock().await = None;
-        }
-        redis_error(e)
+        Err(StoreError::Internal("redis: no connection".into()))
     }
 
     /// The stream at `path`.
     pub async fn stream_at(&self, path: &str) -> StoreResult<Option<Stored>> {
-        let mut conn = self.conn().await?;
-        let found: Option<(i64, HashMap<String, String>)> =
-            match self.lookup.key(stored::path_key(path)).invoke_async(&mut conn).await {
-                Ok(found) => found,
-                Err(e) => return Err(self.failed(e).await),
-            };
+        let key = stored::path_key(path);
+        let found: Option<(i64, HashMap<String, String>)> = self
+            .query(|mut conn| {
+                let key = &key;
+                async move { self.lookup.key(key).invoke_async(&mut conn).await }
+            })
+            .await?;
         match found {
             Some((id, hash)) => Stored::parse(id, hash),
             None => Ok(None),
@@ -105,35 +132,31 @@ impl Reader {
 
     /// Stream `id`.
     pub async fn stream(&self, id: i64) -> StoreResult<Option<Stored>> {
-        let mut conn = self.conn().await?;
-        let hash: HashMap<String, String> = match redis::cmd("HGETALL")
-            .arg(stored::meta_key(id))
-            .query_async(&mut conn)
-            .await
-        {
-            Ok(hash) => hash,
-            Err(e) => return Err(self.failed(e).await),
-        };
+        let key = stored::meta_key(id);
+        let hash: HashMap<String, String> = self
+            .query(|mut conn| {
+                let key = &key;
+                async move { redis::cmd("HGETALL").arg(key).query_async(&mut conn).await }
+            })
+            .await?;
         Stored::parse(id, hash)
     }
 
     /// Up to `count` ids of streams due to expire by `due` (Unix ms).
     pub async fn expiring(&self, due: i64, count: usize) -> StoreResult<Vec<i64>> {
-        let mut conn = self.conn().await?;
-        let reply = redis::cmd("ZRANGE")
-            .arg(stored::EXPIRING)
-            .arg("-inf")
-            .arg(due)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(count)
-            .query_async(&mut conn)
-            .await;
-        match reply {
-            Ok(ids) => Ok(ids),
-            Err(e) => Err(self.failed(e).await),
-        }
+        self.query(|mut conn| async move {
+            redis::cmd("ZRANGE")
+                .arg(stored::EXPIRING)
+                .arg("-inf")
+                .arg(due)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(count)
+                .query_async(&mut conn)
+                .await
+        })
+        .await
     }
 
     /// Collects the data of `stream` from `*pos` up to (excluding) `limit`,
@@ -165,19 +188,22 @@ impl Reader {
         }
         let key = stored::data_key(stream.id);
         let json = stream.is_json();
-        let mut conn = self.conn().await?;
-        let entries: Vec<(String, Vec<u8>)> = match self
-            .range
-            .key(&key)
-            .arg(format!("({}", stored::entry_id(*pos)))
-            .arg(stored::entry_id(limit))
-            .arg(budget.saturating_sub(out.bytes).max(1))
-            .invoke_async(&mut conn)
-            .await
-        {
-            Ok(entries) => entries,
-            Err(e) => return Err(self.failed(e).await),
-        };
+        let (after, until) = (format!("({}", stored::entry_id(*pos)), stored::entry_id(limit));
+        let left = budget.saturating_sub(out.bytes).max(1);
+        let entries: Vec<(String, Vec<u8>)> = self
+            .query(|mut conn| {
+                let (key, after, until) = (&key, &after, &until);
+                async move {
+                    self.range
+                        .key(key)
+                        .arg(after)
+                        .arg(until)
+                        .arg(left)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
         let before = out.pieces.len();
         for (id, data) in entries {
             self.take(json, &id, data, pos, limit, out)?;
@@ -185,21 +211,25 @@ impl Reader {
         if *pos < limit && !out.full(budget) {
             // A byte run across `limit` (a fork point inside an append):
             // the entry after the range starts before it.
-            let next: Vec<(String, Vec<u8>)> = match redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(format!("({}", stored::entry_id(*pos)))
-                .arg("+")
-                .arg("COUNT")
-                .arg(1)
-                .query_async::<Vec<(String, HashMap<String, Vec<u8>>)>>(&mut conn)
-                .await
-            {
-                Ok(next) => next
-                    .into_iter()
-                    .map(|(id, mut fields)| (id, fields.remove("d").unwrap_or_default()))
-                    .collect(),
-                Err(e) => return Err(self.failed(e).await),
-            };
+            let after = format!("({}", stored::entry_id(*pos));
+            let next: Vec<(String, HashMap<String, Vec<u8>>)> = self
+                .query(|mut conn| {
+                    let (key, after) = (&key, &after);
+                    async move {
+                        redis::cmd("XRANGE")
+                            .arg(key)
+                            .arg(after)
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(1)
+                            .query_async(&mut conn)
+                            .await
+                    }
+                })
+                .await?;
+            let next = next
+                .into_iter()
+                .map(|(id, mut fields)| (id, fields.remove("d").unwrap_or_default()));
             for (id, data) in next {
                 self.take(json, &id, data, pos, limit, out)?;
             }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Pipeline, Value};
 
+use super::read::connection_lost;
 use super::stored::{self, Stored};
 use crate::offset::Position;
 use crate::storage::{Producer, StoreError, StoreResult};
@@ -68,7 +69,9 @@ impl Lanes {
         key.hash(&mut hasher);
         let lane = &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize];
         let mut slot = lane.lock().await;
+        let mut reconnected = false;
         for _ in 0..MAX_ATTEMPTS {
+            let fresh = slot.is_none();
             let conn = match slot.as_mut() {
                 Some(conn) => conn,
                 None => slot.insert(
@@ -83,15 +86,25 @@ impl Lanes {
                 writes: redis::pipe(),
                 watching: false,
                 broken: false,
+                lost: false,
+                exec_sent: false,
                 keep_on_error: false,
             };
             tx.writes.atomic();
             let result = op.run(&mut tx).await;
             let attempt = tx.finish(result.is_ok(), self.replication).await;
-            if tx.broken {
+            let (broken, retry) = (tx.broken, tx.lost && !tx.exec_sent && !fresh && !reconnected);
+            if broken {
                 // Never leave a connection in an unknown state (a WATCH or
                 // a MULTI of its own) for the next transaction.
                 *slot = None;
+                // A connection that died while idle (Redis restarted) fails
+                // the first command: nothing was written, so run again once
+                // on a new one.
+                if retry {
+                    reconnected = true;
+                    continue;
+                }
             }
             match attempt {
                 Ok(true) => return result,
@@ -110,7 +123,12 @@ pub struct Tx<'c> {
     conn: &'c mut MultiplexedConnection,
     writes: Pipeline,
     watching: bool,
+    /// A command failed: the connection is in an unknown state.
     broken: bool,
+    /// …because the connection is gone.
+    lost: bool,
+    /// `EXEC` was sent: the writes may have been applied.
+    exec_sent: bool,
     /// Commit the writes even though the operation fails (an expired stream
     /// removed on the way to a 404).
     pub keep_on_error: bool,
@@ -121,6 +139,7 @@ impl Tx<'_> {
         let result = pipe.query_async(self.conn).await;
         result.map_err(|e| {
             self.broken = true;
+            self.lost = connection_lost(&e);
             redis_error(e)
         })
     }
@@ -254,6 +273,7 @@ impl Tx<'_> {
             return Ok(true);
         }
         let writes = std::mem::replace(&mut self.writes, redis::pipe());
+        self.exec_sent = true;
         let committed: Option<Vec<Value>> = self.query(&writes).await?;
         if committed.is_none() {
             return Ok(false);
