@@ -101,8 +101,8 @@ impl Op for CreateOp {
             meta,
             path: Some(req.path.clone()),
             forks: 0,
+            rev: 0,
         });
-        tx.set_path(&req.path, id);
         if let Some(mut src) = source {
             src.forks += 1;
             tx.put(&src);
@@ -125,20 +125,17 @@ impl Op for AppendOp {
     async fn run(&self, tx: &mut Tx<'_>) -> StoreResult<Appended> {
         let req = &self.req;
         let now = rules::now_ms();
-        let mut stream = match tx.stream_at(&req.path).await? {
+        let producer = req.producer.as_ref().map(|p| p.id.as_str());
+        let (mut stream, stored_producer) = match tx.stream_and_producer_at(&req.path, producer).await? {
             None => return Err(StoreError::NotFound),
-            Some(s) if s.meta.deleted => return Err(StoreError::Gone),
-            Some(s) if s.meta.expired(&self.touches, now) => {
+            Some((s, _)) if s.meta.deleted => return Err(StoreError::Gone),
+            Some((s, _)) if s.meta.expired(&self.touches, now) => {
                 remove(tx, s, false).await?;
                 tx.publish(notify::message(&req.path, None));
                 tx.keep_on_error = true;
                 return Err(StoreError::NotFound);
             }
-            Some(s) => s,
-        };
-        let stored_producer = match &req.producer {
-            Some(p) => tx.producer(stream.meta.id, &p.id).await?,
-            None => None,
+            Some(found) => found,
         };
         let write = match stream.meta.plan_append(req, stored_producer)? {
             AppendPlan::Done(answer) => return Ok(answer),

@@ -19,13 +19,6 @@ use crate::offset::Position;
 use crate::storage::meta::{Collected, StreamMeta};
 use crate::storage::{StoreError, StoreResult};
 
-/// `GET` the id at a path, then `HGETALL` that stream: one round trip.
-const LOOKUP: &str = r"
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-return {id, redis.call('HGETALL', 'ds:stream:' .. id)}
-";
-
 /// Data entries in `(ARGV[1], ARGV[2]]` (entry ids) until `ARGV[3]` bytes
 /// are collected (at least one entry): a flat list of id, data, id, data…
 const RANGE: &str = r"
@@ -69,7 +62,7 @@ impl Reader {
             client,
             config,
             conn: tokio::sync::Mutex::new((0, None)),
-            lookup: Script::new(LOOKUP),
+            lookup: Script::new(stored::LOOKUP),
             range: Script::new(RANGE),
         }
     }
@@ -118,14 +111,14 @@ impl Reader {
     /// The stream at `path`.
     pub async fn stream_at(&self, path: &str) -> StoreResult<Option<Stored>> {
         let key = stored::path_key(path);
-        let found: Option<(i64, HashMap<String, String>)> = self
+        let found: Option<(i64, HashMap<String, String>, Option<String>)> = self
             .query(|mut conn| {
                 let key = &key;
-                async move { self.lookup.key(key).invoke_async(&mut conn).await }
+                async move { self.lookup.key(key).arg("").invoke_async(&mut conn).await }
             })
             .await?;
         match found {
-            Some((id, hash)) => Stored::parse(id, hash),
+            Some((id, hash, _)) => Stored::parse(id, hash),
             None => Ok(None),
         }
     }

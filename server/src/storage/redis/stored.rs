@@ -4,7 +4,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `ds:next-id` | string | the last stream id handed out (`INCR`): ids are incarnations |
-//! | `ds:path:{path}` | string | the id of the stream at `path` |
+//! | `ds:path:{path}` | string | `{id}:{rev}`: the stream at `path`, and its revision |
 //! | `ds:stream:{id}` | hash | the stream's description ([`Stored`]) |
 //! | `ds:data:{id}` | stream | its data: one entry per piece, entry id `0-{end position}` |
 //! | `ds:producers:{id}` | hash | producer id → `epoch:last seq` |
@@ -12,6 +12,24 @@
 //!
 //! A data entry's id is the position after it, so entries sort as the
 //! stream's offsets do and a read from a position is one `XRANGE`.
+//!
+//! Every write of a stream's description increments its revision, and, while
+//! a path names the stream, rewrites the path's value with it: so watching a
+//! path's key watches the stream there too (its description, and its
+//! producers, which change only with it), and [`LOOKUP`] reads both in one
+//! round trip.
+
+/// `KEYS[1]` a path's key, `ARGV[1]` a producer id or empty: `false` if no
+/// stream is there, else `{id, description (HGETALL), producer state or
+/// false}`.
+pub const LOOKUP: &str = r"
+local at = redis.call('GET', KEYS[1])
+if not at then return false end
+local id = string.match(at, '^(%d+):')
+local producer = false
+if ARGV[1] ~= '' then producer = redis.call('HGET', 'ds:producers:' .. id, ARGV[1]) end
+return {id, redis.call('HGETALL', 'ds:stream:' .. id), producer}
+";
 
 use std::collections::HashMap;
 
@@ -29,6 +47,11 @@ pub const EXPIRING: &str = "ds:expiring";
 /// The key naming the stream at `path`.
 pub fn path_key(path: &str) -> String {
     format!("ds:path:{path}")
+}
+
+/// What a path's key holds: the stream's id and revision.
+pub fn path_value(id: i64, rev: u64) -> String {
+    format!("{id}:{rev}")
 }
 
 /// The key of stream `id`'s description.
@@ -81,6 +104,8 @@ pub struct Stored {
     pub path: Option<String>,
     /// Streams forked from it that are still stored.
     pub forks: u64,
+    /// Incremented by every write of the description.
+    pub rev: u64,
 }
 
 impl Stored {
@@ -96,6 +121,7 @@ impl Stored {
             ("deleted", u8::from(m.deleted).to_string()),
             ("lineage", m.lineage.encode()),
             ("forks", self.forks.to_string()),
+            ("rev", self.rev.to_string()),
         ];
         let mut opt = |name, value: Option<String>| {
             if let Some(v) = value {
@@ -162,6 +188,7 @@ impl Stored {
             meta,
             path: hash.get("path").cloned(),
             forks: need("forks")? as u64,
+            rev: need("rev")? as u64,
         }))
     }
 
@@ -189,7 +216,7 @@ mod tests {
             body: Bytes::new(),
             fork: Some(ForkFrom {
                 source: "s".into(),
-                offset: None,
+                offset: Some(crate::offset::ZERO),
                 sub_offset: 2,
             }),
             index_entry: None,
@@ -214,11 +241,13 @@ mod tests {
                 meta: meta.clone(),
                 path: Some("f".into()),
                 forks: 2,
+                rev: 7,
             },
             Stored {
                 meta: source,
                 path: None,
                 forks: 0,
+                rev: 0,
             },
         ] {
             let hash = stored.fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();

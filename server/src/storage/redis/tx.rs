@@ -11,6 +11,7 @@
 //! time, so the requests of one node never conflict with each other (only
 //! with other nodes), and the number of connections is bounded.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -146,15 +147,34 @@ impl Tx<'_> {
 
     /// The stream at `path`, watching what was read.
     pub async fn stream_at(&mut self, path: &str) -> StoreResult<Option<Stored>> {
+        Ok(self.stream_and_producer_at(path, None).await?.map(|(stream, _)| stream))
+    }
+
+    /// The stream at `path` and the stored `(epoch, last seq)` of its
+    /// producer `producer`, watching what was read: the path's key, which
+    /// changes with the stream's description (see [`stored`]), which changes
+    /// with its producers' states. One round trip.
+    pub async fn stream_and_producer_at(
+        &mut self,
+        path: &str,
+        producer: Option<&str>,
+    ) -> StoreResult<Option<(Stored, Option<(u64, u64)>)>> {
         let key = stored::path_key(path);
         let mut pipe = redis::pipe();
-        pipe.cmd("WATCH").arg(&key).ignore().cmd("GET").arg(&key);
+        pipe.cmd("WATCH").arg(&key).ignore();
+        pipe.cmd("EVAL")
+            .arg(stored::LOOKUP)
+            .arg(1)
+            .arg(&key)
+            .arg(producer.unwrap_or(""));
         self.watching = true;
-        let (id,): (Option<i64>,) = self.query(&pipe).await?;
-        match id {
-            None => Ok(None),
-            Some(id) => self.stream(id).await,
-        }
+        type Found = Option<(i64, HashMap<String, String>, Option<String>)>;
+        let (found,): (Found,) = self.query(&pipe).await?;
+        let Some((id, hash, state)) = found else {
+            return Ok(None);
+        };
+        let state = state.as_deref().map(stored::parse_producer).transpose()?;
+        Ok(Stored::parse(id, hash)?.map(|stream| (stream, state)))
     }
 
     /// Stream `id`, watching what was read.
@@ -167,16 +187,6 @@ impl Tx<'_> {
         Stored::parse(id, hash)
     }
 
-    /// The stored `(epoch, last seq)` of producer `producer` of stream `id`.
-    /// Producer states change only with the stream's description, which the
-    /// caller has read (and so watches).
-    pub async fn producer(&mut self, id: i64, producer: &str) -> StoreResult<Option<(u64, u64)>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGET").arg(stored::producers_key(id)).arg(producer);
-        let (value,): (Option<String>,) = self.query(&pipe).await?;
-        value.as_deref().map(stored::parse_producer).transpose()
-    }
-
     /// A new stream id, greater than every one handed out before.
     pub async fn new_id(&mut self) -> StoreResult<i64> {
         let mut pipe = redis::pipe();
@@ -185,15 +195,26 @@ impl Tx<'_> {
         Ok(id)
     }
 
-    /// Queues: store `stream`'s description (and its place among expiring
-    /// streams).
+    /// Queues: store `stream`'s description as its next revision (and its
+    /// place among expiring streams); the path naming it, if one does, names
+    /// that revision.
     pub fn put(&mut self, stream: &Stored) {
         let id = stream.meta.id;
+        let next = Stored {
+            rev: stream.rev + 1,
+            ..stream.clone()
+        };
         let key = stored::meta_key(id);
         self.writes.cmd("DEL").arg(&key);
         let cmd = self.writes.cmd("HSET").arg(&key);
-        for (field, value) in stream.fields() {
+        for (field, value) in next.fields() {
             cmd.arg(field).arg(value);
+        }
+        if let Some(path) = &next.path {
+            self.writes
+                .cmd("SET")
+                .arg(stored::path_key(path))
+                .arg(stored::path_value(id, next.rev));
         }
         self.index_expiry(stream);
     }
@@ -228,11 +249,6 @@ impl Tx<'_> {
             .arg(stored::producers_key(id))
             .arg(&p.id)
             .arg(stored::producer_value(p.epoch, p.seq));
-    }
-
-    /// Queues: `path` names stream `id`.
-    pub fn set_path(&mut self, path: &str, id: i64) {
-        self.writes.cmd("SET").arg(stored::path_key(path)).arg(id);
     }
 
     /// Queues: `path` names no stream.
