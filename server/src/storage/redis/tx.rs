@@ -1,15 +1,24 @@
-//! Mutations as optimistic transactions: every key an operation reads is
-//! `WATCH`ed before it is read, the operation decides in Rust (with the
+//! Mutations as optimistic transactions: the keys an operation reads are
+//! `WATCH`ed before they are read, the operation decides in Rust (with the
 //! shared rules of [`crate::storage::meta`]) and queues its writes, and the
 //! writes go in one `MULTI`/`EXEC`. If another node changed a watched key in
 //! between, `EXEC` does nothing and the operation runs again from the start
-//! (at most [`MAX_ATTEMPTS`] times).
+//! (at most [`MAX_ATTEMPTS`] times). An append takes two round trips: watch
+//! the path and read stream and producer state (one Lua lookup), then `EXEC`.
 //!
 //! `WATCH` belongs to a connection, so a transaction needs a connection of
 //! its own while it runs. A node has a fixed set of them, [`Lanes`]: a
 //! stream's transactions always take the lane its path hashes to, one at a
 //! time, so the requests of one node never conflict with each other (only
 //! with other nodes), and the number of connections is bounded.
+//!
+//! Why not one Lua function per operation (one round trip): the rules would
+//! then exist twice, in Rust for SQLite and in Lua for Redis. Measured on
+//! the 2-core development machine (shared with other builds; release build,
+//! 100-byte JSON appends, Redis 7.0 with `appendfsync always`): sequential
+//! appends 1,030–1,320/s on Redis vs 1,170–1,590/s on SQLite; 64 producers
+//! on 64 streams 1,650–2,600/s vs 4,000–13,000/s, with the node at about 75%
+//! CPU and Redis at 25% — the node's CPU, not the round trips, was the limit.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
