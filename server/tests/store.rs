@@ -14,7 +14,7 @@ use durable_session_server::offset::{Pos, StartAt, ZERO, format_offset};
 use durable_session_server::storage::redis::{RedisOptions, RedisStorage};
 use durable_session_server::storage::sqlite::SqliteStorage;
 use durable_session_server::storage::{
-    Append, Appended, Chunk, CreateStream, Expiry, ForkFrom, Producer, Read, Storage, StoreError, rules,
+    Append, Appended, Chunk, CreateStream, Expiry, ForkFrom, IndexEntry, Producer, Read, Storage, StoreError, rules,
 };
 
 /// A store, and what keeps it alive.
@@ -75,6 +75,7 @@ on_every_store!(
     a_byte_fork_inside_an_append,
     expiry,
     a_feed_wakes_on_append,
+    a_stream_and_its_index_entry_together,
 );
 
 const JSON: &str = "application/json";
@@ -475,4 +476,37 @@ async fn a_feed_wakes_on_append(st: Store) {
     assert!(feed.wait(Duration::from_secs(5)).await, "woken by the append");
     let chunk = read(&st, "live", StartAt::Pos(tail), 1 << 20).await.unwrap();
     assert_eq!(chunk.pieces, [Bytes::from_static(br#"{"n":1}"#)]);
+}
+
+async fn a_stream_and_its_index_entry_together(st: Store) {
+    let indexed = |id: &str| CreateStream {
+        index_entry: Some(IndexEntry {
+            path: "_index/test".into(),
+            json: Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+        }),
+        ..create_req(&format!("sessions/{id}"), JSON, "")
+    };
+    assert!(st.s.create(indexed("a")).await.unwrap().created);
+    let entries = || read_all(&st, "_index/test", StartAt::Beginning, 1 << 20);
+    assert_eq!(
+        entries().await.0,
+        [r#"{"id":"a"}"#],
+        "the index is created with the first entry"
+    );
+    assert!(!st.s.create(indexed("a")).await.unwrap().created);
+    assert!(st.s.create(indexed("b")).await.unwrap().created);
+    assert_eq!(entries().await.0.len(), 2, "an existing stream is not indexed again");
+
+    // An index that takes no more entries: the stream is not created either.
+    let close = Append {
+        close: true,
+        ..append_req("_index/test", JSON, "")
+    };
+    append(&st, close).await;
+    assert!(matches!(
+        st.s.create(indexed("c")).await.unwrap_err(),
+        StoreError::Internal(_)
+    ));
+    assert_eq!(st.s.head("sessions/c").await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(entries().await.0.len(), 2);
 }

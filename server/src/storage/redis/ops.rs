@@ -11,7 +11,7 @@ use super::notify;
 use super::stored::Stored;
 use super::tx::{Op, Tx};
 use crate::storage::meta::{AppendPlan, NewStream, Touches};
-use crate::storage::{Append, Appended, CreateStream, Created, StoreError, StoreResult, rules};
+use crate::storage::{Append, Appended, CreateStream, Created, Expiry, IndexEntry, StoreError, StoreResult, rules};
 
 /// Removes a stream, keeping it (soft-deleted) while forks read from it.
 /// `keep_path` keeps the path reserved, as an explicit `DELETE` does; an
@@ -56,59 +56,97 @@ impl Op for CreateOp {
     type Output = Created;
 
     async fn run(&self, tx: &mut Tx<'_>) -> StoreResult<Created> {
-        let req = &self.req;
-        let touches = &*self.touches;
-        let now = rules::now_ms();
-        if let Some(existing) = tx.stream_at(&req.path).await? {
-            if existing.meta.deleted {
-                return Err(StoreError::ConfigMismatch(
-                    "state: it was deleted and is kept for its forks",
-                ));
-            }
-            if existing.meta.expired(touches, now) {
-                remove(tx, existing, false).await?;
-            } else {
-                let source = match existing.meta.fork_source {
-                    Some(id) => tx.stream(id).await?.map(|s| s.meta),
-                    None => None,
-                };
-                existing.meta.check_same_config(req, source.as_ref())?;
-                return Ok(Created {
-                    created: false,
-                    info: existing.meta.info(),
-                });
-            }
+        create(tx, &self.touches, &self.req).await
+    }
+}
+
+/// Creates a stream, or confirms an identical one; a new one with its index
+/// entry, if it has one.
+async fn create(tx: &mut Tx<'_>, touches: &Touches, req: &CreateStream) -> StoreResult<Created> {
+    let now = rules::now_ms();
+    if let Some(existing) = tx.stream_at(&req.path).await? {
+        if existing.meta.deleted {
+            return Err(StoreError::ConfigMismatch(
+                "state: it was deleted and is kept for its forks",
+            ));
         }
-        let (new, source) = match &req.fork {
-            None => (NewStream::plain(req)?, None),
-            Some(fork) => {
-                let src = match tx.stream_at(&fork.source).await? {
-                    None => return Err(StoreError::ForkSourceNotFound),
-                    Some(src) if src.meta.deleted => return Err(StoreError::ForkSourceGone),
-                    Some(src) if src.meta.expired(touches, now) => return Err(StoreError::ForkSourceNotFound),
-                    Some(src) => src,
-                };
-                (NewStream::fork(req, fork, &src.meta)?, Some(src))
-            }
-        };
-        // Taken after every read it depends on, so it is greater than the
-        // incarnations of the source and of any stream at this path before.
-        let id = tx.new_id().await?;
-        let (meta, ends) = new.meta(req, id, now)?;
-        tx.add_data(id, &ends, &new.pieces);
-        let info = meta.info();
-        tx.put(&Stored {
-            meta,
-            path: Some(req.path.clone()),
-            forks: 0,
-            rev: 0,
-        });
-        if let Some(mut src) = source {
-            src.forks += 1;
-            tx.put(&src);
+        if existing.meta.expired(touches, now) {
+            remove(tx, existing, false).await?;
+        } else {
+            let source = match existing.meta.fork_source {
+                Some(id) => tx.stream(id).await?.map(|s| s.meta),
+                None => None,
+            };
+            existing.meta.check_same_config(req, source.as_ref())?;
+            return Ok(Created {
+                created: false,
+                info: existing.meta.info(),
+            });
         }
-        tx.publish(notify::message(&req.path, None));
-        Ok(Created { created: true, info })
+    }
+    let (new, source) = match &req.fork {
+        None => (NewStream::plain(req)?, None),
+        Some(fork) => {
+            let src = match tx.stream_at(&fork.source).await? {
+                None => return Err(StoreError::ForkSourceNotFound),
+                Some(src) if src.meta.deleted => return Err(StoreError::ForkSourceGone),
+                Some(src) if src.meta.expired(touches, now) => return Err(StoreError::ForkSourceNotFound),
+                Some(src) => src,
+            };
+            (NewStream::fork(req, fork, &src.meta)?, Some(src))
+        }
+    };
+    // Taken after every read it depends on, so it is greater than the
+    // incarnations of the source and of any stream at this path before.
+    let id = tx.new_id().await?;
+    let (meta, ends) = new.meta(req, id, now)?;
+    tx.add_data(id, &ends, &new.pieces);
+    let info = meta.info();
+    tx.put(&Stored {
+        meta,
+        path: Some(req.path.clone()),
+        forks: 0,
+        rev: 0,
+    });
+    if let Some(mut src) = source {
+        src.forks += 1;
+        tx.put(&src);
+    }
+    tx.publish(notify::message(&req.path, None));
+    if let Some(entry) = &req.index_entry {
+        record_in_index(tx, touches, entry)
+            .await
+            .map_err(|e| StoreError::Internal(format!("cannot record the new stream in {}: {e}", entry.path)))?;
+    }
+    Ok(Created { created: true, info })
+}
+
+/// Appends a new stream's index entry, in the transaction that creates the
+/// stream (creating the index, with the entry, if it is missing).
+async fn record_in_index(tx: &mut Tx<'_>, touches: &Touches, entry: &IndexEntry) -> StoreResult<()> {
+    let json = Some("application/json".to_owned());
+    let append_entry = Append {
+        path: entry.path.clone(),
+        content_type: json.clone(),
+        body: entry.json.clone(),
+        close: false,
+        stream_seq: None,
+        producer: None,
+    };
+    match append(tx, touches, &append_entry).await {
+        Err(StoreError::NotFound) => {
+            let index = CreateStream {
+                path: entry.path.clone(),
+                content_type: json,
+                expiry: Expiry::Never,
+                closed: false,
+                body: entry.json.clone(),
+                fork: None,
+                index_entry: None,
+            };
+            Box::pin(create(tx, touches, &index)).await.map(|_| ())
+        }
+        other => other.map(|_| ()),
     }
 }
 
@@ -123,45 +161,49 @@ impl Op for AppendOp {
     type Output = Appended;
 
     async fn run(&self, tx: &mut Tx<'_>) -> StoreResult<Appended> {
-        let req = &self.req;
-        let now = rules::now_ms();
-        let producer = req.producer.as_ref().map(|p| p.id.as_str());
-        let (mut stream, stored_producer) = match tx.stream_and_producer_at(&req.path, producer).await? {
-            None => return Err(StoreError::NotFound),
-            Some((s, _)) if s.meta.deleted => return Err(StoreError::Gone),
-            Some((s, _)) if s.meta.expired(&self.touches, now) => {
-                remove(tx, s, false).await?;
-                tx.publish(notify::message(&req.path, None));
-                tx.keep_on_error = true;
-                return Err(StoreError::NotFound);
-            }
-            Some(found) => found,
-        };
-        let write = match stream.meta.plan_append(req, stored_producer)? {
-            AppendPlan::Done(answer) => return Ok(answer),
-            AppendPlan::Write(write) => write,
-        };
-        let id = stream.meta.id;
-        tx.add_data(id, &write.ends, &write.pieces);
-        if let Some(p) = &write.producer {
-            tx.set_producer(id, p);
-        }
-        let before = stream.meta.clone();
-        let m = &mut stream.meta;
-        m.tail = write.tail;
-        m.closed |= write.close;
-        if write.closed_by.is_some() {
-            m.closed_by.clone_from(&write.closed_by);
-        }
-        if write.stream_seq.is_some() {
-            m.last_stream_seq.clone_from(&write.stream_seq);
-        }
-        m.touched_ms = now;
-        tx.put(&stream);
-        let (appended, published) = before.appended(write, now);
-        tx.publish(notify::message(&req.path, published.as_ref()));
-        Ok(appended)
+        append(tx, &self.touches, &self.req).await
     }
+}
+
+/// Appends to and/or closes a stream.
+async fn append(tx: &mut Tx<'_>, touches: &Touches, req: &Append) -> StoreResult<Appended> {
+    let now = rules::now_ms();
+    let producer = req.producer.as_ref().map(|p| p.id.as_str());
+    let (mut stream, stored_producer) = match tx.stream_and_producer_at(&req.path, producer).await? {
+        None => return Err(StoreError::NotFound),
+        Some((s, _)) if s.meta.deleted => return Err(StoreError::Gone),
+        Some((s, _)) if s.meta.expired(touches, now) => {
+            remove(tx, s, false).await?;
+            tx.publish(notify::message(&req.path, None));
+            tx.keep_on_error = true;
+            return Err(StoreError::NotFound);
+        }
+        Some(found) => found,
+    };
+    let write = match stream.meta.plan_append(req, stored_producer)? {
+        AppendPlan::Done(answer) => return Ok(answer),
+        AppendPlan::Write(write) => write,
+    };
+    let id = stream.meta.id;
+    tx.add_data(id, &write.ends, &write.pieces);
+    if let Some(p) = &write.producer {
+        tx.set_producer(id, p);
+    }
+    let before = stream.meta.clone();
+    let m = &mut stream.meta;
+    m.tail = write.tail;
+    m.closed |= write.close;
+    if write.closed_by.is_some() {
+        m.closed_by.clone_from(&write.closed_by);
+    }
+    if write.stream_seq.is_some() {
+        m.last_stream_seq.clone_from(&write.stream_seq);
+    }
+    m.touched_ms = now;
+    tx.put(&stream);
+    let (appended, published) = before.appended(write, now);
+    tx.publish(notify::message(&req.path, published.as_ref()));
+    Ok(appended)
 }
 
 /// `DELETE`.
