@@ -68,7 +68,7 @@ impl Server {
     pub async fn open_redis(options: storage::redis::RedisOptions, config: ServerConfig) -> Result<Self, StoreError> {
         let metrics = Metrics::new();
         let hub = ChangeHub::with_limits(config.limits.recent(), metrics.clone());
-        let storage = storage::redis::RedisStorage::connect(options, hub).await?;
+        let storage = storage::redis::RedisStorage::connect(options, hub, metrics.clone()).await?;
         Ok(Self::with_parts(Arc::new(storage), config, metrics))
     }
 

@@ -121,6 +121,13 @@ async fn written_on_a_reads_the_same_on_b() {
     }
     let (_, _, all) = get(&b, "sessions/x", "offset=-1").await;
     assert_eq!(all, r#"[{"n":0},{"n":1},{"n":2},{"n":3},{"n":4}]"#);
+    let counted = |s: &TestServer| {
+        let text = s.metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix("durable_session_appends_total "))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+    };
+    assert_eq!((counted(&a), counted(&b)), (Some(4.0), Some(0.0)), "/metrics counts each node's appends");
 
     // Long-poll from an offset with data after it answers at once.
     let (status, next, body) = get(&b, "sessions/x", &format!("offset={}&live=long-poll", offsets[2])).await;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::redis::RedisServer;
 use durable_session_server::changes::ChangeHub;
+use durable_session_server::metrics::Metrics;
 use durable_session_server::offset::{Pos, StartAt, ZERO, format_offset};
 use durable_session_server::storage::redis::{RedisOptions, RedisStorage};
 use durable_session_server::storage::sqlite::SqliteStorage;
@@ -35,7 +36,7 @@ async fn sqlite() -> Store {
 
 async fn redis() -> Store {
     let redis = RedisServer::start();
-    let storage = RedisStorage::connect(RedisOptions::new(redis.url()), ChangeHub::new())
+    let storage = RedisStorage::connect(RedisOptions::new(redis.url()), ChangeHub::new(), Metrics::new())
         .await
         .unwrap();
     Store {

@@ -45,6 +45,7 @@ use super::{
     Append, Appended, Chunk, CreateStream, Created, Read, Storage, StoreError, StoreResult, StreamInfo, recent, rules,
 };
 use crate::changes::{ChangeFeed, ChangeHub};
+use crate::metrics::Metrics;
 
 /// How often read touches are stored and expired streams swept.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
@@ -95,9 +96,10 @@ impl RedisOptions {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use durable_session_server::changes::ChangeHub;
+/// use durable_session_server::{changes::ChangeHub, metrics::Metrics};
 /// use durable_session_server::storage::redis::{RedisOptions, RedisStorage};
-/// let storage = RedisStorage::connect(RedisOptions::new("redis://127.0.0.1:6379/0"), ChangeHub::new()).await?;
+/// let options = RedisOptions::new("redis://127.0.0.1:6379/0");
+/// let storage = RedisStorage::connect(options, ChangeHub::new(), Metrics::new()).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -110,15 +112,17 @@ struct Inner {
     reader: Reader,
     touches: Arc<Touches>,
     hub: ChangeHub,
+    metrics: Metrics,
     /// Dropped with the store: stops its background tasks.
     _stop: tokio::sync::watch::Sender<()>,
 }
 
 impl RedisStorage {
     /// Connects, checks that Redis is set up to keep what it acknowledges,
-    /// subscribes to changes (feeding `hub`), and starts housekeeping. Must
-    /// be called inside a Tokio runtime.
-    pub async fn connect(options: RedisOptions, hub: ChangeHub) -> StoreResult<Self> {
+    /// subscribes to changes (feeding `hub`), and starts housekeeping;
+    /// appends are counted in `metrics`. Must be called inside a Tokio
+    /// runtime.
+    pub async fn connect(options: RedisOptions, hub: ChangeHub, metrics: Metrics) -> StoreResult<Self> {
         let client = Client::open(options.url.as_str())
             .map_err(|e| StoreError::Internal(format!("--store {}: {e}", options.url)))?;
         let config = AsyncConnectionConfig::new()
@@ -142,6 +146,7 @@ impl RedisStorage {
                 reader: Reader::new(client, config),
                 touches: Arc::default(),
                 hub,
+                metrics,
                 _stop: stop,
             }),
         };
@@ -242,7 +247,12 @@ impl Storage for RedisStorage {
 
     async fn append(&self, req: Append) -> StoreResult<Appended> {
         let touches = self.inner.touches.clone();
-        self.transact(req.path.clone(), AppendOp { req, touches }).await
+        let (started, bytes) = (std::time::Instant::now(), req.body.len());
+        let result = self.transact(req.path.clone(), AppendOp { req, touches }).await;
+        if result.as_ref().is_ok_and(|a| !a.duplicate) {
+            self.inner.metrics.appended(bytes, started.elapsed());
+        }
+        result
     }
 
     async fn read(&self, req: Read) -> StoreResult<Chunk> {
