@@ -127,7 +127,11 @@ async fn written_on_a_reads_the_same_on_b() {
             .find_map(|l| l.strip_prefix("durable_session_appends_total "))
             .map(|v| v.trim().parse::<f64>().unwrap())
     };
-    assert_eq!((counted(&a), counted(&b)), (Some(4.0), Some(0.0)), "/metrics counts each node's appends");
+    assert_eq!(
+        (counted(&a), counted(&b)),
+        (Some(4.0), Some(0.0)),
+        "/metrics counts each node's appends"
+    );
 
     // Long-poll from an offset with data after it answers at once.
     let (status, next, body) = get(&b, "sessions/x", &format!("offset={}&live=long-poll", offsets[2])).await;
