@@ -19,6 +19,12 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one; panics (saying how to install it) if there is no `redis-server`.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with `settings` (redis-server flags) overriding the
+    /// durable defaults.
+    pub fn start_with(settings: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         for _ in 0..5 {
             // A port free now; another process may take it before Redis
@@ -27,7 +33,7 @@ impl RedisServer {
                 .and_then(|l| l.local_addr())
                 .expect("probe a free port")
                 .port();
-            match launch(dir.path(), port) {
+            match launch(dir.path(), port, settings) {
                 Ok(child) => {
                     return Self {
                         child: Some(child),
@@ -55,19 +61,21 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same dir and port (killing it first if it runs).
+    /// Starts it again on the same dir and port, with the durable settings
+    /// (killing it first if it runs).
     pub fn restart(&mut self) {
         self.kill();
-        match launch(self.dir.path(), self.port) {
+        match launch(self.dir.path(), self.port, &[]) {
             Ok(child) => self.child = Some(child),
             Err(log) => panic!("redis-server did not start again: {log}"),
         }
     }
 }
 
-/// Runs redis-server on `port` in `dir`; returns once it accepts
+/// Runs redis-server on `port` in `dir` (the durable settings, then
+/// `settings`); returns once it accepts
 /// connections, or its log if it exits first (or is not ready within 10 s).
-fn launch(dir: &Path, port: u16) -> Result<Child, String> {
+fn launch(dir: &Path, port: u16, settings: &[&str]) -> Result<Child, String> {
     let mut child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
         .arg(dir)
@@ -81,6 +89,7 @@ fn launch(dir: &Path, port: u16) -> Result<Child, String> {
             "--maxmemory-policy",
             "noeviction",
         ])
+        .args(settings)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
