@@ -413,7 +413,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 allow_non_durable: args.redis_allow_non_durable,
                 ..RedisOptions::new(url.as_str())
             };
-            (Server::open_redis(options, config).await?, format!("store: {}", redacted(url)))
+            (
+                Server::open_redis(options, config).await?,
+                format!("store: {}", redacted(url)),
+            )
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
