@@ -11,6 +11,7 @@ use common::TestServer;
 use common::redis::RedisServer;
 use common::ws::Client;
 use durable_session_protocol::ws::{ClientMsg, Payload, ServerMsg};
+use durable_session_server::storage::redis::RedisOptions;
 use reqwest::StatusCode;
 
 async fn put(s: &TestServer, path: &str, body: &str) {
@@ -298,4 +299,75 @@ async fn concurrent_appends_through_both_nodes_are_each_stored_once() {
         let expected: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(stored[position - 1], expected, "the message acknowledged at {offset}");
     }
+}
+
+/// With `--redis-wait-replicas 1` an append is acknowledged only once the
+/// replica has it; with the replica gone, appends fail (500) after the wait
+/// timeout instead of being acknowledged unreplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wait_for_a_replica_when_asked() {
+    let primary = RedisServer::start();
+    let mut replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let client = redis::Client::open(replica.url()).unwrap();
+    let mut on_replica = client.get_multiplexed_async_connection().await.unwrap();
+    let linked = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut on_replica)
+            .await
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(Instant::now() < linked, "the replica links up within 10 s: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let options = RedisOptions {
+        wait_replicas: 1,
+        wait_timeout: Duration::from_millis(300),
+        ..RedisOptions::new(primary.url())
+    };
+    let node = TestServer::start_on_redis_with(options).await;
+    put(&node, "replicated", "[]").await;
+    for n in 1..=3 {
+        post(&node, "replicated", &format!("{n}")).await;
+        // Acknowledged means the replica has it already.
+        let stored: Option<String> = redis::cmd("GET")
+            .arg("ds:path:replicated")
+            .query_async(&mut on_replica)
+            .await
+            .unwrap();
+        let id = stored
+            .expect("the stream is on the replica")
+            .split(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        let len: usize = redis::cmd("XLEN")
+            .arg(format!("ds:data:{id}"))
+            .query_async(&mut on_replica)
+            .await
+            .unwrap();
+        assert_eq!(len, n, "append {n} is on the replica when acknowledged");
+    }
+    replica.kill();
+    let started = Instant::now();
+    let res = node
+        .client
+        .post(node.url("replicated"))
+        .header("content-type", "application/json")
+        .body("4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "not replicated: not acknowledged"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "after the wait timeout"
+    );
 }

@@ -46,13 +46,16 @@ impl TestServer {
     /// A node on the Redis at `url` (a store shared with other nodes), with
     /// the short long-poll timeout of [`TestServer::start`].
     pub async fn start_on_redis(url: &str) -> Self {
+        Self::start_on_redis_with(RedisOptions::new(url)).await
+    }
+
+    /// [`TestServer::start_on_redis`] with options.
+    pub async fn start_on_redis_with(options: RedisOptions) -> Self {
         let config = ServerConfig {
             long_poll_timeout: Duration::from_millis(500),
             ..ServerConfig::default()
         };
-        let server = Server::open_redis(RedisOptions::new(url), config)
-            .await
-            .expect("connect to Redis");
+        let server = Server::open_redis(options, config).await.expect("connect to Redis");
         Self::serve(server).await
     }
 
