@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs on this machine, and nothing that is
 # already there: npm packages from the committed lock file, the wasm32 Rust
-# target, the pinned wasm-bindgen CLI, and Debian's chromium, chromium-driver
-# and binaryen (wasm-opt). Safe to run again; quick when everything is present.
+# target, the pinned wasm-bindgen CLI, and Debian's chromium, chromium-driver,
+# binaryen (wasm-opt) and redis-server (the shared store the tests run on).
+# Safe to run again; quick when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +35,11 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown
 fi
 
-# Debian packages: Chromium and its driver for browser tests, binaryen for wasm-opt.
+# Debian packages: Chromium and its driver for browser tests, binaryen for
+# wasm-opt, redis-server for the Redis store's tests (they start their own
+# redis-server in a temp dir; the package's system service is not used).
 missing=()
-for pkg in chromium chromium-driver binaryen; do
+for pkg in chromium chromium-driver binaryen redis-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

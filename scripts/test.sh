@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project: formatting and lints, the Rust unit and
 # integration tests, and the public Durable Streams conformance suite against
-# a freshly started server. Ends with one summary line of all counts.
+# a freshly started server on each store (SQLite; Redis, with a redis-server of
+# its own). Ends with one summary line of all counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,7 @@ cargo clippy -p durable-sessions --target wasm32-unknown-unknown --features js,l
 step "cargo test (unit, integration, doc tests; measurements are printed)"
 run cargo test --workspace -- --show-output
 
-step "Durable Streams conformance suite (@durable-streams/server-conformance-tests)"
+step "Durable Streams conformance suite (@durable-streams/server-conformance-tests), on SQLite and on Redis"
 run npx vitest run --config tests/vitest.config.mjs
 
 step "SDK in headless Chromium (wasm-bindgen-test): our server + agent, and the Node reference server"

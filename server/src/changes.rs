@@ -238,6 +238,20 @@ impl ChangeHub {
         self.shared.report(paths);
     }
 
+    /// Wakes everyone waiting on any path and forgets all recent appends:
+    /// for a backend that may have missed changes (its pub/sub subscription
+    /// dropped), so that every live reader reads the store again.
+    pub fn notify_all(&self) {
+        let mut guard = self.shared.lock();
+        let paths = &mut *guard;
+        for entry in paths.map.values_mut() {
+            entry.forget_all();
+            entry.tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        paths.recent_bytes = 0;
+        self.shared.report(paths);
+    }
+
     /// The data of `path` from `from` to its latest known tail (about
     /// `max_bytes`, at least one piece), if the recent appends cover it.
     pub fn recent(&self, path: &str, from: Pos, max_bytes: usize) -> Option<Recent> {
@@ -333,6 +347,17 @@ mod tests {
         hub.notify("a");
         assert!(feed.wait(Duration::from_millis(10)).await);
         assert!(!feed.wait(Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn notify_all_wakes_every_path_and_forgets_recent_appends() {
+        let hub = ChangeHub::new();
+        let (mut a, mut b) = (hub.subscribe("a"), hub.subscribe("b"));
+        publish(&hub, 0, &["1"], true);
+        hub.notify_all();
+        assert!(a.wait(Duration::from_millis(10)).await);
+        assert!(b.wait(Duration::from_millis(10)).await);
+        assert!(hub.recent("a", 0, 1 << 20).is_none());
     }
 
     #[tokio::test]

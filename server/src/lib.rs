@@ -64,6 +64,14 @@ impl Server {
         Ok(Self::with_parts(Arc::new(storage), config, metrics))
     }
 
+    /// A server on the Redis store: one node of several sharing that Redis.
+    pub async fn open_redis(options: storage::redis::RedisOptions, config: ServerConfig) -> Result<Self, StoreError> {
+        let metrics = Metrics::new();
+        let hub = ChangeHub::with_limits(config.limits.recent(), metrics.clone());
+        let storage = storage::redis::RedisStorage::connect(options, hub, metrics.clone()).await?;
+        Ok(Self::with_parts(Arc::new(storage), config, metrics))
+    }
+
     /// A server on any storage backend (whose own metrics, if any, are not
     /// in `/metrics`).
     pub fn with_storage(storage: Arc<dyn Storage>, config: ServerConfig) -> Self {

@@ -1,4 +1,4 @@
-//! `durable-session-server`: the reference Durable Streams server on SQLite.
+//! `durable-session-server`: the reference Durable Streams server, on SQLite or Redis.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,9 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use durable_session_server::Server;
 use durable_session_server::auth::jwt::{Keys, parse_grant};
 use durable_session_server::config::{AllowedOrigins, AuthMode, Limits, ServerConfig};
+use durable_session_server::storage::redis::RedisOptions;
 use tracing_subscriber::EnvFilter;
 
-/// Durable Streams HTTP server for durable sessions, on embedded SQLite.
+/// Durable Streams HTTP server for durable sessions, on embedded SQLite or a
+/// Redis shared by several nodes.
 ///
 /// Streams are served at /v1/stream/{path}. Logs go to stderr; set RUST_LOG
 /// (for example RUST_LOG=debug) for more detail.
@@ -67,6 +69,35 @@ struct Args {
     /// Directory holding the SQLite database (created if missing).
     #[arg(long, default_value = ".data", value_name = "DIR")]
     data_dir: PathBuf,
+
+    /// Where streams are stored: sqlite (a database in --data-dir, for one
+    /// node) or redis://[USER:PASSWORD@]HOST:PORT/DB (a Redis shared by
+    /// several nodes; it must run with appendonly yes, appendfsync always and
+    /// maxmemory-policy noeviction, which is checked at start-up).
+    #[arg(long, default_value = "sqlite", value_name = "STORE", value_parser = parse_store)]
+    store: Store,
+
+    /// With --store redis: transactions this node runs at once, each on a
+    /// connection of its own (a stream's always use the same one).
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    redis_connections: u16,
+
+    /// With --store redis: acknowledge an append only once N replicas have
+    /// it too (Redis WAIT). One not replicated within
+    /// --redis-wait-timeout-ms fails with 500 though the primary has it (an
+    /// idempotent producer's retry is then a duplicate, not stored twice).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    redis_wait_replicas: u32,
+
+    /// With --redis-wait-replicas: how long an append waits for its replicas.
+    #[arg(long, default_value_t = 1_000, value_name = "MS")]
+    redis_wait_timeout_ms: u64,
+
+    /// With --store redis: start even if Redis does not fsync every write
+    /// (appendfsync always) or may evict keys (maxmemory-policy other than
+    /// noeviction). Acknowledged appends can then be lost.
+    #[arg(long)]
+    redis_allow_non_durable: bool,
 
     /// How long a long-poll read waits for new data before answering 204.
     #[arg(long, default_value_t = 30_000, value_name = "N")]
@@ -212,6 +243,31 @@ enum Command {
     },
 }
 
+/// The `--store` flag.
+#[derive(Clone, Debug)]
+enum Store {
+    Sqlite,
+    Redis(String),
+}
+
+fn parse_store(value: &str) -> Result<Store, String> {
+    if value == "sqlite" {
+        Ok(Store::Sqlite)
+    } else if value.starts_with("redis://") {
+        Ok(Store::Redis(value.to_owned()))
+    } else {
+        Err("expected sqlite or redis://HOST:PORT/DB".into())
+    }
+}
+
+/// A Redis URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum AuthArg {
     Jwt,
@@ -344,15 +400,30 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ws_slow_consumer_timeout: Duration::from_millis(args.limits.ws_slow_consumer_timeout_ms),
         ..ServerConfig::default()
     };
-    let server = Server::open(&args.data_dir, config)?;
+    let (server, store) = match &args.store {
+        Store::Sqlite => (
+            Server::open(&args.data_dir, config)?,
+            format!("data dir: {}", args.data_dir.display()),
+        ),
+        Store::Redis(url) => {
+            let options = RedisOptions {
+                connections: args.redis_connections.into(),
+                wait_replicas: args.redis_wait_replicas,
+                wait_timeout: Duration::from_millis(args.redis_wait_timeout_ms),
+                allow_non_durable: args.redis_allow_non_durable,
+                ..RedisOptions::new(url.as_str())
+            };
+            (
+                Server::open_redis(options, config).await?,
+                format!("store: {}", redacted(url)),
+            )
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!(
-        "durable-session-server listening on http://{addr} (data dir: {}, auth: {auth_mode})",
-        args.data_dir.display()
-    );
+    println!("durable-session-server listening on http://{addr} ({store}, auth: {auth_mode})");
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -367,7 +438,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     std::io::stdout().flush()?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "listening");
+    tracing::info!(%addr, "listening ({store})");
     server.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -1,7 +1,12 @@
 //! The binary refuses unsafe or unusable settings before it listens, saying
 //! why; `token` mints a token the server accepts.
 
+mod common;
+
 use std::process::Command;
+
+use common::binary::Running;
+use common::redis::RedisServer;
 
 fn server(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
@@ -156,4 +161,63 @@ fn request_logs_never_carry_tokens() {
     for secret in [token.as_str(), "QUERY-SECRET", "NOT-A-VALID-TOKEN", "Bearer", secret] {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
     }
+}
+
+/// Runs the server expecting it to refuse to start: returns its stderr.
+/// Fails (instead of hanging) if it is still running after 10 s.
+fn refused(args: &[&str]) -> String {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-server"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the server binary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started with {args:?}; it should have refused");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success(), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn refuses_a_redis_that_may_lose_acknowledged_appends() {
+    let (ok, err) = server(&["--listen", "127.0.0.1:0", "--auth", "none", "--store", "mysql://x"]);
+    assert!(!ok && err.contains("expected sqlite or redis://"), "{err}");
+    for setting in [
+        ["--appendfsync", "everysec"],
+        ["--appendonly", "no"],
+        ["--maxmemory-policy", "allkeys-lru"],
+    ] {
+        let redis = RedisServer::start_with(&setting);
+        let url = redis.url();
+        let err = refused(&["--listen", "127.0.0.1:0", "--auth", "none", "--store", &url]);
+        let name = setting[0].trim_start_matches("--");
+        assert!(
+            err.contains("may lose acknowledged appends") && err.contains(name),
+            "{setting:?}: {err}"
+        );
+        // Allowed when asked for: it starts and listens.
+        let dir = tempfile::tempdir().unwrap();
+        let running = Running::start(dir.path(), &["--store", &url, "--redis-allow-non-durable"]);
+        assert!(running.base.starts_with("http://127.0.0.1:"));
+    }
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(dir.path(), &["--store", &redis.url()]);
+    assert!(
+        running.base.starts_with("http://127.0.0.1:"),
+        "a durable Redis is accepted"
+    );
 }

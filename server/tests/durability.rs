@@ -1,6 +1,7 @@
 //! `kill -9` right after acknowledgements loses nothing: every append that got
 //! a 2xx is read back, at its acknowledged offset, after a restart on the same
-//! data directory. Runs the real binary.
+//! data directory — of the server on SQLite, or of redis-server under a server
+//! on Redis. Runs the real binaries.
 
 mod common;
 
@@ -9,36 +10,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::binary::Running;
+use common::redis::RedisServer;
 use reqwest::StatusCode;
 
 const WRITERS: usize = 8;
 const APPENDS_PER_WRITER: usize = 200;
 
-fn start(data_dir: &Path) -> Running {
-    Running::start(data_dir, &[])
+fn start(data_dir: &Path, extra: &[&str]) -> Running {
+    Running::start(data_dir, extra)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_after_ack_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path());
-    let client = reqwest::Client::new();
-    let url = format!("{}/v1/stream/durable", server.base);
-    let res = client
-        .put(&url)
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-
-    // Writers append concurrently, each as an idempotent producer, and
-    // record what was acknowledged.
+/// Appends to the JSON stream at `url` from concurrent writers, each an
+/// idempotent producer, and calls `kill` as soon as a good share is
+/// acknowledged; the writers stop at their first failure. Returns what was
+/// acknowledged: `(Stream-Next-Offset, body)`.
+async fn write_and_kill(client: &reqwest::Client, url: &str, kill: impl FnOnce()) -> Vec<(String, String)> {
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+        let (client, url, acked) = (client.clone(), url.to_owned(), acked.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..APPENDS_PER_WRITER {
                 if Instant::now() > deadline {
@@ -59,31 +50,33 @@ async fn kill_9_after_ack_loses_nothing() {
                         let offset = r.headers()["stream-next-offset"].to_str().unwrap().to_owned();
                         acked.lock().unwrap().push((offset, body));
                     }
-                    _ => break, // the server is gone
+                    _ => break, // the server (or its store) is gone
                 }
             }
         }));
     }
-    // Kill the server mid-stream, as soon as a good share is acknowledged.
+    // Kill mid-stream, as soon as a good share is acknowledged.
     while acked.lock().unwrap().len() < WRITERS * APPENDS_PER_WRITER / 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    server.child.kill().unwrap(); // SIGKILL
-    server.child.wait().unwrap();
+    kill();
     for t in tasks {
         t.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty());
+    acked
+}
 
-    let mut server = start(dir.path());
-    let url = format!("{}/v1/stream/durable", server.base);
-    let res = client.get(&url).send().await.unwrap();
+/// Every acknowledged message is stored at its acknowledged offset, and the
+/// producers' state survived (a replay is a duplicate).
+async fn assert_nothing_lost(client: &reqwest::Client, url: &str, acked: &[(String, String)], what: &str) {
+    let res = client.get(url).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let stored: Vec<serde_json::Value> = serde_json::from_str(&res.text().await.unwrap()).unwrap();
     // Each message's end offset is the stream's incarnation, then its 1-based
     // position in a JSON stream.
-    for (offset, body) in &acked {
+    for (offset, body) in acked {
         let (_, pos) = offset.split_once('_').unwrap();
         let pos: usize = pos.parse().unwrap();
         let expected: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -94,14 +87,13 @@ async fn kill_9_after_ack_loses_nothing() {
         );
     }
     println!(
-        "kill -9 durability: {} acknowledged appends before the kill, {} messages after restart, none lost",
+        "{what}: {} acknowledged appends before the kill, {} messages after restart, none lost",
         acked.len(),
         stored.len()
     );
-
     // Producer state survived too: replaying writer 0's first append is a duplicate.
     let res = client
-        .post(&url)
+        .post(url)
         .header("content-type", "application/json")
         .header("producer-id", "writer-0")
         .header("producer-epoch", "0")
@@ -115,6 +107,49 @@ async fn kill_9_after_ack_loses_nothing() {
         StatusCode::NO_CONTENT,
         "duplicate after restart is not stored twice"
     );
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+}
+
+async fn create_json(client: &reqwest::Client, url: &str) {
+    let res = client
+        .put(url)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_ack_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/stream/durable", server.base);
+    create_json(&client, &url).await;
+    let acked = write_and_kill(&client, &url, || {
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+    })
+    .await;
+    let server = start(dir.path(), &[]);
+    let url = format!("{}/v1/stream/durable", server.base);
+    assert_nothing_lost(&client, &url, &acked, "kill -9 durability (SQLite)").await;
+}
+
+/// The same with the Redis store: redis-server (appendonly yes, appendfsync
+/// always) is killed with SIGKILL and started again on the same dir; the
+/// server node stays up throughout and carries on once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_redis_after_ack_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &["--store", &redis.url()]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/stream/durable", server.base);
+    create_json(&client, &url).await;
+    let acked = write_and_kill(&client, &url, || redis.kill()).await;
+    let res = client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR, "while Redis is down");
+    redis.restart();
+    assert_nothing_lost(&client, &url, &acked, "kill -9 durability (Redis)").await;
 }

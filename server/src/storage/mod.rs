@@ -4,9 +4,13 @@
 //! acknowledged only once it is durable), atomicity (a producer's state moves
 //! with the data it wrote) and wake-ups (a live reader waiting on a stream is
 //! woken by [`Storage::changes`], whichever process wrote). The embedded
-//! default is [`sqlite::SqliteStorage`]; the protocol rules every backend
-//! shares live in [`rules`].
+//! default is [`sqlite::SqliteStorage`]; several nodes share a
+//! [`redis::RedisStorage`]. The protocol rules every backend shares live in
+//! [`rules`] and [`meta`].
 
+pub mod meta;
+pub mod recent;
+pub mod redis;
 pub mod rules;
 pub mod sqlite;
 

@@ -10,7 +10,6 @@
 //! Sliding-TTL touches from reads are kept in memory (so a read never costs a
 //! disk write) and folded into the database every few seconds.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -21,14 +20,15 @@ use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::rules::{self, ProducerVerdict};
+use super::meta::{AppendPlan, Collected, NewStream, StreamMeta, Touches, expiry_columns};
 use super::{
     Append, Appended, Chunk, CreateStream, Created, Expiry, IndexEntry, Read, Storage, StoreError, StoreResult,
     StreamInfo,
 };
+use super::{recent, rules};
 use crate::changes::{ChangeFeed, ChangeHub, Published};
 use crate::metrics::Metrics;
-use crate::offset::{Lineage, MAX_POSITION, Pos, Position, StartAt, Unresolved};
+use crate::offset::{Lineage, Position};
 
 /// Most mutations applied in one transaction.
 const MAX_BATCH: usize = 512;
@@ -85,86 +85,43 @@ const ROW_COLUMNS: &str = "id, path, content_type, ttl_seconds, expires_at_ms, t
      fork_source_path, fork_offset, fork_req_offset, fork_sub, deleted, incarnation, lineage";
 
 /// A stream's row.
-#[derive(Debug, Clone)]
-struct Row {
-    id: i64,
-    content_type: String,
-    ttl_seconds: Option<i64>,
-    expires_at_ms: Option<i64>,
-    touched_ms: i64,
-    closed: bool,
-    closed_by: Option<(String, u64, u64)>,
-    tail: Position,
-    last_stream_seq: Option<String>,
-    fork_source: Option<i64>,
-    fork_source_path: Option<String>,
-    fork_offset: Option<Position>,
-    fork_req_offset: Option<Position>,
-    fork_sub: u64,
-    deleted: bool,
-    /// Which incarnation each run of positions belongs to: how positions
-    /// become offsets.
-    lineage: Lineage,
-}
+type Row = StreamMeta;
 
-impl Row {
-    fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        let closed_by_id: Option<String> = r.get(7)?;
-        let closed_by = match closed_by_id {
-            Some(id) => Some((id, r.get::<_, i64>(8)? as u64, r.get::<_, i64>(9)? as u64)),
-            None => None,
-        };
-        Ok(Self {
-            id: r.get(0)?,
-            content_type: r.get(2)?,
-            ttl_seconds: r.get(3)?,
-            expires_at_ms: r.get(4)?,
-            touched_ms: r.get(5)?,
-            closed: r.get(6)?,
-            closed_by,
-            tail: r.get::<_, i64>(10)? as Position,
-            last_stream_seq: r.get(11)?,
-            fork_source: r.get(12)?,
-            fork_source_path: r.get(13)?,
-            fork_offset: r.get::<_, Option<i64>>(14)?.map(|v| v as Position),
-            fork_req_offset: r.get::<_, Option<i64>>(15)?.map(|v| v as Position),
-            fork_sub: r.get::<_, i64>(16)? as u64,
-            deleted: r.get(17)?,
-            lineage: match r.get::<_, Option<String>>(19)? {
-                // A stream created from scratch (or stored before lineages).
-                None => Lineage::new(r.get::<_, i64>(18)? as u64),
-                Some(text) => Lineage::decode(&text).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        19,
-                        rusqlite::types::Type::Text,
-                        format!("malformed lineage {text:?}").into(),
-                    )
-                })?,
-            },
-        })
-    }
-
-    fn expiry(&self) -> Expiry {
-        match (self.ttl_seconds, self.expires_at_ms) {
-            (Some(ttl), _) => Expiry::Ttl(ttl as u64),
-            (None, Some(at)) => Expiry::At(at),
-            (None, None) => Expiry::Never,
-        }
-    }
-
-    fn info(&self) -> StreamInfo {
-        StreamInfo {
-            id: self.id,
-            content_type: self.content_type.clone(),
-            tail: self.lineage.offset(self.tail),
-            closed: self.closed,
-            expiry: self.expiry(),
-        }
-    }
-
-    fn is_json(&self) -> bool {
-        rules::is_json(&self.content_type)
-    }
+/// Reads a `streams` row selected with [`ROW_COLUMNS`].
+fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let closed_by_id: Option<String> = r.get(7)?;
+    let closed_by = match closed_by_id {
+        Some(id) => Some((id, r.get::<_, i64>(8)? as u64, r.get::<_, i64>(9)? as u64)),
+        None => None,
+    };
+    Ok(StreamMeta {
+        id: r.get(0)?,
+        content_type: r.get(2)?,
+        ttl_seconds: r.get(3)?,
+        expires_at_ms: r.get(4)?,
+        touched_ms: r.get(5)?,
+        closed: r.get(6)?,
+        closed_by,
+        tail: r.get::<_, i64>(10)? as Position,
+        last_stream_seq: r.get(11)?,
+        fork_source: r.get(12)?,
+        fork_source_path: r.get(13)?,
+        fork_offset: r.get::<_, Option<i64>>(14)?.map(|v| v as Position),
+        fork_req_offset: r.get::<_, Option<i64>>(15)?.map(|v| v as Position),
+        fork_sub: r.get::<_, i64>(16)? as u64,
+        deleted: r.get(17)?,
+        lineage: match r.get::<_, Option<String>>(19)? {
+            // A stream created from scratch (or stored before lineages).
+            None => Lineage::new(r.get::<_, i64>(18)? as u64),
+            Some(text) => Lineage::decode(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    19,
+                    rusqlite::types::Type::Text,
+                    format!("malformed lineage {text:?}").into(),
+                )
+            })?,
+        },
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
@@ -173,13 +130,13 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
 
 fn find(conn: &Connection, path: &str) -> StoreResult<Option<Row>> {
     conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE path = ?1"))
-        .and_then(|mut st| st.query_row([path], Row::from_sql).optional())
+        .and_then(|mut st| st.query_row([path], row_from_sql).optional())
         .map_err(internal)
 }
 
 fn find_by_id(conn: &Connection, id: i64) -> StoreResult<Option<Row>> {
     conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE id = ?1"))
-        .and_then(|mut st| st.query_row([id], Row::from_sql).optional())
+        .and_then(|mut st| st.query_row([id], row_from_sql).optional())
         .map_err(internal)
 }
 
@@ -189,56 +146,15 @@ fn fork_count(conn: &Connection, id: i64) -> StoreResult<i64> {
         .map_err(internal)
 }
 
-/// Last-touch times from reads, not yet written back. Keyed by stream id.
-#[derive(Default)]
-struct Touches(Mutex<HashMap<i64, i64>>);
-
-impl Touches {
-    fn touch(&self, id: i64, now: i64) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id, now);
-    }
-
-    fn effective(&self, row: &Row) -> i64 {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&row.id).copied().unwrap_or(0).max(row.touched_ms)
-    }
-
-    fn get(&self, id: i64) -> Option<i64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied()
-    }
-
-    fn forget(&self, id: i64) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-    }
-
-    fn snapshot(&self) -> Vec<(i64, i64)> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter().map(|(k, v)| (*k, *v)).collect()
-    }
-}
-
-/// Whether `row` is expired now, counting in-memory touches.
-fn expired(touches: &Touches, row: &Row, now: i64) -> bool {
-    rules::is_expired(row.expiry(), touches.effective(row), now)
-}
-
 /// Looks a stream up for a client operation: missing, expired and
 /// soft-deleted streams are errors.
 fn live_row(conn: &Connection, touches: &Touches, path: &str, now: i64) -> StoreResult<Row> {
     match find(conn, path)? {
         None => Err(StoreError::NotFound),
         Some(row) if row.deleted => Err(StoreError::Gone),
-        Some(row) if expired(touches, &row, now) => Err(StoreError::NotFound),
+        Some(row) if row.expired(touches, now) => Err(StoreError::NotFound),
         Some(row) => Ok(row),
     }
-}
-
-/// Where collected data goes: the pieces and the position after each.
-#[derive(Default)]
-struct Collected {
-    pieces: Vec<Bytes>,
-    ends: Vec<Position>,
-    bytes: usize,
 }
 
 /// Collects stored data of stream `id` from `*pos` up to (excluding)
@@ -270,23 +186,13 @@ fn collect(
         .map_err(internal)?;
     let mut rows = st.query(params![id, *pos as i64, limit as i64]).map_err(internal)?;
     while let Some(r) = rows.next().map_err(internal)? {
-        if out.bytes >= budget && !out.pieces.is_empty() {
+        if out.full(budget) {
             break;
         }
         let start = r.get::<_, i64>(0).map_err(internal)? as Position;
         let end = r.get::<_, i64>(1).map_err(internal)? as Position;
         let data: Vec<u8> = r.get(2).map_err(internal)?;
-        let piece = if row.is_json() {
-            Bytes::from(data)
-        } else {
-            let from = (*pos).max(start) - start;
-            let to = end.min(limit) - start;
-            Bytes::from(data).slice(from as usize..to as usize)
-        };
-        out.bytes += piece.len();
-        out.pieces.push(piece);
-        *pos = end.min(limit);
-        out.ends.push(*pos);
+        out.take(row.is_json(), Bytes::from(data), (start, end), pos, limit);
     }
     Ok(())
 }
@@ -297,46 +203,26 @@ fn read_chunk(conn: &Connection, touches: &Touches, req: &Read) -> StoreResult<C
     if row.ttl_seconds.is_some() {
         touches.touch(row.id, now);
     }
-    let start = match req.from {
-        StartAt::Beginning => 0,
-        StartAt::Now => row.tail,
-        StartAt::Pos(offset) => row.lineage.resolve(offset, row.tail).map_err(|e| match e {
-            Unresolved::BeyondTail => StoreError::OffsetBeyondTail,
-            Unresolved::OtherIncarnation => StoreError::Gone,
-        })?,
-    };
+    let start = row.read_start(req.from)?;
     let mut out = Collected::default();
     let mut next = start;
     if start < row.tail {
         collect(conn, row.id, &mut next, row.tail, req.max_bytes, &mut out)?;
     }
-    Ok(Chunk {
-        info: row.info(),
-        start: row.lineage.offset(start),
-        next: row.lineage.offset(next),
-        pieces: out.pieces,
-        offsets: out.ends.into_iter().map(|end| row.lineage.offset(end)).collect(),
-    })
+    Ok(row.chunk(start, next, out))
 }
 
-/// Writes pieces from position `start`; returns the new tail.
-fn insert_pieces(conn: &Connection, id: i64, json: bool, start: Position, pieces: &[Bytes]) -> StoreResult<Position> {
+/// Writes pieces that end at `ends`.
+fn insert_pieces(conn: &Connection, id: i64, json: bool, ends: &[Position], pieces: &[Bytes]) -> StoreResult<()> {
     let mut st = conn
         .prepare_cached("INSERT INTO chunks (stream_id, start_pos, end_pos, data) VALUES (?1, ?2, ?3, ?4)")
         .map_err(internal)?;
-    let mut pos = start;
-    for piece in pieces {
-        let end = pos + if json { 1 } else { piece.len() as Position };
-        if end > MAX_POSITION {
-            return Err(StoreError::BadRequest(
-                "the stream is full: no offset left for this data".into(),
-            ));
-        }
-        st.execute(params![id, pos as i64, end as i64, piece.as_ref()])
+    for (piece, &end) in pieces.iter().zip(ends) {
+        let start = end - if json { 1 } else { piece.len() as Position };
+        st.execute(params![id, start as i64, end as i64, piece.as_ref()])
             .map_err(internal)?;
-        pos = end;
     }
-    Ok(pos)
+    Ok(())
 }
 
 /// Removes a stream for good, then any soft-deleted source it was the last
@@ -715,11 +601,11 @@ fn housekeeping(conn: &Connection, touches: &Touches, effects: &mut Effects) -> 
                   OR expires_at_ms <= ?1)"
             ))
             .map_err(internal)?;
-        st.query_map([now], Row::from_sql)
+        st.query_map([now], row_from_sql)
             .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
             .map_err(internal)?
     };
-    for row in candidates.iter().filter(|r| expired(touches, r, now)) {
+    for row in candidates.iter().filter(|r| r.expired(touches, now)) {
         let path: Option<String> = conn
             .query_row("SELECT path FROM streams WHERE id = ?1", [row.id], |r| r.get(0))
             .optional()
@@ -727,54 +613,6 @@ fn housekeeping(conn: &Connection, touches: &Touches, effects: &mut Effects) -> 
             .flatten();
         remove(conn, touches, row, false)?;
         effects.notify.extend(path);
-    }
-    Ok(())
-}
-
-/// The position a `Stream-Fork-Offset` names in the source `src`.
-fn fork_anchor(src: &Row, offset: Option<Pos>) -> StoreResult<Position> {
-    let Some(offset) = offset else { return Ok(src.tail) };
-    src.lineage.resolve(offset, src.tail).map_err(|e| {
-        StoreError::BadRequest(match e {
-            Unresolved::BeyondTail => "Stream-Fork-Offset is beyond the source stream's tail".into(),
-            Unresolved::OtherIncarnation => "Stream-Fork-Offset is not an offset of the source stream".into(),
-        })
-    })
-}
-
-/// Whether an existing stream matches a repeated `PUT`.
-fn check_same_config(conn: &Connection, row: &Row, req: &CreateStream) -> StoreResult<()> {
-    let forked = req.fork.is_some();
-    if forked != row.fork_source_path.is_some() {
-        return Err(StoreError::ConfigMismatch("fork source"));
-    }
-    let wanted_type = match (&req.content_type, forked) {
-        (Some(ct), _) => Some(ct.as_str()),
-        (None, true) => None, // inherits the source's
-        (None, false) => Some(rules::DEFAULT_CONTENT_TYPE),
-    };
-    if wanted_type.is_some_and(|ct| !rules::same_media_type(ct, &row.content_type)) {
-        return Err(StoreError::ConfigMismatch("content type"));
-    }
-    if !(forked && req.expiry == Expiry::Never) && req.expiry != row.expiry() {
-        return Err(StoreError::ConfigMismatch("TTL or expiry"));
-    }
-    if req.closed != row.closed {
-        return Err(StoreError::ConfigMismatch("closed state"));
-    }
-    if let Some(fork) = &req.fork {
-        let same_source = row.fork_source_path.as_deref() == Some(fork.source.as_str());
-        let same_offset = match (fork.offset, row.fork_source) {
-            (None, _) => true,
-            // The offset names a position of the source it was resolved in.
-            (Some(offset), Some(src)) => {
-                find_by_id(conn, src)?.is_some_and(|src| fork_anchor(&src, Some(offset)).ok() == row.fork_req_offset)
-            }
-            (Some(_), None) => false,
-        };
-        if !same_source || !same_offset || fork.sub_offset != row.fork_sub {
-            return Err(StoreError::ConfigMismatch("fork source or offset"));
-        }
     }
     Ok(())
 }
@@ -787,10 +625,14 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
                 "state: it was deleted and is kept for its forks",
             ));
         }
-        if expired(touches, &row, now) {
+        if row.expired(touches, now) {
             remove(conn, touches, &row, false)?;
         } else {
-            check_same_config(conn, &row, &req)?;
+            let source = match row.fork_source {
+                Some(id) => find_by_id(conn, id)?,
+                None => None,
+            };
+            row.check_same_config(&req, source.as_ref())?;
             return Ok(Created {
                 created: false,
                 info: row.info(),
@@ -798,90 +640,53 @@ fn create(conn: &Connection, touches: &Touches, req: CreateStream, effects: &mut
         }
     }
 
-    let (content_type, expiry, fork) = match &req.fork {
-        None => (
-            req.content_type
-                .clone()
-                .unwrap_or_else(|| rules::DEFAULT_CONTENT_TYPE.into()),
-            req.expiry,
-            None,
-        ),
+    let new = match &req.fork {
+        None => NewStream::plain(&req)?,
         Some(fork) => {
             let src = match find(conn, &fork.source)? {
                 None => return Err(StoreError::ForkSourceNotFound),
                 Some(src) if src.deleted => return Err(StoreError::ForkSourceGone),
-                Some(src) if expired(touches, &src, now) => {
-                    return Err(StoreError::ForkSourceNotFound);
-                }
+                Some(src) if src.expired(touches, now) => return Err(StoreError::ForkSourceNotFound),
                 Some(src) => src,
             };
-            if let Some(ct) = &req.content_type
-                && !rules::same_media_type(ct, &src.content_type)
-            {
-                return Err(StoreError::ContentTypeMismatch {
-                    stream: src.content_type,
-                });
-            }
-            let anchor = fork_anchor(&src, fork.offset)?;
-            let at = anchor
-                .checked_add(fork.sub_offset)
-                .filter(|at| *at <= src.tail)
-                .ok_or_else(|| {
-                    StoreError::BadRequest("Stream-Fork-Sub-Offset is past the end of the source data".into())
-                })?;
-            (
-                src.content_type.clone(),
-                rules::fork_expiry(src.expiry(), req.expiry),
-                Some((src.id, anchor, at, src.lineage)),
-            )
+            NewStream::fork(&req, fork, &src)?
         }
     };
-    let json = rules::is_json(&content_type);
-    let pieces = rules::split_body(json, &req.body, true)?;
-    let (ttl, expires_at) = match expiry {
-        Expiry::Never => (None, None),
-        Expiry::Ttl(s) => (Some(s as i64), None),
-        Expiry::At(ms) => (None, Some(ms)),
-    };
-    let start = fork.as_ref().map_or(0, |f| f.2);
+    let (ttl, expires_at) = expiry_columns(new.expiry);
     conn.prepare_cached(
         "INSERT INTO streams (path, content_type, ttl_seconds, expires_at_ms, touched_ms, tail, \
          fork_source, fork_source_path, fork_offset, fork_req_offset, fork_sub) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, NULL, NULL, NULL, NULL, 0)",
     )
-    .and_then(|mut st| {
-        st.execute(params![
-            req.path,
-            content_type,
-            ttl,
-            expires_at,
-            now,
-            start as i64,
-            fork.as_ref().map(|f| f.0),
-            req.fork.as_ref().map(|f| f.source.clone()),
-            fork.as_ref().map(|f| f.2 as i64),
-            fork.as_ref().map(|f| f.1 as i64),
-            req.fork.as_ref().map_or(0, |f| f.sub_offset as i64),
-        ])
-    })
+    .and_then(|mut st| st.execute(params![req.path, new.content_type, ttl, expires_at, now]))
     .map_err(internal)?;
     // The row id is the new incarnation: AUTOINCREMENT never hands out an id
     // twice, and each is greater than every one before it (restarts too), so
     // a stream created again at a deleted path gets offsets that sort after
     // the old stream's, and tell themselves apart from them.
     let id = conn.last_insert_rowid();
-    let lineage = fork.map(|(_, _, at, src_lineage)| src_lineage.fork(at, id as u64).encode());
-    let tail = insert_pieces(conn, id, json, start, &pieces.pieces)?;
+    let (row, ends) = new.meta(&req, id, now)?;
+    insert_pieces(conn, id, row.is_json(), &ends, &new.pieces)?;
     conn.execute(
-        "UPDATE streams SET tail = ?2, closed = ?3, incarnation = ?1, lineage = ?4 WHERE id = ?1",
-        params![id, tail as i64, req.closed, lineage],
+        "UPDATE streams SET tail = ?2, closed = ?3, incarnation = ?1, lineage = ?4, fork_source = ?5, \
+         fork_source_path = ?6, fork_offset = ?7, fork_req_offset = ?8, fork_sub = ?9 WHERE id = ?1",
+        params![
+            id,
+            row.tail as i64,
+            row.closed,
+            row.fork_source.map(|_| row.lineage.encode()),
+            row.fork_source,
+            row.fork_source_path,
+            row.fork_offset.map(|p| p as i64),
+            row.fork_req_offset.map(|p| p as i64),
+            row.fork_sub as i64,
+        ],
     )
     .map_err(internal)?;
     effects.notify.push(req.path);
     if let Some(entry) = req.index_entry {
         record_in_index(conn, touches, entry, effects)?;
     }
-    let row = find_by_id(conn, id)?.ok_or_else(|| internal("created stream vanished"))?;
     Ok(Created {
         created: true,
         info: row.info(),
@@ -927,7 +732,7 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
     let row = match find(conn, &req.path)? {
         None => return Err(StoreError::NotFound),
         Some(row) if row.deleted => return Err(StoreError::Gone),
-        Some(row) if expired(touches, &row, now) => {
+        Some(row) if row.expired(touches, now) => {
             remove(conn, touches, &row, false)?;
             effects.notify.push(req.path);
             effects.keep_on_error = true;
@@ -935,45 +740,9 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
         }
         Some(row) => row,
     };
-    let has_body = !req.body.is_empty();
-    if row.closed {
-        if let (Some(p), Some((id, epoch, seq))) = (&req.producer, &row.closed_by)
-            && (&p.id, p.epoch, p.seq) == (id, *epoch, *seq)
-        {
-            return Ok(Appended {
-                info: row.info(),
-                duplicate: true,
-                producer: Some((p.epoch, p.seq)),
-            });
-        }
-        if req.close && !has_body {
-            return Ok(Appended {
-                info: row.info(),
-                duplicate: true,
-                producer: None,
-            });
-        }
-        return Err(StoreError::Closed {
-            tail: row.lineage.offset(row.tail),
-        });
-    }
-    if has_body {
-        match &req.content_type {
-            None => {
-                return Err(StoreError::BadRequest(
-                    "Content-Type is required when there is a body".into(),
-                ));
-            }
-            Some(ct) if !rules::same_media_type(ct, &row.content_type) => {
-                return Err(StoreError::ContentTypeMismatch {
-                    stream: row.content_type,
-                });
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(p) = &req.producer {
-        let stored: Option<(u64, u64)> = conn
+    let stored_producer: Option<(u64, u64)> = match &req.producer {
+        None => None,
+        Some(p) => conn
             .prepare_cached("SELECT epoch, last_seq FROM producers WHERE stream_id = ?1 AND producer_id = ?2")
             .and_then(|mut st| {
                 st.query_row(params![row.id, p.id], |r| {
@@ -981,25 +750,14 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
                 })
                 .optional()
             })
-            .map_err(internal)?;
-        if let ProducerVerdict::Duplicate { last_seq } = rules::check_producer(stored, p)? {
-            return Ok(Appended {
-                info: row.info(),
-                duplicate: true,
-                producer: Some((p.epoch, last_seq)),
-            });
-        }
-    }
-    if let Some(seq) = &req.stream_seq {
-        rules::check_stream_seq(row.last_stream_seq.as_deref(), seq)?;
-    }
-    let pieces = if has_body {
-        rules::split_body(row.is_json(), &req.body, false)?
-    } else {
-        rules::Pieces { pieces: vec![], len: 0 }
+            .map_err(internal)?,
     };
-    let tail = insert_pieces(conn, row.id, row.is_json(), row.tail, &pieces.pieces)?;
-    let closer = req.producer.as_ref().filter(|_| req.close);
+    let write = match row.plan_append(&req, stored_producer)? {
+        AppendPlan::Done(answer) => return Ok(answer),
+        AppendPlan::Write(write) => write,
+    };
+    insert_pieces(conn, row.id, row.is_json(), &write.ends, &write.pieces)?;
+    let closer = write.closed_by.as_ref();
     conn.prepare_cached(
         "UPDATE streams SET tail = ?2, closed = closed OR ?3, \
          closed_by_id = COALESCE(?4, closed_by_id), closed_by_epoch = COALESCE(?5, closed_by_epoch), \
@@ -1009,17 +767,17 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
     .and_then(|mut st| {
         st.execute(params![
             row.id,
-            tail as i64,
-            req.close,
-            closer.map(|p| p.id.clone()),
-            closer.map(|p| p.epoch as i64),
-            closer.map(|p| p.seq as i64),
-            req.stream_seq,
+            write.tail as i64,
+            write.close,
+            closer.map(|c| c.0.clone()),
+            closer.map(|c| c.1 as i64),
+            closer.map(|c| c.2 as i64),
+            write.stream_seq,
             now,
         ])
     })
     .map_err(internal)?;
-    if let Some(p) = &req.producer {
+    if let Some(p) = &write.producer {
         conn.prepare_cached(
             "INSERT INTO producers (stream_id, producer_id, epoch, last_seq) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (stream_id, producer_id) DO UPDATE SET epoch = ?3, last_seq = ?4",
@@ -1027,29 +785,12 @@ fn append(conn: &Connection, touches: &Touches, req: Append, effects: &mut Effec
         .and_then(|mut st| st.execute(params![row.id, p.id, p.epoch as i64, p.seq as i64]))
         .map_err(internal)?;
     }
-    let info = StreamInfo {
-        tail: row.lineage.offset(tail),
-        closed: row.closed || req.close,
-        ..row.info()
-    };
-    if pieces.pieces.is_empty() {
-        effects.notify.push(req.path);
-    } else {
-        let append = Published {
-            info: info.clone(),
-            // In the incarnation the data is in, so that live readers count
-            // the pieces' offsets from here.
-            start: row.lineage.append_offset(row.tail),
-            pieces: pieces.pieces,
-            touched_ms: now,
-        };
-        effects.publish.push((req.path, append));
+    let (appended, published) = row.appended(write, now);
+    match published {
+        None => effects.notify.push(req.path),
+        Some(published) => effects.publish.push((req.path, published)),
     }
-    Ok(Appended {
-        info,
-        duplicate: false,
-        producer: req.producer.map(|p| (p.epoch, p.seq)),
-    })
+    Ok(appended)
 }
 
 fn delete(conn: &Connection, touches: &Touches, path: String, effects: &mut Effects) -> StoreResult<()> {
@@ -1081,39 +822,8 @@ impl Storage for SqliteStorage {
     }
 
     async fn read(&self, req: Read) -> StoreResult<Chunk> {
-        // Live readers usually want what was just appended: serve it from
-        // memory when the change hub still has it.
-        if let StartAt::Pos(from) = req.from
-            && let Some(recent) = self.inner.hub.recent(&req.path, from, req.max_bytes)
-        {
-            let now = rules::now_ms();
-            let touches = &self.inner.touches;
-            let touched = touches.get(recent.info.id).unwrap_or(0).max(recent.touched_ms);
-            if !rules::is_expired(recent.info.expiry, touched, now) {
-                if matches!(recent.info.expiry, Expiry::Ttl(_)) {
-                    touches.touch(recent.info.id, now);
-                }
-                // Recent appends are all in the stream's newest incarnation
-                // (`from` is between two of their offsets), where offsets
-                // count positions.
-                let json = recent.info.is_json();
-                let mut end = from;
-                let offsets = recent
-                    .pieces
-                    .iter()
-                    .map(|piece| {
-                        end += if json { 1 } else { piece.len() as Pos };
-                        end
-                    })
-                    .collect();
-                return Ok(Chunk {
-                    info: recent.info,
-                    start: from,
-                    next: recent.next,
-                    pieces: recent.pieces,
-                    offsets,
-                });
-            }
+        if let Some(chunk) = recent::read_recent(&self.inner.hub, &self.inner.touches, &req) {
+            return Ok(chunk);
         }
         self.query(move |conn, touches| read_chunk(conn, touches, &req)).await
     }

@@ -1,11 +1,15 @@
-//! A real server on a loopback socket, with its own data directory.
+//! A real server on a loopback socket, with its own data directory (or on
+//! a store of the test's choosing, such as a real Redis: [`redis`]).
 
 #![allow(dead_code)]
+
+pub mod redis;
 
 use std::time::Duration;
 
 use durable_session_server::Server;
 use durable_session_server::config::ServerConfig;
+use durable_session_server::storage::redis::RedisOptions;
 
 pub struct TestServer {
     pub base: String,
@@ -36,7 +40,26 @@ impl TestServer {
     /// A server on an existing data directory, which outlives it: start
     /// another one on the same directory to test a restart.
     pub async fn start_in(data_dir: &std::path::Path, config: ServerConfig) -> Self {
-        let server = Server::open(data_dir, config).expect("open storage");
+        Self::serve(Server::open(data_dir, config).expect("open storage")).await
+    }
+
+    /// A node on the Redis at `url` (a store shared with other nodes), with
+    /// the short long-poll timeout of [`TestServer::start`].
+    pub async fn start_on_redis(url: &str) -> Self {
+        Self::start_on_redis_with(RedisOptions::new(url)).await
+    }
+
+    /// [`TestServer::start_on_redis`] with options.
+    pub async fn start_on_redis_with(options: RedisOptions) -> Self {
+        let config = ServerConfig {
+            long_poll_timeout: Duration::from_millis(500),
+            ..ServerConfig::default()
+        };
+        let server = Server::open_redis(options, config).await.expect("connect to Redis");
+        Self::serve(server).await
+    }
+
+    async fn serve(server: Server) -> Self {
         let metrics = server.metrics();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
