@@ -213,6 +213,8 @@ fn Transcript(session: UseSessionReturn) -> impl IntoView {
                     </article>
                 }.into_any(),
                 ChatItem::Run(run) => view! { <RunView run=run /> }.into_any(),
+                // Events of other types (an app's own): the demo has none to show.
+                ChatItem::Event(_) => ().into_any(),
             }).collect_view()}
         </main>
     }
