@@ -58,8 +58,11 @@ export async function demo(): Promise<void> {
       if (item.kind === "run") {
         const lanes: string[] = item.lanes.map((l) => `${l.agent}: ${l.text}`);
         console.log(item.runId, item.state, item.text, lanes);
-      } else {
+      } else if (item.kind === "user") {
         console.log(item.author, item.text);
+      } else {
+        // An event of another type, passed through where it appeared.
+        console.log(item.event.type);
       }
     }
   });

@@ -308,7 +308,10 @@ impl JsClient {
         })
     }
 
-    /// Opens a session (creating it if needed).
+    /// Opens a session (creating it if needed). `E` is the union of the
+    /// app's own event types (see `AppEvents`): what `append` takes and
+    /// `onEvent` and `items()` give, besides the core events.
+    #[wasm_bindgen(unchecked_return_type = "Session<E>")]
     pub fn session(
         &self,
         id: &str,
@@ -401,6 +404,8 @@ pub struct SessionParts {
     on_storage_error: JsCallbacks,
     /// Resolves once the stored state was read (`session.ready`).
     ready: Promise,
+    /// Resolves once the subscription first caught up (`session.synced`).
+    synced: Promise,
     iterators: Rc<RefCell<Vec<iter::Feed>>>,
     items: ItemsCache,
     next: Rc<RefCell<u64>>,
@@ -485,6 +490,8 @@ impl JsSession {
         let cache = items.clone();
         let mut resolve_ready = None;
         let ready = Promise::new(&mut |resolve, _| resolve_ready = Some(resolve));
+        let mut resolve_synced = None;
+        let synced = Promise::new(&mut |resolve, _| resolve_synced = Some(resolve));
         if session.loaded()
             && let Some(resolve) = resolve_ready.take()
         {
@@ -533,6 +540,11 @@ impl JsSession {
             {
                 let _ = resolve.call0(&JsValue::NULL);
             }
+            if u.up_to_date
+                && let Some(resolve) = resolve_synced.take()
+            {
+                let _ = resolve.call0(&JsValue::NULL);
+            }
         });
         let parts = SessionParts {
             session,
@@ -542,6 +554,7 @@ impl JsSession {
             on_reset,
             on_storage_error,
             ready,
+            synced,
             iterators,
             items,
             next: Rc::default(),
@@ -588,6 +601,14 @@ impl JsSession {
         self.parts.ready.clone()
     }
 
+    /// Resolves once the subscription has first caught up with the stream
+    /// (after `ready`): `items()` then hold everything the server had when
+    /// the session opened — e.g. whether an answer is being written.
+    #[wasm_bindgen(getter, unchecked_return_type = "Promise<void>")]
+    pub fn synced(&self) -> Promise {
+        self.parts.synced.clone()
+    }
+
     /// Session events received so far (restored ones included).
     #[wasm_bindgen(getter)]
     pub fn received(&self) -> f64 {
@@ -603,7 +624,7 @@ impl JsSession {
     }
 
     /// The transcript: user messages and runs, folded from the events.
-    #[wasm_bindgen(unchecked_return_type = "ChatItem[]")]
+    #[wasm_bindgen(unchecked_return_type = "ChatItem<E>[]")]
     pub fn items(&self) -> JsValue {
         items_value(&self.items, &self.session, Some(&[]))
     }
@@ -612,7 +633,7 @@ impl JsSession {
     #[wasm_bindgen(js_name = onEvent, unchecked_return_type = "() => void")]
     pub fn on_event(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "(envelope: SessionEnvelope) => void")] listener: Function,
+        #[wasm_bindgen(unchecked_param_type = "(envelope: SessionEnvelope<E>) => void")] listener: Function,
     ) -> Function {
         self.register(&self.on_event, listener)
     }
@@ -621,7 +642,7 @@ impl JsSession {
     #[wasm_bindgen(js_name = onChange, unchecked_return_type = "() => void")]
     pub fn on_change(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "(items: ChatItem[]) => void")] listener: Function,
+        #[wasm_bindgen(unchecked_param_type = "(items: ChatItem<E>[]) => void")] listener: Function,
     ) -> Function {
         self.register(&self.on_change, listener)
     }
@@ -665,7 +686,7 @@ impl JsSession {
     }
 
     /// New events as an async iterator: `for await (const e of session.events())`.
-    #[wasm_bindgen(unchecked_return_type = "AsyncIterableIterator<SessionEnvelope>")]
+    #[wasm_bindgen(unchecked_return_type = "AsyncIterableIterator<SessionEnvelope<E>>")]
     pub fn events(&self) -> JsValue {
         let (feed, iterator) = iter::Feed::new();
         self.iterators.borrow_mut().push(feed);
@@ -709,12 +730,13 @@ impl JsSession {
         to_promise(Box::pin(self.session.steer(run_id, text)), Box::new(ack_object))
     }
 
-    /// Appends any session event (a JSON object with a `type`).
+    /// Appends any session event (a JSON object with a `type`): a core
+    /// event, or one of the app's own (`E`; any object with a string `type`
+    /// when the session declares none).
     #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
     pub fn append(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "SessionEvent | { type: string; [key: string]: unknown }")]
-        event: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "AppendEvent<E>")] event: JsValue,
     ) -> Result<Promise, JsValue> {
         let is_event =
             event.is_object() && !js_sys::Array::is_array(&event) && get(&event, "type").is_some_and(|t| t.is_string());

@@ -176,7 +176,8 @@ export interface SendOptions {
 
 export type RunStatus = "completed" | "cancelled" | "failed";
 
-export type SessionEvent =
+/** The core session events (docs/protocol.md §11). */
+export type CoreEvent =
   | { type: "user_message"; id: string; author: string; text: string; mode?: "single" | "multi" }
   | { type: "run_started"; run_id: string; agent: string; in_reply_to: string }
   | { type: "text_delta"; run_id: string; agent: string; delta: string }
@@ -186,10 +187,50 @@ export type SessionEvent =
   | { type: "steer_applied"; run_id: string; text: string }
   | { type: "run_finished"; run_id: string; status: RunStatus; reason?: string };
 
-/** A delivered event and the offset to resume from after it. */
-export interface SessionEnvelope {
+/**
+ * What an app's own events must be: JSON objects with a string `type`. Give
+ * them as a union of object types with literal `type`s (names of the app's
+ * own, e.g. `"app.vote"`, never a core type's) to `client.session<E>()`:
+ *
+ * @example
+ * type Vote = { type: "app.vote"; choice: number; by: string };
+ * const session = client.session<Vote>("poll");
+ * await session.append({ type: "app.vote", choice: 2, by: "ada" }); // checked against Vote
+ * session.onEvent(({ event }) => {
+ *   if (event.type === "app.vote") console.log(event.choice); // a number
+ * });
+ */
+export type AppEvents = { type: string };
+
+/** An event of a type the app did not declare: any JSON object with a string `type`. */
+export interface UnknownEvent {
+  type: string;
+  [key: string]: unknown;
+}
+
+/** A session event: a core event, or one of the app's own (`E`). */
+export type SessionEvent<E extends AppEvents = never> = CoreEvent | E;
+
+/**
+ * What `append` takes: a core event or one of the app's own (`E`); any object
+ * with a string `type` when the session declares no events of its own.
+ */
+export type AppendEvent<E extends AppEvents = never> = [E] extends [never] ? CoreEvent | UnknownEvent : CoreEvent | E;
+
+/**
+ * The events of other types than the core ones, as the transcript passes
+ * them through: the app's own (`E`), or any when it declares none.
+ */
+export type OtherEvent<E extends AppEvents = never> = [E] extends [never] ? UnknownEvent : E;
+
+/**
+ * A delivered event and the offset to resume from after it. Events of types
+ * the session does not declare are delivered too: declare the app's own with
+ * `client.session<E>()`.
+ */
+export interface SessionEnvelope<E extends AppEvents = never> {
   offset: string;
-  event: SessionEvent;
+  event: SessionEvent<E>;
 }
 
 export interface AppendResult {
@@ -239,7 +280,17 @@ export interface RunItem {
   lanes: Lane[];
 }
 
-export type ChatItem = UserItem | RunItem;
+/**
+ * An event of another type than the core ones (an app's own, or a later
+ * version's), where it appeared in the session, unchanged.
+ */
+export interface EventItem<E extends AppEvents = never> {
+  kind: "event";
+  event: OtherEvent<E>;
+}
+
+/** One entry of the transcript. */
+export type ChatItem<E extends AppEvents = never> = UserItem | RunItem | EventItem<E>;
 
 /** Errors thrown or rejected by the SDK carry a machine-readable code. */
 export interface DurableSessionError extends Error {
