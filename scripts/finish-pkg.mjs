@@ -14,7 +14,7 @@ const opaque = "/** The instantiated module (internal). */\nexport interface Ini
 let out = text.slice(0, start) + opaque + text.slice(end + 1);
 // Option parameters are optional in JS; wasm-bindgen cannot say so for a
 // parameter with an explicit type.
-for (const t of ["ClientOptions", "SessionOptions", "SendOptions"]) {
+for (const t of ["ClientOptions", "SessionOptions", "SendOptions", "StreamOptions"]) {
   out = out.replaceAll(`options: ${t})`, `options?: ${t})`);
 }
 // A session is generic in the app's own event types (`E`), which
@@ -22,6 +22,8 @@ for (const t of ["ClientOptions", "SessionOptions", "SendOptions"]) {
 out = replaceOnce(out, "export class Session {", "export class Session<E extends AppEvents = never> {");
 out = replaceOnce(out, "session(id: string, options?: SessionOptions): Session<E>;",
   "session<E extends AppEvents = never>(id: string, options?: SessionOptions): Session<E>;");
+out = replaceOnce(out, "stream(path: string, options?: StreamOptions): DurableStream<T>;",
+  "stream<T = unknown>(path: string, options?: StreamOptions): DurableStream<T>;");
 writeFileSync(dts, out);
 if (/\bany\b(?![^\n]*\*)/.test(readFileSync(dts, "utf8").replace(/\/\*\*[\s\S]*?\*\//g, ""))) {
   throw new Error(`${dts} still mentions 'any'`);

@@ -27,8 +27,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::core::ClientError;
-use crate::core::outbox::AppendAck;
-use crate::web::{SessionOptions, SessionUpdate, Transport, WebClient, WebOptions, WebSession};
+use crate::core::outbox::{AppendAck, StreamKind};
+use crate::core::persist::Limits;
+use crate::web::{SessionOptions, SessionUpdate, StreamOptions, Transport, WebClient, WebOptions, WebSession};
 
 /// A JS `Error` with a `code` property.
 fn js_error(e: &ClientError) -> JsValue {
@@ -214,6 +215,32 @@ fn token_provider(token: JsValue) -> Result<crate::web::TokenProvider, JsValue> 
     }))
 }
 
+/// The `persist` option: a boolean, or the limits (`PersistOptions`).
+fn persist_options(v: &Json<'_>, on: &mut bool, limits: &mut Limits) -> Result<(), JsValue> {
+    let Some(persist) = v.get("persist") else {
+        return Ok(());
+    };
+    match persist.bool() {
+        Some(b) => *on = b,
+        None if persist.is_object() => {
+            *on = true;
+            for (key, slot) in [
+                ("maxEvents", &mut limits.max_events),
+                ("maxBytes", &mut limits.max_bytes),
+            ] {
+                if let Some(n) = opt_ms(persist, key)? {
+                    *slot = n;
+                }
+            }
+            if let Some(n) = opt_ms(persist, "maxSessions")? {
+                limits.max_sessions = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+        }
+        None => return Err(invalid("persist must be a boolean or an object")),
+    }
+    Ok(())
+}
+
 /// What a `DurableClient` holds. Kept alive (see [`OPEN`]) until `close()`.
 pub struct ClientParts {
     client: WebClient,
@@ -326,30 +353,41 @@ impl JsClient {
         if let Some(author) = opt_str(&v, "author")? {
             o.author = author.to_owned();
         }
-        if let Some(persist) = v.get("persist") {
-            match persist.bool() {
-                Some(on) => o.persist = on,
-                None if persist.is_object() => {
-                    let limits = &mut o.limits;
-                    for (key, slot) in [
-                        ("maxEvents", &mut limits.max_events),
-                        ("maxBytes", &mut limits.max_bytes),
-                    ] {
-                        if let Some(n) = opt_ms(persist, key)? {
-                            *slot = n;
-                        }
-                    }
-                    if let Some(n) = opt_ms(persist, "maxSessions")? {
-                        limits.max_sessions = u32::try_from(n).unwrap_or(u32::MAX);
-                    }
-                }
-                None => return Err(invalid("persist must be a boolean or an object")),
-            }
+        persist_options(&v, &mut o.persist, &mut o.limits)?;
+        Ok(self.keep(JsSession::new(WebSession::open(&self.client, id, o), None)))
+    }
+
+    /// Opens any Durable Streams stream, not a session: JSON messages,
+    /// text or bytes, with offsets, resume, the outbox and (with `persist`)
+    /// storage. `T` is what its messages hold.
+    #[wasm_bindgen(unchecked_return_type = "DurableStream<T>")]
+    pub fn stream(
+        &self,
+        path: &str,
+        #[wasm_bindgen(unchecked_param_type = "StreamOptions")] options: Option<Object>,
+    ) -> Result<JsSession, JsValue> {
+        if path.is_empty() {
+            return Err(invalid("a stream path must be non-empty"));
         }
-        let session = JsSession::new(WebSession::open(&self.client, id, o));
+        let text = options_json(&options.map_or(JsValue::UNDEFINED, Into::into))?;
+        let v = json::parse(&text).map_err(|_| invalid("options must be a plain object"))?;
+        let mut o = StreamOptions {
+            content_type: opt_str(&v, "contentType")?.map(str::to_owned),
+            ..StreamOptions::default()
+        };
+        persist_options(&v, &mut o.persist, &mut o.limits)?;
+        let kind = StreamKind::of(o.content_type.as_deref().unwrap_or("application/json"));
+        Ok(self.keep(JsSession::new(
+            WebSession::open_stream(&self.client, path, o),
+            Some(kind),
+        )))
+    }
+
+    /// Keeps `session` open until it or the client is closed.
+    fn keep(&self, session: JsSession) -> JsSession {
         self.sessions.borrow_mut().push(Rc::downgrade(&session.parts));
         OPEN.with(|open| open.borrow_mut().1.push(session.parts.clone()));
-        Ok(session)
+        session
     }
 
     /// Probes the connection now (the SDK also does on `online` and when the
@@ -410,6 +448,9 @@ pub struct SessionParts {
     items: ItemsCache,
     next: Rc<RefCell<u64>>,
     updates: RefCell<Option<crate::web::UpdateListener>>,
+    /// A stream opened with `client.stream()` and what it holds; `None`
+    /// for a session.
+    kind: Option<StreamKind>,
 }
 
 impl SessionParts {
@@ -470,7 +511,7 @@ fn items_value(cache: &ItemsCache, session: &WebSession, changed: Option<&[usize
 }
 
 impl JsSession {
-    fn new(session: WebSession) -> Self {
+    fn new(session: WebSession, kind: Option<StreamKind>) -> Self {
         let on_event: JsCallbacks = Rc::default();
         let on_change: JsCallbacks = Rc::default();
         let on_error: JsCallbacks = Rc::default();
@@ -508,12 +549,19 @@ impl JsSession {
                     .iter()
                     .map(|e| {
                         let mut o = Obj::new();
-                        o.str("offset", &e.offset).raw("event", &e.json);
+                        o.str("offset", &e.offset)
+                            .raw(if kind.is_some() { "data" } else { "event" }, &e.json);
                         o.finish()
                     })
                     .collect();
                 let batch: js_sys::Array = from_json(&json::array(items.iter().map(String::as_str))).unchecked_into();
                 for value in batch.iter() {
+                    if kind == Some(StreamKind::Bytes) {
+                        // Bytes travel as base64: the app gets them as bytes.
+                        let data = get(&value, "data").and_then(|d| d.as_string()).unwrap_or_default();
+                        let bytes = crate::web::from_base64(&data).unwrap_or_default();
+                        let _ = Reflect::set(&value, &"data".into(), &js_sys::Uint8Array::from(&bytes[..]));
+                    }
                     call_all(&ev, &value);
                     it.borrow_mut().retain(|feed| feed.push(value.clone()));
                 }
@@ -559,6 +607,7 @@ impl JsSession {
             items,
             next: Rc::default(),
             updates: RefCell::new(Some(updates)),
+            kind,
         };
         Self { parts: Rc::new(parts) }
     }
@@ -576,6 +625,31 @@ impl JsSession {
                 l.borrow_mut().retain(|(i, _)| *i != id);
             }
         })
+    }
+
+    /// `append` on a stream: any JSON value, a string for a text stream,
+    /// bytes (`Uint8Array`) for a binary one.
+    fn append_data(&self, kind: StreamKind, data: &JsValue) -> Result<Promise, JsValue> {
+        let bad = |what: &str| {
+            js_error(&ClientError::new(
+                "invalid_event",
+                ["this stream takes ", what].concat(),
+            ))
+        };
+        let text = match kind {
+            StreamKind::Json => js_sys::JSON::stringify(data)
+                .ok()
+                .and_then(|t| t.as_string())
+                .ok_or_else(|| bad("JSON values"))?,
+            StreamKind::Text => data.as_string().ok_or_else(|| bad("strings"))?,
+            StreamKind::Bytes => crate::web::to_base64(
+                &data
+                    .dyn_ref::<js_sys::Uint8Array>()
+                    .ok_or_else(|| bad("bytes (a Uint8Array)"))?
+                    .to_vec(),
+            ),
+        };
+        Ok(to_promise(Box::pin(self.session.append(text)), Box::new(ack_object)))
     }
 }
 
@@ -738,6 +812,9 @@ impl JsSession {
         &self,
         #[wasm_bindgen(unchecked_param_type = "AppendEvent<E>")] event: JsValue,
     ) -> Result<Promise, JsValue> {
+        if let Some(kind) = self.kind {
+            return self.append_data(kind, &event);
+        }
         let is_event =
             event.is_object() && !js_sys::Array::is_array(&event) && get(&event, "type").is_some_and(|t| t.is_string());
         if !is_event {

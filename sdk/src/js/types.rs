@@ -169,6 +169,71 @@ export interface SessionOptions {
   persist?: boolean | PersistOptions;
 }
 
+/** How to open a stream that is not a session (`client.stream(path, options)`). */
+export interface StreamOptions {
+  /**
+   * The stream's content type: JSON messages (`"application/json"`, the
+   * default), text (`"text/…"`: `append` takes a string) or bytes (any other:
+   * `append` takes a `Uint8Array`). When given, the stream is created with it
+   * if it does not exist; without, it must exist (else `onError` with
+   * `not_found`). Over HTTP, appends to a text or binary stream carry it.
+   */
+  contentType?: string;
+  /**
+   * Keep the stream in IndexedDB (default false): its messages — delivered
+   * again, with their offsets, on the next page load before the new ones, the
+   * subscription resuming after them — and its unacknowledged appends,
+   * delivered exactly once after a reload. An object sets the limits.
+   */
+  persist?: boolean | PersistOptions;
+}
+
+/** A message of a stream and the offset to resume from after it. */
+export interface StreamMessage<T = unknown> {
+  offset: string;
+  /** A JSON value, a string (text stream) or a `Uint8Array` (binary stream). */
+  data: T;
+}
+
+/**
+ * Any Durable Streams stream, opened with `client.stream(path)`: what a
+ * session has besides the chat — offsets, resume with no gap and no
+ * duplicate, the outbox, storage — for data that is not a chat.
+ *
+ * @example
+ * const log = client.stream<string>("logs/build-7", { contentType: "text/plain" });
+ * log.onEvent(({ offset, data }) => console.log(offset, data));
+ * await log.append("step 1 done\n");
+ */
+export interface DurableStream<T = unknown> {
+  /** The stream path. */
+  readonly id: string;
+  /** The offset reached. */
+  readonly offset: string | undefined;
+  /** Messages received so far (restored ones included). */
+  readonly received: number;
+  /** Resolves once the stored messages (with `persist`) have been read and delivered. */
+  readonly ready: Promise<void>;
+  /** Resolves once the subscription has first caught up with the stream. */
+  readonly synced: Promise<void>;
+  /** Calls `listener` with every message, in order, exactly once; returns a function that removes it. */
+  onEvent(listener: (message: StreamMessage<T>) => void): () => void;
+  /** New messages as an async iterator. */
+  events(): AsyncIterableIterator<StreamMessage<T>>;
+  /** Appends a message; resolves once the server stored it (queued while offline, never duplicated). */
+  append(data: T): Promise<AppendResult>;
+  /** The subscription failed for good (`not_found`, `forbidden`, …). */
+  onError(listener: (error: DurableSessionError) => void): () => void;
+  /** The server no longer has the position: delivery restarts from the beginning. */
+  onReset(listener: (reason: string) => void): () => void;
+  /** Storing the stream in IndexedDB failed (`quota_exceeded`, `storage_error`). */
+  onStorageError(listener: (error: DurableSessionError) => void): () => void;
+  /** Deletes what is stored for this stream and stores nothing more for it. */
+  clearStorage(): Promise<void>;
+  /** Ends the subscription (the client stays open). */
+  close(): void;
+}
+
 export interface SendOptions {
   /** "multi" asks for an orchestrator with sub-agents. Default "single". */
   mode?: "single" | "multi";
