@@ -139,7 +139,7 @@ fn client(id: &str, backend: Option<Grant>) -> Option<WebClient> {
 fn App(id: String, backend: Option<Grant>) -> impl IntoView {
     let author = backend.as_ref().map_or_else(|| random_id("guest"), |b| b.sub.clone());
     let session = use_session_with_options(
-        &id,
+        id.as_str(),
         UseSessionOptions {
             client: client(&id, backend),
             author: Some(author.clone()),
