@@ -24,4 +24,7 @@ npx --no-install terser "$out/durable_sessions.js" --module --compress --mangle 
 node scripts/finish-pkg.mjs
 echo "[build] compiling the React and AI SDK entry points (sdk/npm/src, TypeScript)"
 npx --no-install tsc -p sdk/npm/tsconfig.json
+for entry in react ai-sdk; do
+  npx --no-install terser "$out/$entry.js" --module --compress --mangle -o "$out/$entry.js"
+done
 echo "[build] $out ready: $(ls "$out" | tr '\n' ' ')"

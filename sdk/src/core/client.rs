@@ -18,7 +18,7 @@ use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, ServerMsg, clo
 use super::ClientError;
 use super::backoff::Backoff;
 use super::errors::{ErrorClass, classify};
-use super::outbox::{AppendAck, AppendId, DEFAULT_MAX_APPEND_BYTES, Lane, Outbox, Resolved, StreamKind};
+use super::outbox::{AppendAck, AppendId, DEFAULT_MAX_APPEND_BYTES, Lane, Outbox, Resolved};
 use super::rng::Rng;
 use super::state::{ConnectionState, StateChange};
 use super::subscription::{Cursor, ResetPolicy, StartFrom};
@@ -996,24 +996,30 @@ impl ClientCore {
         self.subs.get(&id).map(|s| &s.start)
     }
 
-    /// How appends to `path` travel (JSON events by default; see
-    /// [`StreamKind`]).
+    /// Stream `path` has `content_type`: appends to it travel as what that
+    /// type holds (JSON events by default, text, or bytes in base64; see
+    /// [`crate::core::outbox::StreamKind`]). Call before appending to it.
     ///
     /// ```
     /// use durable_sessions::core::client::{ClientCore, Options, Output};
-    /// use durable_sessions::core::outbox::StreamKind;
     /// use durable_sessions::protocol::ws::{ClientMsg, Payload};
     /// let mut core = ClientCore::new(Options::new("p", 1));
     /// core.start(0);
     /// core.on_open(1);
-    /// core.set_kind("logs/a", StreamKind::Text);
+    /// core.set_content_type("logs/a", "text/plain");
     /// core.append("logs/a", "one line\n".into());
     /// let sent = std::iter::from_fn(|| core.poll_output()).any(|o| matches!(o,
     ///     Output::Send(ClientMsg::Append { payload: Some(Payload::Text(t)), .. }) if t == "one line\n"));
     /// assert!(sent);
+    /// assert_eq!(core.content_type("logs/a"), Some("text/plain"));
     /// ```
-    pub fn set_kind(&mut self, path: &str, kind: StreamKind) {
-        self.outbox.set_kind(path, kind);
+    pub fn set_content_type(&mut self, path: &str, content_type: &str) {
+        self.outbox.set_content_type(path, content_type);
+    }
+
+    /// The content type of `path`, if set ([`ClientCore::set_content_type`]).
+    pub fn content_type(&self, path: &str) -> Option<&str> {
+        self.outbox.content_type(path)
     }
 
     /// Queues one event (JSON text) for `path`. It is sent when connected,

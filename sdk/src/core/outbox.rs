@@ -75,15 +75,10 @@ impl StreamKind {
     /// assert_eq!(StreamKind::of("image/png"), StreamKind::Bytes);
     /// ```
     pub fn of(content_type: &str) -> Self {
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if media == "application/json" {
+        let media = content_type.split(';').next().unwrap_or_default().trim_ascii();
+        if media.eq_ignore_ascii_case("application/json") {
             Self::Json
-        } else if media.starts_with("text/") {
+        } else if media.get(..5).is_some_and(|t| t.eq_ignore_ascii_case("text/")) {
             Self::Text
         } else {
             Self::Bytes
@@ -198,8 +193,9 @@ pub struct Outbox {
     held: Vec<String>,
     /// Queued appends with producer ids of their own ([`Outbox::push_as`]).
     fixed: Vec<(AppendId, ProducerIds)>,
-    /// Streams that are not in JSON mode ([`Outbox::set_kind`]).
-    kinds: Vec<(String, StreamKind)>,
+    /// Streams whose content type the client was told
+    /// ([`Outbox::set_content_type`]).
+    types: Vec<(String, String)>,
 }
 
 impl Outbox {
@@ -216,17 +212,23 @@ impl Outbox {
             batch_cap: MAX_BATCH_BYTES,
             held: Vec::new(),
             fixed: Vec::new(),
-            kinds: Vec::new(),
+            types: Vec::new(),
         }
     }
 
-    /// Appends to `path` are of `kind` (default [`StreamKind::Json`]).
-    pub fn set_kind(&mut self, path: &str, kind: StreamKind) {
-        self.kinds.retain(|(p, _)| p != path);
-        self.kinds.push((path.to_owned(), kind));
-        for s in self.streams.iter_mut().filter(|s| s.path == path) {
-            s.kind = kind;
+    /// Stream `path` has `content_type`: its appends are of that
+    /// [`StreamKind`] (default [`StreamKind::Json`]). Call before appending
+    /// to it.
+    pub fn set_content_type(&mut self, path: &str, content_type: &str) {
+        match self.types.iter_mut().find(|(p, _)| p == path) {
+            Some((_, t)) => content_type.clone_into(t),
+            None => self.types.push((path.to_owned(), content_type.to_owned())),
         }
+    }
+
+    /// The content type of `path`, if set.
+    pub fn content_type(&self, path: &str) -> Option<&str> {
+        self.types.iter().find(|(p, _)| p == path).map(|(_, t)| t.as_str())
     }
 
     /// The largest request (frame) sent now.
@@ -266,11 +268,11 @@ impl Outbox {
             Lane::Content => self.producer_id.clone(),
             Lane::Control => [self.producer_id.as_str(), CONTROL_SUFFIX].concat(),
         };
-        let kind = self.kinds.iter().find(|(p, _)| p == path).map(|(_, k)| *k);
+        let kind = self.content_type(path).map(StreamKind::of).unwrap_or_default();
         self.streams.push(StreamQueue {
             path: path.to_owned(),
             lane,
-            kind: kind.unwrap_or_default(),
+            kind,
             overhead: frame_overhead(path, &producer),
             producer,
             epoch: 0,
@@ -578,12 +580,12 @@ mod tests {
     #[test]
     fn text_and_bytes_streams_take_each_append_alone_and_as_is() {
         let mut o = outbox();
-        o.set_kind("t", StreamKind::Text);
+        o.set_content_type("t", "text/plain; charset=utf-8");
+        o.set_content_type("b", "image/png");
         for (id, text) in [(1, "a\n"), (2, "[b]"), (3, "c")] {
             o.push("t", C, id, text.into()).unwrap();
         }
         o.push("b", C, 4, "AAE=".into()).unwrap();
-        o.set_kind("b", StreamKind::Bytes);
         let mut sent = Vec::new();
         loop {
             let frames = frames(&mut o);

@@ -193,11 +193,13 @@ impl SessionModel {
                             out
                         }
                     };
+                    // Kept ascending without duplicates as they come (no
+                    // sort: smaller in the Wasm, and a batch touches few items).
                     if self.chat
                         && let Folded::Item(i) = self.view.apply_json(&raw)
-                        && applied.items.last() != Some(&i)
+                        && let Err(at) = applied.items.binary_search(&i)
                     {
-                        applied.items.push(i);
+                        applied.items.insert(at, i);
                     }
                     self.offset = Some(m.offset.clone());
                     self.received += 1;
@@ -228,8 +230,6 @@ impl SessionModel {
             }
             SubscriptionEvent::Closed | SubscriptionEvent::Error(_) => {}
         }
-        applied.items.sort_unstable();
-        applied.items.dedup();
         applied
     }
 

@@ -15,7 +15,7 @@ use super::socket::{Socket, SocketEvent};
 use super::{now_ms, random_id, random_u64};
 use crate::core::ClientError;
 use crate::core::client::{ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent};
-use crate::core::outbox::{AppendAck, AppendId, Lane, StreamKind};
+use crate::core::outbox::{AppendAck, AppendId, Lane};
 use crate::core::state::{ConnectionState, StateChange};
 
 /// How the client reaches the server.
@@ -171,9 +171,6 @@ pub(crate) struct Inner {
     state_listeners: Vec<(u64, StateCallback)>,
     next_listener: u64,
     appends: Vec<(AppendId, super::slot::Sender<Result<AppendAck, ClientError>>)>,
-    /// Content types of the text and binary streams opened
-    /// ([`WebClient::set_content_type`]): what their appends carry over HTTP.
-    content_types: Vec<(String, String)>,
     last_state: StateChange,
     _page_listeners: Vec<EventListener>,
 }
@@ -182,14 +179,6 @@ impl Inner {
     /// The HTTP base of the server connected to now.
     pub(crate) fn http_base(&self) -> &str {
         &self.servers[self.server].0
-    }
-
-    /// The content type of `path`, if it is a text or binary stream.
-    pub(crate) fn content_type(&self, path: &str) -> Option<String> {
-        self.content_types
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, t)| t.clone())
     }
 
     /// The cluster's name, the same whichever node is connected (the first
@@ -518,7 +507,6 @@ impl WebClient {
             state_listeners: Vec::new(),
             next_listener: 0,
             appends: Vec::new(),
-            content_types: Vec::new(),
             last_state: initial,
             _page_listeners: Vec::new(),
         }));
@@ -552,13 +540,10 @@ impl WebClient {
 
     /// Stream `path` has `content_type`: its appends are sent as what that
     /// type holds (JSON events, text, or bytes given in base64; see
-    /// [`StreamKind`]) and, over HTTP, with that content type, which the
-    /// server requires of them.
+    /// [`crate::core::outbox::StreamKind`]) and, over HTTP, with that
+    /// content type, which the server requires of them.
     pub fn set_content_type(&self, path: &str, content_type: &str) {
-        let mut inner = self.inner.borrow_mut();
-        inner.core.set_kind(path, StreamKind::of(content_type));
-        inner.content_types.retain(|(p, _)| p != path);
-        inner.content_types.push((path.to_owned(), content_type.to_owned()));
+        self.inner.borrow_mut().core.set_content_type(path, content_type);
     }
 
     /// Calls `on_change` on every connection state change.

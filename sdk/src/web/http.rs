@@ -358,7 +358,9 @@ impl HttpLink {
                     let Some(base) = base_of(&client) else { return };
                     // A text or binary stream's own content type (set when
                     // it was opened), which its appends must carry.
-                    let own = client.upgrade().and_then(|rc| rc.borrow().content_type(&path));
+                    let own = client
+                        .upgrade()
+                        .and_then(|rc| rc.borrow().core.content_type(&path).map(str::to_owned));
                     let (content_type, body): (&str, Body) = match &payload {
                         Some(Payload::Json(raw)) => ("application/json", Some((raw.as_str().into(), raw.len()))),
                         Some(Payload::Text(t)) => ("text/plain", Some((t.as_str().into(), t.len()))),
