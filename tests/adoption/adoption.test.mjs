@@ -13,7 +13,9 @@ import { spawn } from "node:child_process";
 import { startServer } from "../support/server.mjs";
 import { serveStatic } from "../support/static.mjs";
 import { launchBrowser } from "../support/browser.mjs";
-import { bundle } from "./bundle.mjs";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { bundle, bundleEntries } from "./bundle.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 let server, quiet, agent, files, browser;
@@ -259,4 +261,29 @@ test("useChat + DurableChatTransport: reasoning, a tool call and text become par
   assert.deepEqual(restored[1].metadata, { runId: "run-1", agent: "model", state: "completed", reason: null });
   assert.deepEqual(a.errors, []);
   await context.close();
+});
+
+test("each entry point's example bundles; an app importing only the core ships no React and no AI SDK code", async () => {
+  const out = mkdtempSync(join(tmpdir(), "durable-sessions-examples-"));
+  try {
+    const examples = join(root, "examples");
+    const inputs = async (name, file) => {
+      const meta = await bundleEntries({ [name]: join(examples, file) }, join(out, name), { minify: true, production: true });
+      return Object.keys(meta.inputs).map((p) => p.replaceAll("\\", "/"));
+    };
+    const from = (list, pattern) => list.filter((p) => pattern.test(p));
+    const core = await inputs("core", "core.ts");
+    assert.ok(from(core, /sdk\/pkg\/durable_sessions\.js$/).length === 1, core.join("\n"));
+    assert.deepEqual(from(core, /node_modules\/(react|react-dom|ai|@ai-sdk)\//), [], "no React, no AI SDK");
+    assert.deepEqual(from(core, /sdk\/pkg\/(react|ai-sdk)\.js$/), [], "none of the other entry points");
+    const react = await inputs("react", "react.tsx");
+    assert.ok(from(react, /node_modules\/react\//).length > 0);
+    assert.ok(from(react, /sdk\/pkg\/react\.js$/).length === 1);
+    assert.deepEqual(from(react, /node_modules\/(ai|@ai-sdk)\/|sdk\/pkg\/ai-sdk\.js$/), [], "no AI SDK in a React app without it");
+    const ai = await inputs("ai", "ai-sdk.tsx");
+    assert.ok(from(ai, /sdk\/pkg\/ai-sdk\.js$/).length === 1);
+    assert.ok(from(ai, /node_modules\/@ai-sdk\/react\//).length > 0);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 });
