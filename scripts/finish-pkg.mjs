@@ -24,6 +24,11 @@ out = replaceOnce(out, "session(id: string, options?: SessionOptions): Session<E
   "session<E extends AppEvents = never>(id: string, options?: SessionOptions): Session<E>;");
 out = replaceOnce(out, "stream(path: string, options?: StreamOptions): DurableStream<T>;",
   "stream<T = unknown>(path: string, options?: StreamOptions): DurableStream<T>;");
+// The module's own page in the API reference (TypeDoc).
+out = out.replace(
+  "/* tslint:disable */\n/* eslint-disable */\n",
+  "/* tslint:disable */\n/* eslint-disable */\n/**\n * The core: `DurableClient`, sessions (`client.session`) and any stream\n * (`client.stream`). Call `init()` once first.\n *\n * @module durable-sessions\n */\n",
+);
 writeFileSync(dts, out);
 if (/\bany\b(?![^\n]*\*)/.test(readFileSync(dts, "utf8").replace(/\/\*\*[\s\S]*?\*\//g, ""))) {
   throw new Error(`${dts} still mentions 'any'`);

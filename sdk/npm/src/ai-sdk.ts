@@ -20,7 +20,7 @@
  *
  * This module imports nothing from `ai` at run time (only its types).
  *
- * @module
+ * @module durable-sessions/ai-sdk
  */
 import type { ChatTransport, UIMessage, UIMessageChunk } from "ai";
 import type { AppEvents, ChatItem, DurableSessionError, RunItem, RunState, SendOptions, Session } from "./durable_sessions.js";

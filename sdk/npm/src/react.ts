@@ -19,7 +19,7 @@
  * }
  * ```
  *
- * @module
+ * @module durable-sessions/react
  */
 import { useCallback, useEffect, useMemo, useSyncExternalStore } from "react";
 import {
