@@ -58,6 +58,7 @@ for (const transport of ["websocket", "http"]) {
     assert.equal(first.duplicates, 0);
     assert.deepEqual(first.badAppends, ["invalid_event", "invalid_event", "invalid_event"]);
     assert.equal(first.missing, "not_found", "a stream opened without contentType must exist");
+    assert.equal(first.missingSynced, "not_found");
 
     // What the server stored, with the streams' own content types.
     const json = await stored(`raw/${id}/json`);

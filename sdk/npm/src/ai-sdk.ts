@@ -277,7 +277,11 @@ export class DurableChatTransport<UI extends UIMessage = UIMessage> implements C
   readonly resumeStreamIsReplay = true;
   /** The session. */
   readonly session: Session<AppEvents>;
-  /** Resolves once the stored transcript is read and the session caught up with the server: {@link messages} is then complete. */
+  /**
+   * Resolves once the stored transcript is read and the session caught up
+   * with the server: {@link messages} is then complete. Rejects if the
+   * session fails for good first (e.g. `forbidden`).
+   */
   readonly ready: Promise<void>;
   private readonly sendOptions: SendOptions | undefined;
   /** Ids of messages this transport sent whose answer has not started (and is followed). */
@@ -287,6 +291,9 @@ export class DurableChatTransport<UI extends UIMessage = UIMessage> implements C
     this.session = options.session;
     this.sendOptions = options.send;
     this.ready = this.session.ready.then(() => this.session.synced);
+    // Rejected (the session failed for good, e.g. `forbidden`) for whoever
+    // awaits it; not an unhandled rejection otherwise.
+    this.ready.catch(() => {});
   }
 
   /**

@@ -179,7 +179,11 @@ class SessionStore<E extends AppEvents> {
       );
       const live = () => this.open === open;
       session.ready.then(() => live() && this.set({ loaded: true, items: session.items(), ...read() }));
-      session.synced.then(() => live() && this.set({ synced: true, ...read() }));
+      // A subscription that fails first rejects it; onError reports that.
+      session.synced.then(
+        () => live() && this.set({ synced: true, ...read() }),
+        () => {},
+      );
       this.snapshot = { ...INITIAL, state: client.state, items: session.items(), ...read() };
     } catch (e) {
       if (own) client?.close();

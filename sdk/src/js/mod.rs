@@ -531,8 +531,13 @@ impl JsSession {
         let cache = items.clone();
         let mut resolve_ready = None;
         let ready = Promise::new(&mut |resolve, _| resolve_ready = Some(resolve));
-        let mut resolve_synced = None;
-        let synced = Promise::new(&mut |resolve, _| resolve_synced = Some(resolve));
+        let mut settle_synced = None;
+        let synced = Promise::new(&mut |resolve, reject| settle_synced = Some((resolve, reject)));
+        // Awaiting it is the app's choice: a rejection nobody awaits is not
+        // an unhandled one.
+        if let Some(catch) = get(&synced, "catch").and_then(|c| c.dyn_into::<Function>().ok()) {
+            let _ = catch.call1(&synced, &unsubscribe_fn(|| {}));
+        }
         if session.loaded()
             && let Some(resolve) = resolve_ready.take()
         {
@@ -568,6 +573,10 @@ impl JsSession {
             }
             if let Some(e) = &u.error {
                 let err = js_error(e);
+                // It will never catch up.
+                if let Some((_, reject)) = settle_synced.take() {
+                    let _ = reject.call1(&JsValue::NULL, &err);
+                }
                 call_all(&er, &err);
                 it.borrow_mut().retain(|feed| feed.fail(err.clone()));
             }
@@ -589,7 +598,7 @@ impl JsSession {
                 let _ = resolve.call0(&JsValue::NULL);
             }
             if u.up_to_date
-                && let Some(resolve) = resolve_synced.take()
+                && let Some((resolve, _)) = settle_synced.take()
             {
                 let _ = resolve.call0(&JsValue::NULL);
             }
@@ -677,7 +686,8 @@ impl JsSession {
 
     /// Resolves once the subscription has first caught up with the stream
     /// (after `ready`): `items()` then hold everything the server had when
-    /// the session opened — e.g. whether an answer is being written.
+    /// the session opened — e.g. whether an answer is being written. Rejects
+    /// with the error if the subscription fails for good first (`onError`).
     #[wasm_bindgen(getter, unchecked_return_type = "Promise<void>")]
     pub fn synced(&self) -> Promise {
         self.parts.synced.clone()

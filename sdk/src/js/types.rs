@@ -214,7 +214,7 @@ export interface DurableStream<T = unknown> {
   readonly received: number;
   /** Resolves once the stored messages (with `persist`) have been read and delivered. */
   readonly ready: Promise<void>;
-  /** Resolves once the subscription has first caught up with the stream. */
+  /** Resolves once the subscription has first caught up with the stream; rejects if it fails for good first. */
   readonly synced: Promise<void>;
   /** Calls `listener` with every message, in order, exactly once; returns a function that removes it. */
   onEvent(listener: (message: StreamMessage<T>) => void): () => void;
