@@ -156,6 +156,7 @@ pub struct UseSessionReturn {
     /// A failure shows in `error`.
     ///
     /// ```no_run
+    /// use leptos::prelude::*;
     /// # fn component(session: durable_sessions::leptos::UseSessionReturn) {
     /// session.append.run(r#"{"type":"app.vote","choice":2}"#.to_string());
     /// # }
