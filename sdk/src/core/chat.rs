@@ -430,7 +430,8 @@ impl ChatView {
         json::array(items.iter().map(String::as_str))
     }
 
-    /// Number of session events folded in (unknown types included).
+    /// Number of messages folded in (events of other types and skipped
+    /// ones included).
     pub fn events_seen(&self) -> u64 {
         self.events
     }

@@ -700,8 +700,10 @@ impl JsSession {
     }
 
     /// Of the events received, those skipped because they could not be read
-    /// as session events (another writer's: not JSON, not an object, an
-    /// unknown type, nested too deep…). The session goes on past them.
+    /// as session events (another writer's: not JSON, not an object, a known
+    /// type without a field it needs, nested too deep…). The session goes on
+    /// past them. Events of other types are not skipped: they are items of
+    /// kind "event".
     #[wasm_bindgen(getter)]
     pub fn skipped(&self) -> f64 {
         self.session.skipped() as f64

@@ -367,7 +367,9 @@ impl WebSession {
 
     /// Of the events received, those skipped because they could not be read
     /// as session events (written by another writer: not JSON, not an
-    /// object, an unknown type, nested too deep…).
+    /// object, a known type without a field it needs, nested too deep…).
+    /// Events of other types are not skipped: they pass through
+    /// ([`crate::core::chat::ChatItem::Event`]).
     pub fn skipped(&self) -> u64 {
         self.inner.model.borrow().skipped()
     }
