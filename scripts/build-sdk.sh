@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the npm package into sdk/pkg: the Wasm (size-tuned profile), the
-# wasm-bindgen JS glue and TypeScript types, wasm-opt, and package.json.
+# wasm-bindgen JS glue and TypeScript types, wasm-opt, package.json, and the
+# entry points written in TypeScript (durable-sessions/react, /ai-sdk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +22,9 @@ npx --no-install wasm-opt -Oz --converge --enable-bulk-memory --enable-nontrappi
 echo "[build] minifying the JS glue (terser; types stay in the .d.ts)"
 npx --no-install terser "$out/durable_sessions.js" --module --compress --mangle -o "$out/durable_sessions.js"
 node scripts/finish-pkg.mjs
+echo "[build] compiling the React and AI SDK entry points (sdk/npm/src, TypeScript)"
+npx --no-install tsc -p sdk/npm/tsconfig.json
+for entry in react ai-sdk; do
+  npx --no-install terser "$out/$entry.js" --module --compress --mangle -o "$out/$entry.js"
+done
 echo "[build] $out ready: $(ls "$out" | tr '\n' ' ')"

@@ -14,9 +14,21 @@ const opaque = "/** The instantiated module (internal). */\nexport interface Ini
 let out = text.slice(0, start) + opaque + text.slice(end + 1);
 // Option parameters are optional in JS; wasm-bindgen cannot say so for a
 // parameter with an explicit type.
-for (const t of ["ClientOptions", "SessionOptions", "SendOptions"]) {
+for (const t of ["ClientOptions", "SessionOptions", "SendOptions", "StreamOptions"]) {
   out = out.replaceAll(`options: ${t})`, `options?: ${t})`);
 }
+// A session is generic in the app's own event types (`E`), which
+// wasm-bindgen cannot declare: its methods already name `E`.
+out = replaceOnce(out, "export class Session {", "export class Session<E extends AppEvents = never> {");
+out = replaceOnce(out, "session(id: string, options?: SessionOptions): Session<E>;",
+  "session<E extends AppEvents = never>(id: string, options?: SessionOptions): Session<E>;");
+out = replaceOnce(out, "stream(path: string, options?: StreamOptions): DurableStream<T>;",
+  "stream<T = unknown>(path: string, options?: StreamOptions): DurableStream<T>;");
+// The module's own page in the API reference (TypeDoc).
+out = out.replace(
+  "/* tslint:disable */\n/* eslint-disable */\n",
+  "/* tslint:disable */\n/* eslint-disable */\n/**\n * The core: `DurableClient`, sessions (`client.session`) and any stream\n * (`client.stream`). Call `init()` once first.\n *\n * @module durable-sessions\n */\n",
+);
 writeFileSync(dts, out);
 if (/\bany\b(?![^\n]*\*)/.test(readFileSync(dts, "utf8").replace(/\/\*\*[\s\S]*?\*\//g, ""))) {
   throw new Error(`${dts} still mentions 'any'`);
@@ -29,6 +41,13 @@ minifyImports(`${pkg}/durable_sessions_bg.wasm`, `${pkg}/durable_sessions.js`);
 
 // Internal Wasm export typings are not part of the public surface.
 writeFileSync(`${pkg}/durable_sessions_bg.wasm.d.ts`, "/* tslint:disable */\n/* eslint-disable */\nexport const memory: WebAssembly.Memory;\n");
+
+/** `text` with `from` (which must occur exactly once) replaced by `to`. */
+function replaceOnce(text, from, to) {
+  const n = text.split(from).length - 1;
+  if (n !== 1) throw new Error(`expected one "${from}" in ${dts}, found ${n}`);
+  return text.replace(from, to);
+}
 
 function leb(bytes, at) {
   let value = 0, shift = 0, byte;

@@ -5,7 +5,8 @@
 # upstream Node reference server, and two fault proxies in front of our
 # server (tests/support/fault-proxy.mjs: told by the tests to answer 503
 # for a while, or to die like a node of a cluster), on loopback; runs
-# sdk/tests/web.rs and sdk/tests/web_faults.rs against them; stops them. Honours CARGO_TARGET_DIR; arguments filter the
+# sdk/tests/web.rs, sdk/tests/web_faults.rs and sdk/tests/leptos_hooks.rs
+# against them; stops them. Honours CARGO_TARGET_DIR; arguments filter the
 # tests by name (e.g. `bash scripts/test-wasm.sh token`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,3 +60,5 @@ export CHROMEDRIVER=/usr/bin/chromedriver
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export WASM_BINDGEN_TEST_TIMEOUT=300
 cargo test -p durable-sessions --target wasm32-unknown-unknown --features web --test web --test web_faults -- "$@"
+# The Leptos hooks (their own build: the `leptos` feature).
+cargo test -p durable-sessions --target wasm32-unknown-unknown --features web,leptos --test leptos_hooks -- "$@"

@@ -35,10 +35,15 @@ step "docs/security.md: its Node example against a real server with --auth jwt"
 cargo build --quiet -p durable-session-server
 run node --test tests/security/
 
-step "npm package: build, TypeScript types (tsc --noEmit), a page importing it in Chromium"
+step "npm package: build, TypeScript types (tsc --noEmit), pages importing it in Chromium (sessions, storage, client.stream)"
 bash scripts/build-sdk.sh
 npx tsc -p tests/package/tsconfig.json
 run node --test tests/package/
+
+step "React and AI SDK apps in Chromium: the real react, ai and @ai-sdk/react bundled by esbuild; useDurableSession and useChat + DurableChatTransport in StrictMode; tsc --strict on the pages, an app event type and the examples"
+npx tsc -p tests/adoption/tsconfig.json
+cargo build --quiet -p durable-session-server -p durable-session-agent
+run node --test --test-concurrency=1 tests/adoption/
 
 step "demo app end to end in Chromium with access control on (two tabs, network cuts, reload, stop, steer, multi-agent)"
 bash scripts/build-demo.sh
@@ -51,8 +56,11 @@ step "chaos: three pages through a proxy that cuts and black-holes connections, 
 cargo build --quiet -p durable-session-server -p durable-session-agent
 run node --test --test-concurrency=1 tests/chaos/
 
-step "npm run size"
+step "npm run size (each entry point)"
 node scripts/size.mjs
+
+step "API reference (npm run docs: TypeDoc and rustdoc; a broken link fails)"
+bash scripts/docs.sh
 
 step "benchmarks, smoke mode (each benchmark once, tiny counts; numbers are not checked)"
 node scripts/bench.mjs --smoke

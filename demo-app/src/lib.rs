@@ -139,7 +139,7 @@ fn client(id: &str, backend: Option<Grant>) -> Option<WebClient> {
 fn App(id: String, backend: Option<Grant>) -> impl IntoView {
     let author = backend.as_ref().map_or_else(|| random_id("guest"), |b| b.sub.clone());
     let session = use_session_with_options(
-        &id,
+        id.as_str(),
         UseSessionOptions {
             client: client(&id, backend),
             author: Some(author.clone()),
@@ -213,6 +213,8 @@ fn Transcript(session: UseSessionReturn) -> impl IntoView {
                     </article>
                 }.into_any(),
                 ChatItem::Run(run) => view! { <RunView run=run /> }.into_any(),
+                // Events of other types (an app's own): the demo has none to show.
+                ChatItem::Event(_) => ().into_any(),
             }).collect_view()}
         </main>
     }

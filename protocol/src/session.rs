@@ -111,6 +111,18 @@ impl std::fmt::Display for EventError {
 
 impl std::error::Error for EventError {}
 
+/// Every [`SessionEvent::type_name`].
+const CORE_TYPES: [&str; 8] = [
+    "user_message",
+    "run_started",
+    "text_delta",
+    "progress",
+    "cancel",
+    "steer",
+    "steer_applied",
+    "run_finished",
+];
+
 /// One event of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -168,6 +180,19 @@ impl SessionEvent {
             | Self::SteerApplied { run_id, .. }
             | Self::RunFinished { run_id, .. } => Some(run_id),
         }
+    }
+
+    /// The `type`s of this version's events ([`SessionEvent::type_name`]
+    /// of each variant). An event of another type is an app's own or a
+    /// later version's: readers pass it on or skip it, never fail on it.
+    ///
+    /// ```
+    /// use durable_session_protocol::session::SessionEvent;
+    /// assert!(SessionEvent::is_core_type("text_delta"));
+    /// assert!(!SessionEvent::is_core_type("vote"));
+    /// ```
+    pub fn is_core_type(ty: &str) -> bool {
+        CORE_TYPES.contains(&ty)
     }
 
     /// The event's `type`.
@@ -377,7 +402,10 @@ mod tests {
                 reason: Some("stop".into()),
             },
         ];
+        let names: Vec<&str> = events.iter().map(SessionEvent::type_name).collect();
+        assert_eq!(names, CORE_TYPES, "CORE_TYPES names every variant");
         for e in events {
+            assert!(SessionEvent::is_core_type(e.type_name()));
             assert_eq!(SessionEvent::parse(&e.to_json()).unwrap(), e);
             // The JSON is what serde_json reads too.
             let value: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();

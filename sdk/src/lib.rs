@@ -14,7 +14,8 @@
 //!   IndexedDB: transcript written incrementally, and a durable outbox) and
 //!   [`web::WebSession`], the session API the bindings share;
 //! - the JavaScript API of the npm package (feature `js`);
-//! - `leptos` (feature `leptos`): `use_session`, returning signals.
+//! - `leptos` (feature `leptos`): `use_session` and `use_stream`, returning
+//!   signals.
 
 pub mod core;
 

@@ -210,7 +210,7 @@ fn user_texts(session: &WebSession) -> Vec<String> {
         .iter()
         .filter_map(|i| match i {
             ChatItem::User(u) => Some(u.text.clone()),
-            ChatItem::Run(_) => None,
+            ChatItem::Run(_) | ChatItem::Event(_) => None,
         })
         .collect()
 }

@@ -58,8 +58,11 @@ export async function demo(): Promise<void> {
       if (item.kind === "run") {
         const lanes: string[] = item.lanes.map((l) => `${l.agent}: ${l.text}`);
         console.log(item.runId, item.state, item.text, lanes);
-      } else {
+      } else if (item.kind === "user") {
         console.log(item.author, item.text);
+      } else {
+        // An event of another type, passed through where it appeared.
+        console.log(item.event.type);
       }
     }
   });
@@ -83,6 +86,18 @@ export async function demo(): Promise<void> {
     break;
   }
   console.log(id, offset, duplicate, session.offset, session.received);
+  // Any Durable Streams stream, not a session: JSON, text or bytes.
+  const log = client.stream<string>("logs/build-7", { contentType: "text/plain", persist: true });
+  log.onEvent(({ offset: at, data }) => console.log(at, data.length));
+  await log.append("step 1 done\n");
+  const blobs = client.stream<Uint8Array>("blobs/a", { contentType: "application/octet-stream" });
+  await blobs.append(Uint8Array.of(1, 2, 3));
+  const records = client.stream<{ n: number }>("metrics/cpu");
+  for await (const { data } of records.events()) {
+    console.log(data.n);
+    break;
+  }
+  await Promise.all([log.synced, blobs.ready]);
   stop();
   session.close();
   // Signing out: nothing of any session stays in this browser.

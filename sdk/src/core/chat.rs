@@ -28,12 +28,15 @@
 //!   with the same text; one that matches none (a duplicate) changes
 //!   nothing. `text_delta`, `progress` and `steer` have no identity: each
 //!   one in the stream is folded.
-//! - **Unknown types are skipped**, as are events this version cannot read
-//!   (a known type without a field it needs) and messages that are no
-//!   session event at all (not JSON, not an object, nested too deep: any
-//!   writer may append anything); they are counted in
-//!   [`ChatView::events_seen`] and [`ChatView::events_skipped`] and change
-//!   nothing else. The fold never stops on one.
+//! - **Other types pass through.** An event whose `type` is not one of the
+//!   session events above — an app's own, or a later version's — is an item
+//!   of its own ([`ChatItem::Event`]), in stream order, unchanged. An event
+//!   this version cannot read (a known type without a field it needs) and a
+//!   message that is no event at all (not JSON, not an object with a string
+//!   `type`, nested too deep: any writer may append anything) are skipped,
+//!   counted in [`ChatView::events_skipped`], and change nothing else. The
+//!   fold never stops on one. Every message is counted in
+//!   [`ChatView::events_seen`].
 //!
 //! Folding one event costs time independent of the session's length (hash
 //! lookups, no scan of the transcript).
@@ -56,7 +59,7 @@
 
 use std::collections::HashMap;
 
-use durable_session_protocol::json::{self, Obj};
+use durable_session_protocol::json::{self, Json, Obj};
 use durable_session_protocol::session::{RunStatus, SessionEvent};
 
 /// A run's lifecycle as the UI shows it.
@@ -155,11 +158,23 @@ impl Run {
     }
 }
 
+/// An event of a type the view does not fold — an app's own, or a later
+/// version's — passed through where it appeared in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherEvent {
+    /// Its `type`.
+    pub event_type: String,
+    /// The event as JSON text, as stored.
+    pub json: String,
+}
+
 /// One entry of the transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatItem {
     User(UserMessage),
     Run(Run),
+    /// An event the view passes through (see [`OtherEvent`]).
+    Event(OtherEvent),
 }
 
 impl ChatItem {
@@ -167,6 +182,9 @@ impl ChatItem {
     pub fn to_json(&self) -> String {
         let mut o = Obj::new();
         match self {
+            ChatItem::Event(e) => {
+                o.str("kind", "event").raw("event", &e.json);
+            }
             ChatItem::User(u) => {
                 o.str("kind", "user")
                     .str("id", &u.id)
@@ -230,8 +248,7 @@ impl ChatItem {
 /// does not grow with the length of the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Folded {
-    /// Not a session event this view understands (counted, otherwise
-    /// ignored).
+    /// An event this view cannot read (counted, otherwise ignored).
     Skipped,
     /// Understood, and no item changed: a duplicate message, or a control
     /// event held until its run appears.
@@ -247,11 +264,11 @@ pub enum Folded {
 pub struct ChatView {
     items: Vec<ChatItem>,
     events: u64,
-    skipped: u64,
     /// What the fold knows about each id it met: message ids and run ids
     /// (two namespaces, one map: one lookup per event, and a smaller Wasm
     /// than a map per kind).
     ids: HashMap<String, Seen>,
+    skipped: u64,
 }
 
 /// What the fold knows about one id.
@@ -405,22 +422,24 @@ impl ChatView {
     }
 
     /// The transcript as JSON, in the shape of the JS API's `ChatItem[]`:
-    /// `{"kind":"user",id,author,text}` and `{"kind":"run",runId,agent,
-    /// inReplyTo,text,state,reason,cancelRequestedBy,steers,lanes}`.
+    /// `{"kind":"user",id,author,text}`, `{"kind":"run",runId,agent,
+    /// inReplyTo,text,state,reason,cancelRequestedBy,steers,lanes}` and
+    /// `{"kind":"event",event}`.
     pub fn items_json(&self) -> String {
         let items: Vec<String> = self.items.iter().map(ChatItem::to_json).collect();
         json::array(items.iter().map(String::as_str))
     }
 
-    /// Number of session events folded in (unknown types included).
+    /// Number of messages folded in (events of other types and skipped
+    /// ones included).
     pub fn events_seen(&self) -> u64 {
         self.events
     }
 
-    /// Number of messages skipped because this version cannot read them as
-    /// session events: unknown types, known types without a field they
-    /// need, and anything that is not a session event (not JSON, not an
-    /// object, nested too deep).
+    /// Number of messages skipped because this version cannot read them:
+    /// known types without a field they need, and anything that is no event
+    /// (not JSON, not an object with a string `type`, nested too deep).
+    /// Events of other types are not skipped: they pass through.
     ///
     /// ```
     /// use durable_sessions::core::chat::{ChatView, Folded};
@@ -428,29 +447,47 @@ impl ChatView {
     /// assert_eq!(view.apply_json(r#"{"type":5}"#), Folded::Skipped);
     /// assert_eq!(view.apply_json(r#""just a string""#), Folded::Skipped);
     /// view.apply_json(r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#);
-    /// assert_eq!((view.events_seen(), view.events_skipped(), view.items().len()), (3, 2, 1));
+    /// view.apply_json(r#"{"type":"app.vote"}"#);
+    /// assert_eq!((view.events_seen(), view.events_skipped(), view.items().len()), (4, 2, 2));
     /// ```
     pub fn events_skipped(&self) -> u64 {
         self.skipped
     }
 
-    /// Folds one event given as JSON text. Unknown or malformed events are
-    /// counted and otherwise ignored (newer writers may add types):
-    /// [`Folded::Skipped`].
+    /// Folds one event given as JSON text. An event of another type (an
+    /// app's own, a newer writer's) becomes an item of its own,
+    /// [`ChatItem::Event`]; one this version cannot read is counted and
+    /// otherwise ignored: [`Folded::Skipped`].
     ///
     /// ```
-    /// use durable_sessions::core::chat::{ChatView, Folded};
+    /// use durable_sessions::core::chat::{ChatItem, ChatView, Folded};
     /// let mut view = ChatView::default();
     /// let hi = r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#;
     /// assert_eq!(view.apply_json(hi), Folded::Item(0));
     /// assert_eq!(view.apply_json(hi), Folded::Unchanged, "a duplicate");
-    /// assert_eq!(view.apply_json(r#"{"type":"emoji"}"#), Folded::Skipped);
+    /// assert_eq!(view.apply_json(r#"{"type":"vote","choice":2}"#), Folded::Item(1));
+    /// assert!(matches!(&view.items()[1], ChatItem::Event(e) if e.event_type == "vote"));
+    /// assert_eq!(view.apply_json(r#"{"type":"cancel"}"#), Folded::Skipped, "no run_id");
     /// ```
     pub fn apply_json(&mut self, json: &str) -> Folded {
-        match SessionEvent::parse(json) {
-            Ok(e) => self.apply(&e),
-            Err(_) => {
-                self.events += 1;
+        let Ok(v) = json::parse(json) else {
+            self.events += 1;
+            self.skipped += 1;
+            return Folded::Skipped;
+        };
+        if let Ok(e) = SessionEvent::from_json(&v) {
+            return self.apply(&e);
+        }
+        self.events += 1;
+        match v.get("type").and_then(Json::str) {
+            Some(ty) if !SessionEvent::is_core_type(ty) => {
+                self.items.push(ChatItem::Event(OtherEvent {
+                    event_type: ty.to_owned(),
+                    json: v.raw.to_owned(),
+                }));
+                Folded::Item(self.items.len() - 1)
+            }
+            _ => {
                 self.skipped += 1;
                 Folded::Skipped
             }
@@ -560,7 +597,11 @@ mod tests {
     #[test]
     fn folds_messages_runs_lanes_and_steers() {
         let v = fold(SESSION);
-        assert_eq!(v.items().len(), 4);
+        assert_eq!(v.items().len(), 5);
+        assert!(
+            matches!(&v.items()[2], ChatItem::Event(e) if e.event_type == "some_future_type"),
+            "an unknown type passes through where it appeared"
+        );
         let r1 = v.run("r1").unwrap();
         assert_eq!(r1.state, RunState::Completed);
         assert_eq!(r1.text, "Done.");
@@ -614,7 +655,11 @@ mod tests {
             serde_json::json!({"agent":"flights","text":"LH 400","progress":["searching"]})
         );
         assert_eq!(items[1]["steers"][0]["applied"], true);
-        assert_eq!(items[3]["cancelRequestedBy"], "tab-b");
+        assert_eq!(
+            items[2],
+            serde_json::json!({"kind":"event","event":{"type":"some_future_type","x":1}})
+        );
+        assert_eq!(items[4]["cancelRequestedBy"], "tab-b");
     }
 
     #[test]
@@ -776,12 +821,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_unreadable_events_are_skipped_in_place() {
+    fn unreadable_events_are_skipped_in_place() {
         let noise = [
-            r#"{"type":"tool_call","run_id":"r1","agent":"orchestrator","name":"search"}"#,
             r#"{"type":"text_delta","run_id":"r1","agent":"orchestrator"}"#,
             r#"{"type":"run_finished","run_id":"r1"}"#,
             r#"{"type":"cancel","run_id":"r1","by":7}"#,
+            r#"{"type":7}"#,
             r#"[1,2]"#,
             r#"not json"#,
         ];
@@ -799,6 +844,40 @@ mod tests {
         assert_eq!(understood, known, "only SESSION's own events are understood");
         assert_eq!(v.events_seen(), events.len() as u64);
         assert_eq!(v.items(), fold(SESSION).items());
+    }
+
+    #[test]
+    fn other_types_pass_through_in_order_and_unchanged() {
+        let vote = r#"{"type":"vote","run_id":"r1","choice":{"n":2},"note":"é"}"#;
+        let v = fold(&[
+            r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#,
+            vote,
+            r#"{"type":"run_started","run_id":"r1","agent":"sim","in_reply_to":"m1"}"#,
+            r#"{"type":"tool_call","run_id":"r1","agent":"sim","name":"search"}"#,
+            vote,
+        ]);
+        let kinds: Vec<&str> = v
+            .items()
+            .iter()
+            .map(|i| match i {
+                ChatItem::User(_) => "user",
+                ChatItem::Run(_) => "run",
+                ChatItem::Event(e) => e.event_type.as_str(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["user", "vote", "run", "tool_call", "vote"],
+            "each one, where it was"
+        );
+        assert!(matches!(&v.items()[1], ChatItem::Event(e) if e.json == vote));
+        assert_eq!(
+            v.run("r1").unwrap(),
+            fold(&[r#"{"type":"run_started","run_id":"r1","agent":"sim","in_reply_to":"m1"}"#])
+                .run("r1")
+                .unwrap(),
+            "an event naming a run does not change the run"
+        );
     }
 
     #[test]

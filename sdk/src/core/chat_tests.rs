@@ -57,8 +57,9 @@ enum Ev {
         status: RunState,
         reason: Option<String>,
     },
-    /// Valid JSON this version does not understand: another type, or a known
-    /// type with a missing or unknown field value.
+    /// Another type (passed through as an item), or valid JSON this
+    /// version cannot read: a known type with a missing or unknown field
+    /// value, no string type.
     Unknown(String),
 }
 
@@ -138,10 +139,36 @@ fn reference(events: &[Ev]) -> Vec<ChatItem> {
             e if e.by_agent() && first_by_agent(e.run().unwrap()) => {
                 items.push(ChatItem::Run(reference_run(e.run().unwrap(), events)));
             }
+            Ev::Unknown(raw) => {
+                if let Some(event_type) = other_type(raw) {
+                    items.push(ChatItem::Event(OtherEvent {
+                        event_type,
+                        json: raw.clone(),
+                    }));
+                }
+            }
             _ => {}
         }
     }
     items
+}
+
+/// The `type` of an event that is not one of §11's types: it passes
+/// through as an item of its own.
+fn other_type(raw: &str) -> Option<String> {
+    const SECTION_11: [&str; 8] = [
+        "user_message",
+        "run_started",
+        "text_delta",
+        "progress",
+        "cancel",
+        "steer",
+        "steer_applied",
+        "run_finished",
+    ];
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let ty = v.get("type")?.as_str()?;
+    (!SECTION_11.contains(&ty)).then(|| ty.to_owned())
 }
 
 /// A run from its own events, in the stream's order, up to and including
@@ -260,6 +287,7 @@ fn unknown(run: String, agent: String) -> impl Strategy<Value = Ev> {
         json!({"type": "cancel", "run_id": 7, "by": "ada"}).to_string(),
         json!({"type": "user_message", "id": "m0"}).to_string(),
         json!({"no_type": true}).to_string(),
+        json!({"type": 3}).to_string(),
         "[1,2]".to_string(),
     ];
     prop::sample::select(raws).prop_map(Ev::Unknown)

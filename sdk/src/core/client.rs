@@ -88,8 +88,10 @@ pub struct SubscribeOptions {
     pub start: StartFromOption,
     /// What to do when the server says the position is gone.
     pub reset: ResetPolicy,
-    /// Create the stream (JSON mode) first if it does not exist.
+    /// Create the stream first if it does not exist.
     pub create: bool,
+    /// The content type to create it with (default `application/json`).
+    pub content_type: Option<String>,
 }
 
 /// [`StartFrom`] with a default (the beginning).
@@ -210,6 +212,7 @@ struct Sub {
     reset: ResetPolicy,
     /// Create still to be confirmed before subscribing.
     needs_create: bool,
+    content_type: Option<String>,
     up_to_date: bool,
 }
 
@@ -556,7 +559,7 @@ impl ClientCore {
             ClientMsg::Create {
                 req: create_req(id),
                 path: sub.path.clone(),
-                content_type: None,
+                content_type: sub.content_type.clone(),
             }
         } else {
             ClientMsg::Subscribe {
@@ -970,6 +973,7 @@ impl ClientCore {
                 start,
                 reset: opts.reset,
                 needs_create: opts.create,
+                content_type: opts.content_type,
                 up_to_date: false,
             },
         );
@@ -990,6 +994,32 @@ impl ClientCore {
     /// The start a subscription was created with.
     pub fn start_of(&self, id: SubId) -> Option<&StartFrom> {
         self.subs.get(&id).map(|s| &s.start)
+    }
+
+    /// Stream `path` has `content_type`: appends to it travel as what that
+    /// type holds (JSON events by default, text, or bytes in base64; see
+    /// [`crate::core::outbox::StreamKind`]). Call before appending to it.
+    ///
+    /// ```
+    /// use durable_sessions::core::client::{ClientCore, Options, Output};
+    /// use durable_sessions::protocol::ws::{ClientMsg, Payload};
+    /// let mut core = ClientCore::new(Options::new("p", 1));
+    /// core.start(0);
+    /// core.on_open(1);
+    /// core.set_content_type("logs/a", "text/plain");
+    /// core.append("logs/a", "one line\n".into());
+    /// let sent = std::iter::from_fn(|| core.poll_output()).any(|o| matches!(o,
+    ///     Output::Send(ClientMsg::Append { payload: Some(Payload::Text(t)), .. }) if t == "one line\n"));
+    /// assert!(sent);
+    /// assert_eq!(core.content_type("logs/a"), Some("text/plain"));
+    /// ```
+    pub fn set_content_type(&mut self, path: &str, content_type: &str) {
+        self.outbox.set_content_type(path, content_type);
+    }
+
+    /// The content type of `path`, if set ([`ClientCore::set_content_type`]).
+    pub fn content_type(&self, path: &str) -> Option<&str> {
+        self.outbox.content_type(path)
     }
 
     /// Queues one event (JSON text) for `path`. It is sent when connected,

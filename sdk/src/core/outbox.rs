@@ -14,6 +14,10 @@
 //! control event never waits for a message's acknowledgement: a Stop
 //! pressed while a long message is being uploaded goes out at once.
 //!
+//! A stream that is not in JSON mode ([`StreamKind::Text`],
+//! [`StreamKind::Bytes`]) takes each append in a request of its own, as is:
+//! its messages have no boundaries a batch could keep.
+//!
 //! Nothing waits forever behind a failed request: an append larger than
 //! the limit (the configured one, and the server's `hello.max_frame_bytes`
 //! over WebSocket) fails at once with `too_large` without being sent, and a
@@ -45,6 +49,50 @@ pub enum Lane {
     /// Control events (`cancel`, `steer`): in order among themselves, never
     /// behind content.
     Control,
+}
+
+/// What a stream holds, and so how appends to it travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamKind {
+    /// JSON messages (`application/json`): appends are JSON texts, batched
+    /// into arrays.
+    #[default]
+    Json,
+    /// Text (`text/*`): an append is its text, sent alone.
+    Text,
+    /// Bytes (any other content type): an append is its bytes in standard
+    /// base64, sent alone.
+    Bytes,
+}
+
+impl StreamKind {
+    /// The kind of a stream of `content_type`.
+    ///
+    /// ```
+    /// use durable_sessions::core::outbox::StreamKind;
+    /// assert_eq!(StreamKind::of("application/json; charset=utf-8"), StreamKind::Json);
+    /// assert_eq!(StreamKind::of("text/markdown"), StreamKind::Text);
+    /// assert_eq!(StreamKind::of("image/png"), StreamKind::Bytes);
+    /// ```
+    pub fn of(content_type: &str) -> Self {
+        let media = content_type.split(';').next().unwrap_or_default().trim_ascii();
+        if media.eq_ignore_ascii_case("application/json") {
+            Self::Json
+        } else if media.get(..5).is_some_and(|t| t.eq_ignore_ascii_case("text/")) {
+            Self::Text
+        } else {
+            Self::Bytes
+        }
+    }
+
+    /// An append's text as it travels in a frame.
+    fn payload(self, body: String) -> Payload {
+        match self {
+            Self::Json => Payload::Json(body),
+            Self::Text => Payload::Text(body),
+            Self::Bytes => Payload::Base64(body),
+        }
+    }
 }
 
 /// The producer id of the control lane is the client's with this suffix.
@@ -97,6 +145,7 @@ impl InFlight {
 struct StreamQueue {
     path: String,
     lane: Lane,
+    kind: StreamKind,
     /// The producer id of this lane.
     producer: String,
     /// Bytes of a request's frame besides its JSON array.
@@ -144,6 +193,9 @@ pub struct Outbox {
     held: Vec<String>,
     /// Queued appends with producer ids of their own ([`Outbox::push_as`]).
     fixed: Vec<(AppendId, ProducerIds)>,
+    /// Streams whose content type the client was told
+    /// ([`Outbox::set_content_type`]).
+    types: Vec<(String, String)>,
 }
 
 impl Outbox {
@@ -160,7 +212,23 @@ impl Outbox {
             batch_cap: MAX_BATCH_BYTES,
             held: Vec::new(),
             fixed: Vec::new(),
+            types: Vec::new(),
         }
+    }
+
+    /// Stream `path` has `content_type`: its appends are of that
+    /// [`StreamKind`] (default [`StreamKind::Json`]). Call before appending
+    /// to it.
+    pub fn set_content_type(&mut self, path: &str, content_type: &str) {
+        match self.types.iter_mut().find(|(p, _)| p == path) {
+            Some((_, t)) => content_type.clone_into(t),
+            None => self.types.push((path.to_owned(), content_type.to_owned())),
+        }
+    }
+
+    /// The content type of `path`, if set.
+    pub fn content_type(&self, path: &str) -> Option<&str> {
+        self.types.iter().find(|(p, _)| p == path).map(|(_, t)| t.as_str())
     }
 
     /// The largest request (frame) sent now.
@@ -200,9 +268,11 @@ impl Outbox {
             Lane::Content => self.producer_id.clone(),
             Lane::Control => [self.producer_id.as_str(), CONTROL_SUFFIX].concat(),
         };
+        let kind = self.content_type(path).map(StreamKind::of).unwrap_or_default();
         self.streams.push(StreamQueue {
             path: path.to_owned(),
             lane,
+            kind,
             overhead: frame_overhead(path, &producer),
             producer,
             epoch: 0,
@@ -238,7 +308,7 @@ impl Outbox {
             req: f.req.clone(),
             path: s.path.clone(),
             // Batches join events that were valid JSON when queued.
-            payload: Some(Payload::Json(f.body.clone())),
+            payload: Some(s.kind.payload(f.body.clone())),
             producer: Some(f.fixed.clone().unwrap_or_else(|| ProducerIds {
                 id: s.producer.clone(),
                 epoch: f.epoch,
@@ -290,12 +360,14 @@ impl Outbox {
             let stream = &mut self.streams[at];
             let cap = self.batch_cap.min(limit.saturating_sub(stream.overhead));
             let mut items = Vec::new();
-            let mut body = String::from("[");
-            // An append with its own producer ids goes alone.
+            let batched = stream.kind == StreamKind::Json;
+            let mut body = String::from(if batched { "[" } else { "" });
+            // An append with its own producer ids goes alone, as does each
+            // one to a stream not in JSON mode.
             let fixed_at = |id: AppendId| self.fixed.iter().position(|(i, _)| *i == id);
             let first_fixed = stream.queue.first().and_then(|(id, _)| fixed_at(*id));
             for (id, json) in &stream.queue {
-                let alone = first_fixed.is_some() || fixed_at(*id).is_some();
+                let alone = first_fixed.is_some() || fixed_at(*id).is_some() || !batched;
                 let fits =
                     items.is_empty() || (!alone && body.len() + json.len() + 2 <= cap && items.len() < MAX_BATCH_ITEMS);
                 if !fits {
@@ -308,7 +380,9 @@ impl Outbox {
                 items.push((*id, json.len()));
             }
             stream.queue.drain(..items.len());
-            body.push(']');
+            if batched {
+                body.push(']');
+            }
             let flight = InFlight {
                 req,
                 epoch: stream.epoch,
@@ -501,6 +575,47 @@ mod tests {
             ClientMsg::Append { producer: Some(p), .. } => p.id.clone(),
             other => panic!("not an append: {other:?}"),
         }
+    }
+
+    #[test]
+    fn text_and_bytes_streams_take_each_append_alone_and_as_is() {
+        let mut o = outbox();
+        o.set_content_type("t", "text/plain; charset=utf-8");
+        o.set_content_type("b", "image/png");
+        for (id, text) in [(1, "a\n"), (2, "[b]"), (3, "c")] {
+            o.push("t", C, id, text.into()).unwrap();
+        }
+        o.push("b", C, 4, "AAE=".into()).unwrap();
+        let mut sent = Vec::new();
+        loop {
+            let frames = frames(&mut o);
+            if frames.is_empty() {
+                break;
+            }
+            for f in frames {
+                let ClientMsg::Append {
+                    req,
+                    payload,
+                    producer: Some(p),
+                    ..
+                } = f
+                else {
+                    panic!("not an append: {f:?}")
+                };
+                sent.push((payload.unwrap(), p.seq));
+                assert!(o.on_ack(&req, "o", false).is_some());
+            }
+        }
+        assert_eq!(
+            sent,
+            [
+                (Payload::Text("a\n".into()), 0),
+                (Payload::Base64("AAE=".into()), 0),
+                (Payload::Text("[b]".into()), 1),
+                (Payload::Text("c".into()), 2),
+            ],
+            "one request each, in order, unchanged"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@
 use durable_session_protocol::json::{self, Json, Obj};
 use durable_session_protocol::ws::ProducerIds;
 
-use super::session::SessionModel;
+use super::session::{Envelope, SessionModel};
 
 /// The `from` of a session's first chunk: the beginning of the stream.
 pub const BEGINNING: &str = "-1";
@@ -102,11 +102,26 @@ pub fn chunk<'a>(from: &str, to: &str, events: impl IntoIterator<Item = &'a str>
         .finish()
 }
 
+/// A stored message of a stream that is not a session (see
+/// [`restore`]): `{"o":offset,"d":data}`, so it comes back with its own
+/// offset.
+///
+/// ```
+/// use durable_sessions::core::persist::raw_message;
+/// assert_eq!(raw_message("07", r#""a line""#), r#"{"o":"07","d":"a line"}"#);
+/// ```
+pub fn raw_message(offset: &str, data: &str) -> String {
+    Obj::new().str("o", offset).raw("d", data).finish()
+}
+
 /// A session brought back from its stored chunks.
 #[derive(Debug, Default)]
 pub struct Restored {
     /// The view folded from the chained events, at the offset they reach.
     pub model: SessionModel,
+    /// Of a stream that is not a session: its stored messages, with their
+    /// offsets, in order (the model then folds nothing).
+    pub messages: Vec<Envelope>,
     /// Where the next chunk starts ([`BEGINNING`] when nothing was chained).
     pub tail: String,
     /// What the chained chunks hold.
@@ -117,7 +132,9 @@ pub struct Restored {
 
 /// Chains stored chunks (in key order, i.e. by `from`) from the beginning.
 /// Unreadable chunks and chunks off the chain end up in
-/// [`Restored::garbage`].
+/// [`Restored::garbage`]. With `raw`, the chunks are of a stream that is not
+/// a session: their events are [`raw_message`]s, returned in
+/// [`Restored::messages`] with a [`SessionModel::raw`] model.
 ///
 /// ```
 /// use durable_sessions::core::persist::{chunk, restore};
@@ -125,12 +142,12 @@ pub struct Restored {
 ///     chunk("-1", "02", [r#"{"type":"user_message","id":"m","author":"a","text":"hi"}"#]),
 ///     chunk("02", "05", [r#"{"type":"note"}"#]),
 /// ];
-/// let r = restore(stored.iter().map(String::as_str));
+/// let r = restore(stored.iter().map(String::as_str), false);
 /// assert_eq!(r.model.offset(), Some("05"));
 /// assert_eq!(r.model.received(), 2);
 /// assert_eq!(r.tail, "05");
 /// ```
-pub fn restore<'a>(chunks: impl IntoIterator<Item = &'a str>) -> Restored {
+pub fn restore<'a>(chunks: impl IntoIterator<Item = &'a str>, raw: bool) -> Restored {
     let mut r = Restored {
         model: SessionModel::without_snapshots(),
         tail: BEGINNING.to_owned(),
@@ -157,7 +174,21 @@ pub fn restore<'a>(chunks: impl IntoIterator<Item = &'a str>) -> Restored {
         events.extend(list.iter().map(|e| e.raw.to_owned()));
         to.clone_into(&mut r.tail);
     }
-    if r.tail != BEGINNING {
+    if r.tail == BEGINNING {
+        return r;
+    }
+    if raw {
+        for e in &events {
+            let Ok(v) = json::parse(e) else { continue };
+            if let (Some(offset), Some(data)) = (v.get("o").and_then(Json::str), v.get("d")) {
+                r.messages.push(Envelope {
+                    offset: offset.to_owned(),
+                    json: data.raw.to_owned(),
+                });
+            }
+        }
+        r.model = SessionModel::raw_at(&r.tail, r.messages.len() as u64);
+    } else {
         r.model = SessionModel::restore_events(&r.tail, events.iter().map(String::as_str));
     }
     r
@@ -314,7 +345,7 @@ mod tests {
             let from = |t: &str| json::parse(t).unwrap().get("f").unwrap().str().unwrap().to_owned();
             from(a).cmp(&from(b))
         });
-        let r = restore(stored.iter().map(String::as_str));
+        let r = restore(stored.iter().map(String::as_str), false);
         assert_eq!(r.model.offset(), Some("04"));
         assert_eq!(r.model.received(), 4);
         assert_eq!(text_of(&r), "abcd", "each delta once");
@@ -325,12 +356,12 @@ mod tests {
     #[test]
     fn a_chain_stops_at_a_gap_and_nothing_is_restored_without_a_beginning() {
         let stored = [chunk("-1", "01", [UM]), chunk("05", "06", [D2])];
-        let r = restore(stored.iter().map(String::as_str));
+        let r = restore(stored.iter().map(String::as_str), false);
         assert_eq!(r.model.offset(), Some("01"));
         assert_eq!(r.garbage, ["05"]);
         // Evicted by another tab while this one kept writing: all garbage.
         let stored = [chunk("03", "04", [D1]), "not json".to_owned()];
-        let r = restore(stored.iter().map(String::as_str));
+        let r = restore(stored.iter().map(String::as_str), false);
         assert_eq!(r.model.offset(), None);
         assert_eq!(r.tail, BEGINNING);
         assert_eq!(r.garbage, ["03"]);
@@ -338,9 +369,34 @@ mod tests {
     }
 
     #[test]
+    fn a_raw_stream_comes_back_message_by_message_with_offsets() {
+        let stored = [
+            chunk(
+                "-1",
+                "02",
+                [raw_message("01", r#""a""#).as_str(), &raw_message("02", "[1]")],
+            ),
+            chunk("02", "05", [raw_message("05", r#"{"type":"user_message"}"#).as_str()]),
+        ];
+        let r = restore(stored.iter().map(String::as_str), true);
+        let got: Vec<(&str, &str)> = r
+            .messages
+            .iter()
+            .map(|e| (e.offset.as_str(), e.json.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("01", r#""a""#), ("02", "[1]"), ("05", r#"{"type":"user_message"}"#)]
+        );
+        assert_eq!((r.model.offset(), r.model.received()), (Some("05"), 3));
+        assert!(r.model.view().items().is_empty(), "a raw stream folds nothing");
+        assert!(restore(stored.iter().map(String::as_str), false).messages.is_empty());
+    }
+
+    #[test]
     fn usage_counts_what_the_chain_holds() {
         let stored = [chunk("-1", "01", [UM, RS])];
-        let r = restore(stored.iter().map(String::as_str));
+        let r = restore(stored.iter().map(String::as_str), false);
         assert_eq!(r.usage.events, 2);
         assert_eq!(r.usage.bytes, stored[0].len() as u64);
     }

@@ -59,6 +59,9 @@ pub struct SessionModel {
     /// Every event folded in, as JSON text (what a snapshot stores), unless
     /// the model was made [`SessionModel::without_snapshots`].
     events: Option<Vec<String>>,
+    /// Messages are session events, folded into the view (not
+    /// [`SessionModel::raw`]).
+    chat: bool,
 }
 
 impl Default for SessionModel {
@@ -68,6 +71,7 @@ impl Default for SessionModel {
             offset: None,
             received: 0,
             events: Some(Vec::new()),
+            chat: true,
         }
     }
 }
@@ -118,6 +122,41 @@ impl SessionModel {
         }
     }
 
+    /// A model of any stream, not a session: it tracks the offset and counts
+    /// messages, folds nothing and keeps no copy. Its envelopes carry each
+    /// message as JSON: a JSON message as is, text as a JSON string, bytes
+    /// as a JSON string of their standard base64.
+    ///
+    /// ```
+    /// use durable_sessions::core::session::SessionModel;
+    /// use durable_sessions::core::client::SubscriptionEvent;
+    /// use durable_sessions::protocol::ws::{Message, Payload};
+    /// let mut model = SessionModel::raw();
+    /// let applied = model.apply(SubscriptionEvent::Messages(vec![
+    ///     Message { offset: "01".into(), payload: Payload::Text("a \"line\"".into()) },
+    ///     Message { offset: "02".into(), payload: Payload::Json(r#"{"type":"vote"}"#.into()) },
+    /// ]));
+    /// assert_eq!(applied.events[0].json, r#""a \"line\"""#);
+    /// assert!(model.view().items().is_empty(), "nothing is folded");
+    /// assert_eq!((model.offset(), model.received()), (Some("02"), 2));
+    /// ```
+    pub fn raw() -> Self {
+        Self {
+            chat: false,
+            ..Self::without_snapshots()
+        }
+    }
+
+    /// A [`SessionModel::raw`] model that has received `received` messages
+    /// and reached `offset`.
+    pub fn raw_at(offset: &str, received: u64) -> Self {
+        Self {
+            offset: Some(offset.to_owned()),
+            received,
+            ..Self::raw()
+        }
+    }
+
     /// A model (without snapshots) folded from stored `events`, which reach
     /// `offset`.
     ///
@@ -144,11 +183,23 @@ impl SessionModel {
         match event {
             SubscriptionEvent::Messages(messages) => {
                 for m in messages {
-                    let Payload::Json(raw) = m.payload else { continue };
-                    if let Folded::Item(i) = self.view.apply_json(&raw)
-                        && applied.items.last() != Some(&i)
+                    let raw = match m.payload {
+                        Payload::Json(raw) => raw,
+                        // A session holds JSON events only.
+                        _ if self.chat => continue,
+                        Payload::Text(t) | Payload::Base64(t) => {
+                            let mut out = String::with_capacity(t.len() + 2);
+                            json::push_str(&mut out, &t);
+                            out
+                        }
+                    };
+                    // Kept ascending without duplicates as they come (no
+                    // sort: smaller in the Wasm, and a batch touches few items).
+                    if self.chat
+                        && let Folded::Item(i) = self.view.apply_json(&raw)
+                        && let Err(at) = applied.items.binary_search(&i)
                     {
-                        applied.items.push(i);
+                        applied.items.insert(at, i);
                     }
                     self.offset = Some(m.offset.clone());
                     self.received += 1;
@@ -179,8 +230,6 @@ impl SessionModel {
             }
             SubscriptionEvent::Closed | SubscriptionEvent::Error(_) => {}
         }
-        applied.items.sort_unstable();
-        applied.items.dedup();
         applied
     }
 

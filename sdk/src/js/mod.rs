@@ -27,8 +27,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::core::ClientError;
-use crate::core::outbox::AppendAck;
-use crate::web::{SessionOptions, SessionUpdate, Transport, WebClient, WebOptions, WebSession};
+use crate::core::outbox::{AppendAck, StreamKind};
+use crate::core::persist::Limits;
+use crate::web::{SessionOptions, SessionUpdate, StreamOptions, Transport, WebClient, WebOptions, WebSession};
 
 /// A JS `Error` with a `code` property.
 fn js_error(e: &ClientError) -> JsValue {
@@ -214,6 +215,32 @@ fn token_provider(token: JsValue) -> Result<crate::web::TokenProvider, JsValue> 
     }))
 }
 
+/// The `persist` option: a boolean, or the limits (`PersistOptions`).
+fn persist_options(v: &Json<'_>, on: &mut bool, limits: &mut Limits) -> Result<(), JsValue> {
+    let Some(persist) = v.get("persist") else {
+        return Ok(());
+    };
+    match persist.bool() {
+        Some(b) => *on = b,
+        None if persist.is_object() => {
+            *on = true;
+            for (key, slot) in [
+                ("maxEvents", &mut limits.max_events),
+                ("maxBytes", &mut limits.max_bytes),
+            ] {
+                if let Some(n) = opt_ms(persist, key)? {
+                    *slot = n;
+                }
+            }
+            if let Some(n) = opt_ms(persist, "maxSessions")? {
+                limits.max_sessions = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+        }
+        None => return Err(invalid("persist must be a boolean or an object")),
+    }
+    Ok(())
+}
+
 /// What a `DurableClient` holds. Kept alive (see [`OPEN`]) until `close()`.
 pub struct ClientParts {
     client: WebClient,
@@ -308,7 +335,10 @@ impl JsClient {
         })
     }
 
-    /// Opens a session (creating it if needed).
+    /// Opens a session (creating it if needed). `E` is the union of the
+    /// app's own event types (see `AppEvents`): what `append` takes and
+    /// `onEvent` and `items()` give, besides the core events.
+    #[wasm_bindgen(unchecked_return_type = "Session<E>")]
     pub fn session(
         &self,
         id: &str,
@@ -323,30 +353,41 @@ impl JsClient {
         if let Some(author) = opt_str(&v, "author")? {
             o.author = author.to_owned();
         }
-        if let Some(persist) = v.get("persist") {
-            match persist.bool() {
-                Some(on) => o.persist = on,
-                None if persist.is_object() => {
-                    let limits = &mut o.limits;
-                    for (key, slot) in [
-                        ("maxEvents", &mut limits.max_events),
-                        ("maxBytes", &mut limits.max_bytes),
-                    ] {
-                        if let Some(n) = opt_ms(persist, key)? {
-                            *slot = n;
-                        }
-                    }
-                    if let Some(n) = opt_ms(persist, "maxSessions")? {
-                        limits.max_sessions = u32::try_from(n).unwrap_or(u32::MAX);
-                    }
-                }
-                None => return Err(invalid("persist must be a boolean or an object")),
-            }
+        persist_options(&v, &mut o.persist, &mut o.limits)?;
+        Ok(self.keep(JsSession::new(WebSession::open(&self.client, id, o), None)))
+    }
+
+    /// Opens any Durable Streams stream, not a session: JSON messages,
+    /// text or bytes, with offsets, resume, the outbox and (with `persist`)
+    /// storage. `T` is what its messages hold.
+    #[wasm_bindgen(unchecked_return_type = "DurableStream<T>")]
+    pub fn stream(
+        &self,
+        path: &str,
+        #[wasm_bindgen(unchecked_param_type = "StreamOptions")] options: Option<Object>,
+    ) -> Result<JsSession, JsValue> {
+        if path.is_empty() {
+            return Err(invalid("a stream path must be non-empty"));
         }
-        let session = JsSession::new(WebSession::open(&self.client, id, o));
+        let text = options_json(&options.map_or(JsValue::UNDEFINED, Into::into))?;
+        let v = json::parse(&text).map_err(|_| invalid("options must be a plain object"))?;
+        let mut o = StreamOptions {
+            content_type: opt_str(&v, "contentType")?.map(str::to_owned),
+            ..StreamOptions::default()
+        };
+        persist_options(&v, &mut o.persist, &mut o.limits)?;
+        let kind = StreamKind::of(o.content_type.as_deref().unwrap_or("application/json"));
+        Ok(self.keep(JsSession::new(
+            WebSession::open_stream(&self.client, path, o),
+            Some(kind),
+        )))
+    }
+
+    /// Keeps `session` open until it or the client is closed.
+    fn keep(&self, session: JsSession) -> JsSession {
         self.sessions.borrow_mut().push(Rc::downgrade(&session.parts));
         OPEN.with(|open| open.borrow_mut().1.push(session.parts.clone()));
-        Ok(session)
+        session
     }
 
     /// Probes the connection now (the SDK also does on `online` and when the
@@ -401,10 +442,15 @@ pub struct SessionParts {
     on_storage_error: JsCallbacks,
     /// Resolves once the stored state was read (`session.ready`).
     ready: Promise,
+    /// Resolves once the subscription first caught up (`session.synced`).
+    synced: Promise,
     iterators: Rc<RefCell<Vec<iter::Feed>>>,
     items: ItemsCache,
     next: Rc<RefCell<u64>>,
     updates: RefCell<Option<crate::web::UpdateListener>>,
+    /// A stream opened with `client.stream()` and what it holds; `None`
+    /// for a session.
+    kind: Option<StreamKind>,
 }
 
 impl SessionParts {
@@ -465,7 +511,7 @@ fn items_value(cache: &ItemsCache, session: &WebSession, changed: Option<&[usize
 }
 
 impl JsSession {
-    fn new(session: WebSession) -> Self {
+    fn new(session: WebSession, kind: Option<StreamKind>) -> Self {
         let on_event: JsCallbacks = Rc::default();
         let on_change: JsCallbacks = Rc::default();
         let on_error: JsCallbacks = Rc::default();
@@ -485,6 +531,13 @@ impl JsSession {
         let cache = items.clone();
         let mut resolve_ready = None;
         let ready = Promise::new(&mut |resolve, _| resolve_ready = Some(resolve));
+        let mut settle_synced = None;
+        let synced = Promise::new(&mut |resolve, reject| settle_synced = Some((resolve, reject)));
+        // Awaiting it is the app's choice: a rejection nobody awaits is not
+        // an unhandled one.
+        if let Some(catch) = get(&synced, "catch").and_then(|c| c.dyn_into::<Function>().ok()) {
+            let _ = catch.call1(&synced, &unsubscribe_fn(|| {}));
+        }
         if session.loaded()
             && let Some(resolve) = resolve_ready.take()
         {
@@ -501,18 +554,29 @@ impl JsSession {
                     .iter()
                     .map(|e| {
                         let mut o = Obj::new();
-                        o.str("offset", &e.offset).raw("event", &e.json);
+                        o.str("offset", &e.offset)
+                            .raw(if kind.is_some() { "data" } else { "event" }, &e.json);
                         o.finish()
                     })
                     .collect();
                 let batch: js_sys::Array = from_json(&json::array(items.iter().map(String::as_str))).unchecked_into();
                 for value in batch.iter() {
+                    if kind == Some(StreamKind::Bytes) {
+                        // Bytes travel as base64: the app gets them as bytes.
+                        let data = get(&value, "data").and_then(|d| d.as_string()).unwrap_or_default();
+                        let bytes = crate::web::from_base64(&data).unwrap_or_default();
+                        let _ = Reflect::set(&value, &"data".into(), &js_sys::Uint8Array::from(&bytes[..]));
+                    }
                     call_all(&ev, &value);
                     it.borrow_mut().retain(|feed| feed.push(value.clone()));
                 }
             }
             if let Some(e) = &u.error {
                 let err = js_error(e);
+                // It will never catch up.
+                if let Some((_, reject)) = settle_synced.take() {
+                    let _ = reject.call1(&JsValue::NULL, &err);
+                }
                 call_all(&er, &err);
                 it.borrow_mut().retain(|feed| feed.fail(err.clone()));
             }
@@ -533,6 +597,11 @@ impl JsSession {
             {
                 let _ = resolve.call0(&JsValue::NULL);
             }
+            if u.up_to_date
+                && let Some((resolve, _)) = settle_synced.take()
+            {
+                let _ = resolve.call0(&JsValue::NULL);
+            }
         });
         let parts = SessionParts {
             session,
@@ -542,10 +611,12 @@ impl JsSession {
             on_reset,
             on_storage_error,
             ready,
+            synced,
             iterators,
             items,
             next: Rc::default(),
             updates: RefCell::new(Some(updates)),
+            kind,
         };
         Self { parts: Rc::new(parts) }
     }
@@ -563,6 +634,31 @@ impl JsSession {
                 l.borrow_mut().retain(|(i, _)| *i != id);
             }
         })
+    }
+
+    /// `append` on a stream: any JSON value, a string for a text stream,
+    /// bytes (`Uint8Array`) for a binary one.
+    fn append_data(&self, kind: StreamKind, data: &JsValue) -> Result<Promise, JsValue> {
+        let bad = |what: &str| {
+            js_error(&ClientError::new(
+                "invalid_event",
+                ["this stream takes ", what].concat(),
+            ))
+        };
+        let text = match kind {
+            StreamKind::Json => js_sys::JSON::stringify(data)
+                .ok()
+                .and_then(|t| t.as_string())
+                .ok_or_else(|| bad("JSON values"))?,
+            StreamKind::Text => data.as_string().ok_or_else(|| bad("strings"))?,
+            StreamKind::Bytes => crate::web::to_base64(
+                &data
+                    .dyn_ref::<js_sys::Uint8Array>()
+                    .ok_or_else(|| bad("bytes (a Uint8Array)"))?
+                    .to_vec(),
+            ),
+        };
+        Ok(to_promise(Box::pin(self.session.append(text)), Box::new(ack_object)))
     }
 }
 
@@ -588,6 +684,15 @@ impl JsSession {
         self.parts.ready.clone()
     }
 
+    /// Resolves once the subscription has first caught up with the stream
+    /// (after `ready`): `items()` then hold everything the server had when
+    /// the session opened — e.g. whether an answer is being written. Rejects
+    /// with the error if the subscription fails for good first (`onError`).
+    #[wasm_bindgen(getter, unchecked_return_type = "Promise<void>")]
+    pub fn synced(&self) -> Promise {
+        self.parts.synced.clone()
+    }
+
     /// Session events received so far (restored ones included).
     #[wasm_bindgen(getter)]
     pub fn received(&self) -> f64 {
@@ -595,15 +700,17 @@ impl JsSession {
     }
 
     /// Of the events received, those skipped because they could not be read
-    /// as session events (another writer's: not JSON, not an object, an
-    /// unknown type, nested too deep…). The session goes on past them.
+    /// as session events (another writer's: not JSON, not an object, a known
+    /// type without a field it needs, nested too deep…). The session goes on
+    /// past them. Events of other types are not skipped: they are items of
+    /// kind "event".
     #[wasm_bindgen(getter)]
     pub fn skipped(&self) -> f64 {
         self.session.skipped() as f64
     }
 
     /// The transcript: user messages and runs, folded from the events.
-    #[wasm_bindgen(unchecked_return_type = "ChatItem[]")]
+    #[wasm_bindgen(unchecked_return_type = "ChatItem<E>[]")]
     pub fn items(&self) -> JsValue {
         items_value(&self.items, &self.session, Some(&[]))
     }
@@ -612,7 +719,7 @@ impl JsSession {
     #[wasm_bindgen(js_name = onEvent, unchecked_return_type = "() => void")]
     pub fn on_event(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "(envelope: SessionEnvelope) => void")] listener: Function,
+        #[wasm_bindgen(unchecked_param_type = "(envelope: SessionEnvelope<E>) => void")] listener: Function,
     ) -> Function {
         self.register(&self.on_event, listener)
     }
@@ -621,7 +728,7 @@ impl JsSession {
     #[wasm_bindgen(js_name = onChange, unchecked_return_type = "() => void")]
     pub fn on_change(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "(items: ChatItem[]) => void")] listener: Function,
+        #[wasm_bindgen(unchecked_param_type = "(items: ChatItem<E>[]) => void")] listener: Function,
     ) -> Function {
         self.register(&self.on_change, listener)
     }
@@ -665,7 +772,7 @@ impl JsSession {
     }
 
     /// New events as an async iterator: `for await (const e of session.events())`.
-    #[wasm_bindgen(unchecked_return_type = "AsyncIterableIterator<SessionEnvelope>")]
+    #[wasm_bindgen(unchecked_return_type = "AsyncIterableIterator<SessionEnvelope<E>>")]
     pub fn events(&self) -> JsValue {
         let (feed, iterator) = iter::Feed::new();
         self.iterators.borrow_mut().push(feed);
@@ -709,13 +816,17 @@ impl JsSession {
         to_promise(Box::pin(self.session.steer(run_id, text)), Box::new(ack_object))
     }
 
-    /// Appends any session event (a JSON object with a `type`).
+    /// Appends any session event (a JSON object with a `type`): a core
+    /// event, or one of the app's own (`E`; any object with a string `type`
+    /// when the session declares none).
     #[wasm_bindgen(unchecked_return_type = "Promise<AppendResult>")]
     pub fn append(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "SessionEvent | { type: string; [key: string]: unknown }")]
-        event: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "AppendEvent<E>")] event: JsValue,
     ) -> Result<Promise, JsValue> {
+        if let Some(kind) = self.kind {
+            return self.append_data(kind, &event);
+        }
         let is_event =
             event.is_object() && !js_sys::Array::is_array(&event) && get(&event, "type").is_some_and(|t| t.is_string());
         if !is_event {

@@ -169,6 +169,71 @@ export interface SessionOptions {
   persist?: boolean | PersistOptions;
 }
 
+/** How to open a stream that is not a session (`client.stream(path, options)`). */
+export interface StreamOptions {
+  /**
+   * The stream's content type: JSON messages (`"application/json"`, the
+   * default), text (`"text/…"`: `append` takes a string) or bytes (any other:
+   * `append` takes a `Uint8Array`). When given, the stream is created with it
+   * if it does not exist; without, it must exist (else `onError` with
+   * `not_found`). Over HTTP, appends to a text or binary stream carry it.
+   */
+  contentType?: string;
+  /**
+   * Keep the stream in IndexedDB (default false): its messages — delivered
+   * again, with their offsets, on the next page load before the new ones, the
+   * subscription resuming after them — and its unacknowledged appends,
+   * delivered exactly once after a reload. An object sets the limits.
+   */
+  persist?: boolean | PersistOptions;
+}
+
+/** A message of a stream and the offset to resume from after it. */
+export interface StreamMessage<T = unknown> {
+  offset: string;
+  /** A JSON value, a string (text stream) or a `Uint8Array` (binary stream). */
+  data: T;
+}
+
+/**
+ * Any Durable Streams stream, opened with `client.stream(path)`: what a
+ * session has besides the chat — offsets, resume with no gap and no
+ * duplicate, the outbox, storage — for data that is not a chat.
+ *
+ * @example
+ * const log = client.stream<string>("logs/build-7", { contentType: "text/plain" });
+ * log.onEvent(({ offset, data }) => console.log(offset, data));
+ * await log.append("step 1 done\n");
+ */
+export interface DurableStream<T = unknown> {
+  /** The stream path. */
+  readonly id: string;
+  /** The offset reached. */
+  readonly offset: string | undefined;
+  /** Messages received so far (restored ones included). */
+  readonly received: number;
+  /** Resolves once the stored messages (with `persist`) have been read and delivered. */
+  readonly ready: Promise<void>;
+  /** Resolves once the subscription has first caught up with the stream; rejects if it fails for good first. */
+  readonly synced: Promise<void>;
+  /** Calls `listener` with every message, in order, exactly once; returns a function that removes it. */
+  onEvent(listener: (message: StreamMessage<T>) => void): () => void;
+  /** New messages as an async iterator. */
+  events(): AsyncIterableIterator<StreamMessage<T>>;
+  /** Appends a message; resolves once the server stored it (queued while offline, never duplicated). */
+  append(data: T): Promise<AppendResult>;
+  /** The subscription failed for good (`not_found`, `forbidden`, …). */
+  onError(listener: (error: DurableSessionError) => void): () => void;
+  /** The server no longer has the position: delivery restarts from the beginning. */
+  onReset(listener: (reason: string) => void): () => void;
+  /** Storing the stream in IndexedDB failed (`quota_exceeded`, `storage_error`). */
+  onStorageError(listener: (error: DurableSessionError) => void): () => void;
+  /** Deletes what is stored for this stream and stores nothing more for it. */
+  clearStorage(): Promise<void>;
+  /** Ends the subscription (the client stays open). */
+  close(): void;
+}
+
 export interface SendOptions {
   /** "multi" asks for an orchestrator with sub-agents. Default "single". */
   mode?: "single" | "multi";
@@ -176,7 +241,8 @@ export interface SendOptions {
 
 export type RunStatus = "completed" | "cancelled" | "failed";
 
-export type SessionEvent =
+/** The core session events (docs/protocol.md §11). */
+export type CoreEvent =
   | { type: "user_message"; id: string; author: string; text: string; mode?: "single" | "multi" }
   | { type: "run_started"; run_id: string; agent: string; in_reply_to: string }
   | { type: "text_delta"; run_id: string; agent: string; delta: string }
@@ -186,10 +252,50 @@ export type SessionEvent =
   | { type: "steer_applied"; run_id: string; text: string }
   | { type: "run_finished"; run_id: string; status: RunStatus; reason?: string };
 
-/** A delivered event and the offset to resume from after it. */
-export interface SessionEnvelope {
+/**
+ * What an app's own events must be: JSON objects with a string `type`. Give
+ * them as a union of object types with literal `type`s (names of the app's
+ * own, e.g. `"app.vote"`, never a core type's) to `client.session<E>()`:
+ *
+ * @example
+ * type Vote = { type: "app.vote"; choice: number; by: string };
+ * const session = client.session<Vote>("poll");
+ * await session.append({ type: "app.vote", choice: 2, by: "ada" }); // checked against Vote
+ * session.onEvent(({ event }) => {
+ *   if (event.type === "app.vote") console.log(event.choice); // a number
+ * });
+ */
+export type AppEvents = { type: string };
+
+/** An event of a type the app did not declare: any JSON object with a string `type`. */
+export interface UnknownEvent {
+  type: string;
+  [key: string]: unknown;
+}
+
+/** A session event: a core event, or one of the app's own (`E`). */
+export type SessionEvent<E extends AppEvents = never> = CoreEvent | E;
+
+/**
+ * What `append` takes: a core event or one of the app's own (`E`); any object
+ * with a string `type` when the session declares no events of its own.
+ */
+export type AppendEvent<E extends AppEvents = never> = [E] extends [never] ? CoreEvent | UnknownEvent : CoreEvent | E;
+
+/**
+ * The events of other types than the core ones, as the transcript passes
+ * them through: the app's own (`E`), or any when it declares none.
+ */
+export type OtherEvent<E extends AppEvents = never> = [E] extends [never] ? UnknownEvent : E;
+
+/**
+ * A delivered event and the offset to resume from after it. Events of types
+ * the session does not declare are delivered too: declare the app's own with
+ * `client.session<E>()`.
+ */
+export interface SessionEnvelope<E extends AppEvents = never> {
   offset: string;
-  event: SessionEvent;
+  event: SessionEvent<E>;
 }
 
 export interface AppendResult {
@@ -239,7 +345,17 @@ export interface RunItem {
   lanes: Lane[];
 }
 
-export type ChatItem = UserItem | RunItem;
+/**
+ * An event of another type than the core ones (an app's own, or a later
+ * version's), where it appeared in the session, unchanged.
+ */
+export interface EventItem<E extends AppEvents = never> {
+  kind: "event";
+  event: OtherEvent<E>;
+}
+
+/** One entry of the transcript. */
+export type ChatItem<E extends AppEvents = never> = UserItem | RunItem | EventItem<E>;
 
 /** Errors thrown or rejected by the SDK carry a machine-readable code. */
 export interface DurableSessionError extends Error {

@@ -538,6 +538,14 @@ impl WebClient {
         }
     }
 
+    /// Stream `path` has `content_type`: its appends are sent as what that
+    /// type holds (JSON events, text, or bytes given in base64; see
+    /// [`crate::core::outbox::StreamKind`]) and, over HTTP, with that
+    /// content type, which the server requires of them.
+    pub fn set_content_type(&self, path: &str, content_type: &str) {
+        self.inner.borrow_mut().core.set_content_type(path, content_type);
+    }
+
     /// Calls `on_change` on every connection state change.
     pub fn on_state(&self, on_change: impl FnMut(&StateChange) + 'static) -> Listener {
         let mut inner = self.inner.borrow_mut();

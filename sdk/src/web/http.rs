@@ -31,6 +31,7 @@ use web_sys::{AbortController, AbortSignal, Headers, RequestCache, RequestInit, 
 use super::client::{Inner, deliver, opened};
 use super::socket::js_error_text;
 use crate::core::errors::{ErrorClass, classify, retry_after_ms};
+use crate::core::outbox::StreamKind;
 
 /// A transient failure of the link: the core retries with backoff.
 pub(crate) struct Fault {
@@ -83,7 +84,10 @@ impl Drop for HttpLink {
 struct Reply {
     status: u16,
     headers: Headers,
+    /// The body: text, or for a binary stream's read its bytes in base64.
     body: String,
+    /// `body` holds bytes (in base64).
+    binary: bool,
 }
 
 impl Reply {
@@ -96,12 +100,15 @@ fn stream_url(base: &str, path: &str) -> String {
     format!("{base}/v1/stream/{}", durable_session_protocol::path::encode(path))
 }
 
+/// A request body and its length in bytes.
+type Body = Option<(JsValue, usize)>;
+
 async fn fetch(
     client: &Weak<RefCell<Inner>>,
     method: &str,
     url: &str,
     headers: &[(&str, String)],
-    body: Option<&str>,
+    body: Body,
     abort: Option<&AbortController>,
 ) -> Result<Reply, Fault> {
     let js_fault = |e: JsValue| Fault::network(js_error_text(&e));
@@ -126,8 +133,9 @@ async fn fetch(
         h.set("authorization", &format!("Bearer {token}")).map_err(js_fault)?;
     }
     init.set_headers(&h);
-    if let Some(body) = body {
-        init.set_body(&JsValue::from_str(body));
+    let body_len = body.as_ref().map_or(0, |(_, len)| *len);
+    if let Some((body, _)) = body {
+        init.set_body(&body);
     }
     // This request's own deadline, and the caller's abort (the
     // subscription ended), whichever comes first.
@@ -154,7 +162,7 @@ async fn fetch(
         None => Fault::network(format!("network error: {}", js_error_text(&e))),
     };
     // Until the answer's headers, then until the end of its body.
-    let headers_due = arm(deadline_ms(heartbeat_ms, body.map_or(0, str::len)));
+    let headers_due = arm(deadline_ms(heartbeat_ms, body_len));
     let window = web_sys::window().ok_or_else(|| Fault::network("no window".into()))?;
     let response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
         .await
@@ -171,14 +179,32 @@ async fn fetch(
         .unwrap_or(0);
     drop(headers_due);
     let body_due = arm(deadline_ms(heartbeat_ms, length));
-    let text = JsFuture::from(response.text().map_err(js_fault)?)
-        .await
-        .map_err(failed)?;
+    // A successful read of a stream that is not text comes as bytes.
+    let binary = method == "GET"
+        && response.ok()
+        && response
+            .headers()
+            .get("content-type")
+            .ok()
+            .flatten()
+            .is_some_and(|t| StreamKind::of(&t) == StreamKind::Bytes);
+    let read = if binary {
+        response.array_buffer()
+    } else {
+        response.text()
+    };
+    let value = JsFuture::from(read.map_err(js_fault)?).await.map_err(failed)?;
     drop(body_due);
+    let body = if binary {
+        super::to_base64(&js_sys::Uint8Array::new(&value).to_vec())
+    } else {
+        value.as_string().unwrap_or_default()
+    };
     Ok(Reply {
         status: response.status(),
         headers: response.headers(),
-        body: text.as_string().unwrap_or_default(),
+        body,
+        binary,
     })
 }
 
@@ -259,7 +285,11 @@ fn messages_of(reply: &Reply) -> Vec<Message> {
     } else {
         vec![Message {
             offset: String::new(),
-            payload: Payload::Text(reply.body.clone()),
+            payload: if reply.binary {
+                Payload::Base64(reply.body.clone())
+            } else {
+                Payload::Text(reply.body.clone())
+            },
         }]
     }
 }
@@ -326,12 +356,30 @@ impl HttpLink {
                 let (client, generation) = (self.client.clone(), self.generation);
                 wasm_bindgen_futures::spawn_local(async move {
                     let Some(base) = base_of(&client) else { return };
-                    let (content_type, body) = match &payload {
-                        Some(Payload::Json(raw)) => ("application/json", Some(raw.clone())),
-                        Some(Payload::Text(t)) => ("text/plain", Some(t.clone())),
-                        Some(Payload::Base64(_)) | None => ("application/json", None),
+                    // A text or binary stream's own content type (set when
+                    // it was opened), which its appends must carry.
+                    let own = client
+                        .upgrade()
+                        .and_then(|rc| rc.borrow().core.content_type(&path).map(str::to_owned));
+                    let (content_type, body): (&str, Body) = match &payload {
+                        Some(Payload::Json(raw)) => ("application/json", Some((raw.as_str().into(), raw.len()))),
+                        Some(Payload::Text(t)) => ("text/plain", Some((t.as_str().into(), t.len()))),
+                        Some(Payload::Base64(b)) => {
+                            let bytes = super::from_base64(b).unwrap_or_default();
+                            let len = bytes.len();
+                            (
+                                "application/octet-stream",
+                                Some((js_sys::Uint8Array::from(&bytes[..]).into(), len)),
+                            )
+                        }
+                        None => ("application/json", None),
                     };
-                    let mut headers = vec![("content-type", content_type.to_owned())];
+                    let has_body = body.is_some();
+                    let content_type = match (&payload, own) {
+                        (Some(Payload::Text(_) | Payload::Base64(_)), Some(own)) => own,
+                        _ => content_type.to_owned(),
+                    };
+                    let mut headers = vec![("content-type", content_type)];
                     if let Some(p) = &producer {
                         headers.push(("producer-id", p.id.clone()));
                         headers.push(("producer-epoch", p.epoch.to_string()));
@@ -341,10 +389,10 @@ impl HttpLink {
                         headers.push(("stream-closed", "true".into()));
                     }
                     let url = stream_url(&base, &path);
-                    let reply = fetch(&client, "POST", &url, &headers, body.as_deref(), None).await;
+                    let reply = fetch(&client, "POST", &url, &headers, body, None).await;
                     let frame = answer(req, reply, |req, r| {
                         // 204 with producer headers and a body marks a duplicate.
-                        let duplicate = r.status == 204 && producer.is_some() && body.is_some();
+                        let duplicate = r.status == 204 && producer.is_some() && has_body;
                         matches!(r.status, 200 | 204).then(|| ack(req, r, duplicate))
                     });
                     send_back(&client, generation, frame);

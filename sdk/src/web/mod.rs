@@ -19,7 +19,7 @@ pub(crate) mod socket;
 
 pub use client::{Listener, SubscriptionHandle, TokenFuture, TokenProvider, Transport, WebClient, WebOptions};
 pub use persist::clear_storage;
-pub use session::{SessionOptions, SessionUpdate, UpdateListener, WebSession};
+pub use session::{SessionOptions, SessionUpdate, StreamOptions, UpdateListener, WebSession};
 
 /// Milliseconds since the Unix epoch, from the browser clock.
 pub(crate) fn now_ms() -> u64 {
@@ -32,6 +32,20 @@ pub(crate) fn random_u64() -> u64 {
     let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;
     let lo = (js_sys::Math::random() * 4_294_967_296.0) as u64;
     (hi << 32) | lo
+}
+
+/// Bytes in standard base64, by the browser's `btoa` (smaller than a
+/// base64 crate's encoder in the Wasm).
+pub(crate) fn to_base64(bytes: &[u8]) -> String {
+    let binary: String = bytes.iter().map(|&b| char::from(b)).collect();
+    web_sys::window().and_then(|w| w.btoa(&binary).ok()).unwrap_or_default()
+}
+
+/// Standard base64 to bytes, by the browser's `atob`; `None` if it is not
+/// base64.
+pub(crate) fn from_base64(text: &str) -> Option<Vec<u8>> {
+    let binary = web_sys::window()?.atob(text).ok()?;
+    binary.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
 /// A short random id (`prefix-` and 12 hex digits).

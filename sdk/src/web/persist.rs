@@ -254,6 +254,9 @@ pub(crate) struct SessionStore {
     db: IdbDatabase,
     key: String,
     limits: Limits,
+    /// A stream that is not a session: messages are stored with their
+    /// offsets ([`persist::raw_message`]).
+    raw: bool,
     st: RefCell<State>,
     on_error: Box<dyn Fn(ClientError)>,
 }
@@ -275,6 +278,7 @@ impl SessionStore {
     pub(crate) async fn open(
         key: String,
         limits: Limits,
+        raw: bool,
         on_error: impl Fn(ClientError) + 'static,
     ) -> Result<Loaded, ClientError> {
         let db = database().await?;
@@ -293,7 +297,7 @@ impl SessionStore {
         let [chunks, outbox, metas] = &reads[..] else {
             return Err(storage_error("UnknownError", "unexpected reads"));
         };
-        let restored = persist::restore(strings(chunks).iter().map(String::as_str));
+        let restored = persist::restore(strings(chunks).iter().map(String::as_str), raw);
         // Keys `[session, order, id]`: already in order.
         let pending: Vec<PendingAppend> = strings(outbox).iter().filter_map(|t| PendingAppend::parse(t)).collect();
         let stored: Vec<Meta> = strings(metas).iter().filter_map(|t| Meta::parse(t)).collect();
@@ -309,6 +313,7 @@ impl SessionStore {
         let store = Rc::new(Self {
             db,
             limits,
+            raw,
             st: RefCell::new(State {
                 mode: Mode::Keep,
                 usage: restored.usage,
@@ -364,7 +369,16 @@ impl SessionStore {
             if st.mode != Mode::Keep {
                 return;
             }
-            let text = persist::chunk(&st.tail, &last.offset, events.iter().map(|e| e.json.as_str()));
+            let raw: Vec<String>;
+            let text = if self.raw {
+                raw = events
+                    .iter()
+                    .map(|e| persist::raw_message(&e.offset, &e.json))
+                    .collect();
+                persist::chunk(&st.tail, &last.offset, raw.iter().map(String::as_str))
+            } else {
+                persist::chunk(&st.tail, &last.offset, events.iter().map(|e| e.json.as_str()))
+            };
             let limits = self.limits;
             if !st.usage.admit(events.len() as u64, text.len() as u64, &limits) {
                 st.mode = Mode::Full;

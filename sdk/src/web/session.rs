@@ -55,10 +55,44 @@ impl Default for SessionOptions {
     }
 }
 
+/// How to open a stream that is not a session, with
+/// [`WebSession::open_stream`]: any Durable Streams path, JSON, text or
+/// bytes.
+///
+/// ```no_run
+/// use durable_sessions::web::{StreamOptions, WebClient, WebOptions, WebSession};
+/// let client = WebClient::new(WebOptions::new("http://127.0.0.1:4437")).unwrap();
+/// let log = WebSession::open_stream(&client, "logs/build-7", StreamOptions {
+///     content_type: Some("text/plain".into()),
+///     persist: true,
+///     ..StreamOptions::default()
+/// });
+/// let _sent = log.append("step 1 done\n".into());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// The stream's content type: JSON messages (`application/json`, the
+    /// default), text (`text/*`: an append is its text) or bytes (any other:
+    /// an append is its bytes in base64). When given, the stream is
+    /// created with it if it does not exist; without, it must exist.
+    pub content_type: Option<String>,
+    /// Keep the stream in IndexedDB: its messages (on the next page load,
+    /// delivered again with their offsets, before the new ones, and the
+    /// subscription resumes after them) and its unacknowledged appends
+    /// (delivered exactly once after a reload). Default `false`.
+    pub persist: bool,
+    /// How much is kept.
+    pub limits: Limits,
+}
+
 /// What changed in a session, for [`WebSession::on_update`].
 #[derive(Debug, Clone, Default)]
 pub struct SessionUpdate {
-    /// New events (offset and JSON), in order.
+    /// New events (offset and JSON), in order. For a stream opened with
+    /// [`WebSession::open_stream`], also the messages restored from
+    /// storage (with [`SessionUpdate::restored`]), and each message is JSON:
+    /// a JSON message as is, text as a JSON string, bytes as a JSON string
+    /// of their base64.
     pub events: Vec<crate::core::session::Envelope>,
     /// Indices of the view's items these events added or changed,
     /// ascending: re-render those (unless `reset` or `restored`, after
@@ -109,6 +143,11 @@ struct Inner {
     storage: RefCell<Storage>,
     /// The key of the session in storage (server and path).
     store_key: String,
+    /// A session (its messages folded into the chat view), not a stream
+    /// opened with [`WebSession::open_stream`].
+    chat: bool,
+    /// A stream's content type ([`StreamOptions::content_type`]).
+    content_type: Option<String>,
     closed: Cell<bool>,
     /// The stored state has been read (or there is none to read).
     loaded: Cell<bool>,
@@ -127,7 +166,8 @@ impl Inner {
         let opts = SubscribeOptions {
             start: start.into(),
             reset: ResetPolicy::FromBeginning,
-            create: true,
+            create: self.chat || self.content_type.is_some(),
+            content_type: self.content_type.clone(),
         };
         let sub = self.client.subscribe(&self.path, opts, move |event| {
             if let Some(inner) = weak.upgrade() {
@@ -222,14 +262,51 @@ impl WebSession {
     /// unacknowledged by an earlier page load are sent again, with their
     /// producer ids, before any new one.
     pub fn open(client: &WebClient, id: &str, options: SessionOptions) -> Self {
-        let path = session_path(id);
+        Self::start(client, id, session_path(id), options, None)
+    }
+
+    /// Opens stream `path` — any Durable Streams stream, not a session —
+    /// with the same guarantees: offsets, resume with no gap and no
+    /// duplicate, the outbox, and (with [`StreamOptions::persist`])
+    /// storage. Its messages come as [`SessionUpdate::events`]; nothing is
+    /// folded ([`WebSession::view`] stays empty), and
+    /// [`WebSession::append`] takes a JSON text, a text or base64 bytes, as
+    /// the stream's content type says.
+    pub fn open_stream(client: &WebClient, path: &str, options: StreamOptions) -> Self {
+        if let Some(content_type) = &options.content_type {
+            client.set_content_type(path, content_type);
+        }
+        let session = SessionOptions {
+            author: String::new(),
+            persist: options.persist,
+            limits: options.limits,
+        };
+        Self::start(client, path, path.to_owned(), session, Some(options.content_type))
+    }
+
+    /// Opens a session (`stream` is `None`) or a stream with its content
+    /// type.
+    fn start(
+        client: &WebClient,
+        id: &str,
+        path: String,
+        options: SessionOptions,
+        stream: Option<Option<String>>,
+    ) -> Self {
         let store_key = [client.inner.borrow().cluster(), " ", &path].concat();
+        let chat = stream.is_none();
         let inner = Rc::new(Inner {
             client: client.clone(),
             id: id.to_owned(),
             path,
             author: options.author,
-            model: RefCell::new(SessionModel::without_snapshots()),
+            chat,
+            content_type: stream.flatten(),
+            model: RefCell::new(if chat {
+                SessionModel::without_snapshots()
+            } else {
+                SessionModel::raw()
+            }),
             listeners: RefCell::new(Vec::new()),
             next_listener: RefCell::new(0),
             sub: RefCell::new(None),
@@ -290,7 +367,9 @@ impl WebSession {
 
     /// Of the events received, those skipped because they could not be read
     /// as session events (written by another writer: not JSON, not an
-    /// object, an unknown type, nested too deep…).
+    /// object, a known type without a field it needs, nested too deep…).
+    /// Events of other types are not skipped: they pass through
+    /// ([`crate::core::chat::ChatItem::Event`]).
     pub fn skipped(&self) -> u64 {
         self.inner.model.borrow().skipped()
     }
@@ -387,7 +466,7 @@ async fn settled(result: slot::Receiver<Result<AppendAck, ClientError>>) -> Resu
 /// offset it reaches, and sends the appends left pending (with their ids)
 /// before those made while loading.
 async fn load(weak: Weak<Inner>, limits: Limits) {
-    let Some(key) = weak.upgrade().map(|inner| inner.store_key.clone()) else {
+    let Some((key, chat)) = weak.upgrade().map(|inner| (inner.store_key.clone(), inner.chat)) else {
         return;
     };
     let on_error = {
@@ -402,7 +481,7 @@ async fn load(weak: Weak<Inner>, limits: Limits) {
             }
         }
     };
-    let loaded = SessionStore::open(key, limits, on_error).await;
+    let loaded = SessionStore::open(key, limits, !chat, on_error).await;
     let Some(inner) = weak.upgrade() else { return };
     // `Off` now unless the app cleared the storage meanwhile (then what was
     // read is dropped).
@@ -421,6 +500,8 @@ async fn load(weak: Weak<Inner>, limits: Limits) {
             if loaded.restored.model.offset().is_some() {
                 *inner.model.borrow_mut() = loaded.restored.model;
                 update.restored = true;
+                // A stream's stored messages are delivered again.
+                update.events = loaded.restored.messages;
             }
             pending = loaded.pending;
             *inner.storage.borrow_mut() = Storage::Ready(loaded.store);

@@ -114,6 +114,6 @@ pub fn state_log(client: &WebClient) -> (Rc<RefCell<Vec<StateChange>>>, durable_
 pub fn latest_run(session: &WebSession) -> Option<(String, RunState, usize)> {
     session.view().items().iter().rev().find_map(|i| match i {
         ChatItem::Run(r) => Some((r.run_id.clone(), r.state, r.text.len())),
-        ChatItem::User(_) => None,
+        ChatItem::User(_) | ChatItem::Event(_) => None,
     })
 }
