@@ -29,6 +29,7 @@ pub mod config;
 pub mod cursor;
 pub mod http;
 pub mod limits;
+pub mod live_read;
 pub mod metrics;
 pub mod offset;
 pub mod session_index;

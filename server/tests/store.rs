@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::redis::RedisServer;
 use durable_session_server::changes::ChangeHub;
+use durable_session_server::live_read::LiveRead;
 use durable_session_server::metrics::Metrics;
 use durable_session_server::offset::{Pos, StartAt, ZERO, format_offset};
 use durable_session_server::storage::redis::{RedisOptions, RedisStorage};
@@ -76,6 +77,7 @@ on_every_store!(
     a_byte_fork_inside_an_append,
     expiry,
     a_feed_wakes_on_append,
+    live_read_catches_up_then_follows,
     a_stream_and_its_index_entry_together,
 );
 
@@ -477,6 +479,50 @@ async fn a_feed_wakes_on_append(st: Store) {
     assert!(feed.wait(Duration::from_secs(5)).await, "woken by the append");
     let chunk = read(&st, "live", StartAt::Pos(tail), 1 << 20).await.unwrap();
     assert_eq!(chunk.pieces, [Bytes::from_static(br#"{"n":1}"#)]);
+}
+
+/// The one catch-up→live reader (WebSocket, SSE and long-poll use it) on
+/// each store: stored messages in bounded chunks, an empty answer at the
+/// tail once its deadline passes, an append made while it waits, and the
+/// end of the stream once closed — each message exactly once, in order.
+async fn live_read_catches_up_then_follows(st: Store) {
+    create(&st, "follow", JSON, r#"[{"n":1},{"n":2},{"n":3}]"#).await;
+    let mut live = LiveRead::new(st.s.clone(), "follow".into(), StartAt::Beginning, 1);
+    let now = tokio::time::Instant::now;
+    let mut got = Vec::new();
+    loop {
+        let chunk = live.next_until(now()).await.unwrap();
+        if chunk.pieces.is_empty() {
+            assert!(chunk.up_to_date() && !chunk.info.closed, "empty only at the open tail");
+            break;
+        }
+        got.extend(chunk.pieces);
+    }
+    assert_eq!(got, [&br#"{"n":1}"#[..], br#"{"n":2}"#, br#"{"n":3}"#]);
+
+    let quiet = live.next_until(now() + Duration::from_millis(30)).await.unwrap();
+    assert!(quiet.pieces.is_empty(), "nothing new before the deadline");
+
+    let writer = {
+        let s = st.s.clone();
+        tokio::spawn(async move {
+            s.append(append_req("follow", JSON, r#"{"n":4}"#)).await.unwrap();
+        })
+    };
+    let woken = live.next_until(now() + Duration::from_secs(10)).await.unwrap();
+    assert_eq!(woken.pieces, [Bytes::from_static(br#"{"n":4}"#)], "woken by the append");
+    writer.await.unwrap();
+
+    let close = Append {
+        close: true,
+        ..append_req("follow", JSON, "")
+    };
+    st.s.append(close).await.unwrap();
+    let end = live.next_until(now() + Duration::from_secs(10)).await.unwrap();
+    assert!(
+        end.pieces.is_empty() && end.info.closed && end.up_to_date(),
+        "the end of the stream"
+    );
 }
 
 async fn a_stream_and_its_index_entry_together(st: Store) {

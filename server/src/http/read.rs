@@ -18,6 +18,7 @@ use super::{ApiError, AppState};
 use crate::auth::Access;
 use crate::cursor::next_cursor;
 use crate::limits::Slot;
+use crate::live_read::LiveRead;
 use crate::metrics::{ConnectionKind, GaugeGuard};
 use crate::offset::{StartAt, format_offset, parse_start};
 use crate::storage::{Chunk, Expiry, Read, StreamInfo, rules};
@@ -324,47 +325,29 @@ async fn long_poll(
 ) -> Result<Response, ApiError> {
     let _reader = LiveReader::take(&state, &path, ConnectionKind::LongPoll)?;
     let deadline = policy.cap(Instant::now() + state.config.long_poll_timeout);
-    let mut feed = state.storage.changes(&path);
-    let mut stopping = state.shutdown.clone();
-    let mut from = from;
-    loop {
-        let chunk = state
-            .storage
-            .read(Read {
-                path: path.clone(),
-                from,
-                max_bytes: state.config.max_read_bytes,
-            })
-            .await?;
-        if !chunk.pieces.is_empty() {
-            let mut res = (StatusCode::OK, body_of(&chunk)).into_response();
-            let h = res.headers_mut();
-            chunk_headers(h, &chunk);
-            set(h, header::ETAG, etag(&chunk));
-            set(h, header::CACHE_CONTROL, policy.cacheable);
-            if !at_eof(&chunk) {
-                cursor_header(h, cursor);
-            }
-            return Ok(res);
-        }
-        if chunk.info.closed {
-            return Ok(no_content(&chunk.info, cursor));
-        }
-        from = StartAt::Pos(chunk.next);
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(no_content(&chunk.info, cursor));
-        }
+    let mut live = LiveRead::new(state.storage.clone(), path, from, state.config.max_read_bytes);
+    // What is there now; the wait for more only starts if there is nothing.
+    let mut chunk = live.next_until(Instant::now()).await?;
+    if chunk.pieces.is_empty() && !chunk.info.closed {
+        let mut stopping = state.shutdown.clone();
         tokio::select! {
-            changed = feed.wait(deadline - now) => {
-                if !changed && Instant::now() >= deadline {
-                    return Ok(no_content(&chunk.info, cursor));
-                }
-            }
+            next = live.next_until(deadline) => chunk = next?,
             // A shutdown answers at once: nothing new, ask again.
-            () = super::stopped(&mut stopping) => return Ok(no_content(&chunk.info, cursor)),
+            () = super::stopped(&mut stopping) => {}
         }
     }
+    if chunk.pieces.is_empty() {
+        return Ok(no_content(&chunk.info, cursor));
+    }
+    let mut res = (StatusCode::OK, body_of(&chunk)).into_response();
+    let h = res.headers_mut();
+    chunk_headers(h, &chunk);
+    set(h, header::ETAG, etag(&chunk));
+    set(h, header::CACHE_CONTROL, policy.cacheable);
+    if !at_eof(&chunk) {
+        cursor_header(h, cursor);
+    }
+    Ok(res)
 }
 
 /// One SSE event; payload lines each get a `data:` prefix.
@@ -422,20 +405,12 @@ async fn sse(
     policy: Policy,
 ) -> Result<Response, ApiError> {
     let reader = LiveReader::take(&state, &path, ConnectionKind::Sse)?;
-    let mut feed = state.storage.changes(&path);
+    let mut live = LiveRead::new(state.storage.clone(), path.clone(), from, state.config.max_read_bytes);
     // The first read happens before the response starts, so a missing
     // stream is an ordinary 404.
-    let first = state
-        .storage
-        .read(Read {
-            path: path.clone(),
-            from,
-            max_bytes: state.config.max_read_bytes,
-        })
-        .await?;
+    let first = live.next_until(Instant::now()).await?;
     let binary = !rules::is_text(&first.info.content_type);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let storage = state.storage.clone();
     let config = state.config.clone();
     let mut stopping = state.shutdown.clone();
     tokio::spawn(async move {
@@ -452,50 +427,33 @@ async fn sse(
             if !chunk.pieces.is_empty() || first_event || at_eof(&chunk) {
                 control_event(&mut out, &chunk, &mut cursor);
                 first_event = false;
+            } else {
+                // Nothing new within the keep-alive interval.
+                out.put_slice(b": keep-alive\n\n");
             }
-            if !out.is_empty() && tx.send(Ok(out.freeze())).await.is_err() {
+            if tx.send(Ok(out.freeze())).await.is_err() {
                 return; // client went away
             }
             if at_eof(&chunk) {
                 return;
             }
-            let next = StartAt::Pos(chunk.next);
-            // Wait for a change unless more data is already there.
-            while chunk.up_to_date() {
-                let now = Instant::now();
-                if now >= ends_at {
-                    return;
-                }
-                let wait = config.sse_keepalive.min(ends_at - now);
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    // A shutdown ends the response; the client reconnects
-                    // from its offset.
-                    () = super::stopped(&mut stopping) => return,
-                    changed = feed.wait(wait) => {
-                        if changed {
-                            break;
-                        }
-                        if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            let now = Instant::now();
+            if now >= ends_at {
+                return;
             }
-            chunk = match storage
-                .read(Read {
-                    path: path.clone(),
-                    from: next,
-                    max_bytes: config.max_read_bytes,
-                })
-                .await
-            {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    tracing::debug!(%path, error = %e, "SSE stream ends");
-                    return;
-                }
-            };
+            tokio::select! {
+                _ = tx.closed() => return,
+                // A shutdown ends the response; the client reconnects from
+                // its offset.
+                () = super::stopped(&mut stopping) => return,
+                next = live.next_until(now + config.sse_keepalive.min(ends_at - now)) => match next {
+                    Ok(next) => chunk = next,
+                    Err(e) => {
+                        tracing::debug!(%path, error = %e, "SSE stream ends");
+                        return;
+                    }
+                },
+            }
         }
     });
     let mut res = Response::new(Body::from_stream(tokio_stream_from(rx)));

@@ -40,9 +40,10 @@ use super::{ApiError, AppState, access, validate_path};
 use crate::auth::{Access, Denied, Principal, Right, identity};
 use crate::config::AuthMode;
 use crate::limits::Slot;
+use crate::live_read::LiveRead;
 use crate::metrics::ConnectionKind;
 use crate::offset::{StartAt, format_offset, parse_start};
-use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Read, Storage, StoreError, rules};
+use crate::storage::{Append, Chunk, CreateStream, Expiry, Producer, Storage, StoreError, rules};
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -777,8 +778,12 @@ fn messages(chunk: &Chunk) -> Vec<Message> {
         .collect()
 }
 
-/// Delivers one subscription: catch-up from `from`, then live, reading by
-/// offset every time so nothing is skipped or repeated at the boundary.
+/// How long a subscription with nothing new waits before it checks again
+/// (it is woken at once by an append; this only bounds one wait).
+const IDLE_SUBSCRIPTION_WAIT: Duration = Duration::from_secs(3600);
+
+/// Delivers one subscription: catch-up from `from`, then live (one
+/// [`LiveRead`], as for SSE and long-poll).
 async fn deliver(
     storage: Arc<dyn Storage>,
     max_bytes: usize,
@@ -787,18 +792,17 @@ async fn deliver(
     path: String,
     from: StartAt,
 ) {
-    let mut feed = storage.changes(&path);
-    let mut from = from;
+    let mut live = LiveRead::new(storage, path, from, max_bytes);
     let mut announced = false;
     loop {
-        let chunk = match storage
-            .read(Read {
-                path: path.clone(),
-                from,
-                max_bytes,
-            })
-            .await
-        {
+        // The first frame answers the subscribe at once, even with nothing
+        // stored yet; later ones wait for data or the end of the stream.
+        let deadline = if announced {
+            Instant::now() + IDLE_SUBSCRIPTION_WAIT
+        } else {
+            Instant::now()
+        };
+        let chunk = match live.next_until(deadline).await {
             Ok(chunk) => chunk,
             Err(e) => {
                 let _ = outbox.send(&error_frame(Some(&sub), None, e.code(), store_error_message(&e)));
@@ -806,26 +810,20 @@ async fn deliver(
             }
         };
         let eof = chunk.info.closed && chunk.up_to_date();
-        if !chunk.pieces.is_empty() || !announced || eof {
-            let frame = ServerMsg::Events {
-                sub: sub.clone(),
-                messages: messages(&chunk),
-                next: format_offset(chunk.next),
-                up_to_date: chunk.up_to_date(),
-                closed: eof,
-            };
-            if outbox.send_paced(&frame).await.is_err() {
-                return;
-            }
-            announced = true;
+        if chunk.pieces.is_empty() && announced && !eof {
+            continue;
         }
-        if eof {
+        let frame = ServerMsg::Events {
+            sub: sub.clone(),
+            messages: messages(&chunk),
+            next: format_offset(chunk.next),
+            up_to_date: chunk.up_to_date(),
+            closed: eof,
+        };
+        if outbox.send_paced(&frame).await.is_err() || eof {
             return;
         }
-        from = StartAt::Pos(chunk.next);
-        if chunk.up_to_date() {
-            feed.wait(Duration::from_secs(3600)).await;
-        }
+        announced = true;
     }
 }
 
