@@ -104,6 +104,24 @@ async fn append_until_closed(ws: Client, progress: Arc<AtomicUsize>) -> Appended
     }
 }
 
+/// A server with `--shutdown-timeout-ms` set, a JSON stream created at
+/// `name` on it, an HTTP client and the stream's URL (the temp dir lives as
+/// long as the first element).
+async fn with_stream(name: &str, timeout_ms: u64) -> (tempfile::TempDir, Running, reqwest::Client, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &["--shutdown-timeout-ms", &timeout_ms.to_string()]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/stream/{name}", server.base);
+    let res = http
+        .put(&url)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    (dir, server, http, url)
+}
+
 /// Reads an SSE response to its end: `Ok(bytes)` if it ended cleanly.
 async fn read_sse(res: reqwest::Response) -> Result<usize, reqwest::Error> {
     let mut res = res;
@@ -117,17 +135,7 @@ async fn read_sse(res: reqwest::Response) -> Result<usize, reqwest::Error> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_with_1001_answers_received_appends_and_exits_in_time() {
     const TIMEOUT_MS: u64 = 5_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Running::start(dir.path(), &["--shutdown-timeout-ms", &TIMEOUT_MS.to_string()]);
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/stream/graceful", server.base);
-    let res = http
-        .put(&url)
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+    let (dir, mut server, http, url) = with_stream("graceful", TIMEOUT_MS).await;
 
     // A live WebSocket subscriber, an SSE reader, a long-poll reader.
     let mut subscriber = Client::connect(&server.base).await;
@@ -208,17 +216,7 @@ async fn sigterm_closes_with_1001_answers_received_appends_and_exits_in_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_never_ends_does_not_hold_the_shutdown_past_its_timeout() {
     const TIMEOUT_MS: u64 = 1_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Running::start(dir.path(), &["--shutdown-timeout-ms", &TIMEOUT_MS.to_string()]);
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/stream/stuck", server.base);
-    let res = http
-        .put(&url)
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+    let (_dir, mut server, http, url) = with_stream("stuck", TIMEOUT_MS).await;
     // An append whose body never comes in full.
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mut stuck = tokio::net::TcpStream::connect(&addr).await.unwrap();
