@@ -35,6 +35,18 @@ pub fn encode(path: &str) -> String {
     out
 }
 
+/// A value for a URL query parameter (an offset, a cursor), percent-encoded
+/// so it survives any characters a server puts in it.
+///
+/// ```
+/// use durable_session_protocol::path::encode_query_value;
+/// assert_eq!(encode_query_value("0000_0012"), "0000_0012");
+/// assert_eq!(encode_query_value("a&b=c d"), "a%26b%3Dc%20d");
+/// ```
+pub fn encode_query_value(value: &str) -> String {
+    utf8_percent_encode(value, SEGMENT).collect()
+}
+
 /// A URL path (as sent) decoded to the stream path it names.
 pub fn decode(url_path: &str) -> Result<String, PathError> {
     percent_decode_str(url_path)

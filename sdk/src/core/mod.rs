@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod chat;
 pub mod client;
 pub mod errors;
+pub mod http_read;
 pub mod outbox;
 pub mod persist;
 pub mod rng;

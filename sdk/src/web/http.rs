@@ -31,6 +31,7 @@ use web_sys::{AbortController, AbortSignal, Headers, RequestCache, RequestInit, 
 use super::client::{Inner, deliver, opened};
 use super::socket::js_error_text;
 use crate::core::errors::{ErrorClass, classify, retry_after_ms};
+use crate::core::http_read::{HttpFollow, ReadReply};
 use crate::core::outbox::StreamKind;
 
 /// A transient failure of the link: the core retries with backoff.
@@ -434,7 +435,8 @@ pub(crate) fn probe(client: Weak<RefCell<Inner>>, generation: u64, path: String)
 }
 
 /// Catch-up reads until up to date, then long-polls, forever (until aborted
-/// or the link is replaced).
+/// or the link is replaced); what to ask and what each answer means is the
+/// core's [`HttpFollow`].
 async fn read_loop(
     client: Weak<RefCell<Inner>>,
     generation: u64,
@@ -445,19 +447,17 @@ async fn read_loop(
 ) {
     let Some(base) = base_of(&client) else { return };
     let url = stream_url(&base, &path);
-    let mut offset = offset;
-    let mut cursor: Option<String> = None;
-    let mut live = false;
-    let mut announced = false;
+    let mut follow = HttpFollow::new(sub, offset);
     loop {
-        let mut query = format!("offset={}", js_sys::encode_uri_component(&offset));
-        if live {
-            query.push_str("&live=long-poll");
-            if let Some(c) = &cursor {
-                query.push_str(&format!("&cursor={}", js_sys::encode_uri_component(c)));
-            }
-        }
-        let reply = fetch(&client, "GET", &format!("{url}?{query}"), &[], None, Some(&abort)).await;
+        let reply = fetch(
+            &client,
+            "GET",
+            &format!("{url}?{}", follow.query()),
+            &[],
+            None,
+            Some(&abort),
+        )
+        .await;
         if abort.signal().aborted() {
             return;
         }
@@ -467,55 +467,31 @@ async fn read_loop(
             // (the server holds a long-poll up to its own timeout), or the
             // link is dead. A plain read, answered at once by a live
             // server, tells which.
-            Err(fault) if fault.timed_out && live => {
-                live = false;
-                continue;
-            }
+            Err(fault) if fault.timed_out && follow.timed_out() => continue,
             Err(fault) => return send_back(&client, generation, Err(fault)),
         };
-        if !matches!(reply.status, 200 | 204) {
-            let (code, message) = match error_for(&reply) {
-                Ok(error) => error,
+        let outcome = if matches!(reply.status, 200 | 204) {
+            Ok(ReadReply {
+                next: reply.header("stream-next-offset"),
+                up_to_date: reply.header("stream-up-to-date").is_some() || reply.status == 204,
+                closed: reply
+                    .header("stream-closed")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                cursor: reply.header("stream-cursor"),
+                messages: messages_of(&reply),
+            })
+        } else {
+            match error_for(&reply) {
+                Ok(error) => Err(error),
                 Err(fault) => return send_back(&client, generation, Err(fault)),
-            };
-            let code = if code == ErrorCode::BadRequest {
-                ErrorCode::BadOffset
-            } else {
-                code
-            };
-            return send_back(
-                &client,
-                generation,
-                Ok(ServerMsg::Error {
-                    sub: Some(sub),
-                    req: None,
-                    code,
-                    message,
-                }),
-            );
-        }
-        let next = reply.header("stream-next-offset").unwrap_or_else(|| offset.clone());
-        let up_to_date = reply.header("stream-up-to-date").is_some() || reply.status == 204;
-        let closed = reply
-            .header("stream-closed")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        cursor = reply.header("stream-cursor").or(cursor);
-        let messages = messages_of(&reply);
-        if !messages.is_empty() || !announced || closed {
-            announced = true;
-            let frame = ServerMsg::Events {
-                sub: sub.clone(),
-                messages,
-                next: next.clone(),
-                up_to_date,
-                closed,
-            };
+            }
+        };
+        let (frame, go_on) = follow.on_reply(outcome);
+        if let Some(frame) = frame {
             send_back(&client, generation, Ok(frame));
         }
-        if closed {
+        if !go_on {
             return;
         }
-        offset = next;
-        live = up_to_date;
     }
 }
