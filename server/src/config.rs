@@ -108,6 +108,10 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Bounds on what clients may hold (`docs/limits.md`).
     pub limits: Limits,
+    /// Reverse proxies (load balancers) whose `X-Forwarded-For` names the
+    /// client, for per-address limits ([`crate::http::client_ip`]). Empty:
+    /// the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Bounds on what clients may hold on the server, each with a flag, an error
@@ -196,6 +200,7 @@ impl Default for ServerConfig {
             auth_grace: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -51,6 +51,14 @@ struct Args {
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
 
+    /// A reverse proxy or load balancer (an address or CIDR range, e.g.
+    /// 10.0.0.0/8) whose X-Forwarded-For header names the client: per-address
+    /// limits then count the client's address, the rightmost one in the
+    /// header that is not a trusted proxy. Repeat for several. Without it the
+    /// header is ignored (anyone can send it).
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_proxy)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+
     /// How long a WebSocket whose token expired keeps its subscriptions
     /// while it may send a fresh token (auth frame); then it is closed with
     /// code 4003.
@@ -152,7 +160,8 @@ struct LimitArgs {
 
     /// WebSockets open from one client IP address; one more is refused with
     /// 429 and Retry-After (too_many_connections). Behind a reverse proxy
-    /// every client has the proxy's address: size this for the whole node.
+    /// every client has the proxy's address unless the proxy is named with
+    /// --trusted-proxy.
     #[arg(long, default_value_t = Limits::default().ws_per_ip as u64, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     max_ws_per_ip: u64,
@@ -380,6 +389,13 @@ fn auth_config(args: &Args) -> Result<(AuthMode, AllowedOrigins), String> {
     Ok((auth, origins))
 }
 
+/// `--trusted-proxy`: a CIDR range, or one address.
+fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR range (like 10.0.0.0/8)"))
+}
+
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (auth, allowed_origins) = auth_config(&args)?;
     let auth_mode = match &auth {
@@ -396,6 +412,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         test_hooks: args.test_hooks,
         static_dir: args.static_dir,
         limits: args.limits.limits(),
+        trusted_proxies: args.trusted_proxies.clone(),
         ws_max_queued_bytes: usize::try_from(args.limits.ws_max_queued_bytes).unwrap_or(usize::MAX),
         ws_slow_consumer_timeout: Duration::from_millis(args.limits.ws_slow_consumer_timeout_ms),
         ..ServerConfig::default()

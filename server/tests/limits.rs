@@ -225,6 +225,56 @@ async fn websockets_per_ip_past_the_limit_get_429() {
     assert_eq!(c.next().await, ServerMsg::Pong { t: Some(8) });
 }
 
+/// Opens a WebSocket that says it was forwarded for `forwarded_for`: its
+/// HTTP status (101 when accepted), the socket kept open while it lives.
+async fn ws_forwarded_for(
+    s: &TestServer,
+    forwarded_for: &str,
+) -> (
+    u16,
+    Option<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/v1/ws", s.base.replacen("http://", "ws://", 1));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((socket, res)) => (res.status().as_u16(), Some(socket)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => (res.status().as_u16(), None),
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_websockets_count_by_the_forwarded_client() {
+    let one_each = Limits {
+        ws_per_ip: 1,
+        ..Limits::default()
+    };
+    let behind_proxy = TestServer::start_with(ServerConfig {
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..with_limits(one_each.clone())
+    })
+    .await;
+    let (status, _a) = ws_forwarded_for(&behind_proxy, "203.0.113.1").await;
+    assert_eq!(status, 101);
+    let (status, _b) = ws_forwarded_for(&behind_proxy, "203.0.113.2").await;
+    assert_eq!(
+        status, 101,
+        "another client behind the same proxy has a place of its own"
+    );
+    let (status, _) = ws_forwarded_for(&behind_proxy, "6.6.6.6, 203.0.113.1").await;
+    assert_eq!(status, 429, "the same client again, whatever it wrote to the left");
+
+    // Without --trusted-proxy the header is anyone's to forge: ignored.
+    let direct = TestServer::start_with(with_limits(one_each)).await;
+    let (status, _a) = ws_forwarded_for(&direct, "203.0.113.1").await;
+    assert_eq!(status, 101);
+    let (status, _) = ws_forwarded_for(&direct, "203.0.113.2").await;
+    assert_eq!(status, 429, "one address, whatever the header says");
+}
+
 #[tokio::test]
 async fn websockets_per_principal_past_the_limit_are_closed_with_4004() {
     let keys = Keys::hs256("k", SECRET).unwrap();

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod body;
+pub mod client_ip;
 mod error;
 pub mod headers;
 mod read;

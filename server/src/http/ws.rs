@@ -36,6 +36,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::client_ip::client_ip;
 use super::{ApiError, AppState, access, validate_path};
 use crate::auth::{Access, Denied, Principal, Right, identity};
 use crate::config::AuthMode;
@@ -66,7 +67,8 @@ pub(super) async fn upgrade(
     }
     // Without the client's address (a router served without connect info)
     // there is nothing to count by.
-    let ip_slot = match peer.map(|Extension(ConnectInfo(addr))| addr.ip()) {
+    let client = peer.map(|Extension(ConnectInfo(addr))| client_ip(addr.ip(), &headers, &state.config.trusted_proxies));
+    let ip_slot = match client {
         Some(ip) => match state.occupancy.ws_per_ip.try_take(ip) {
             Some(slot) => Some(slot),
             None => {
