@@ -296,3 +296,28 @@ pub trait Storage: Send + Sync + 'static {
     /// missed.
     fn changes(&self, path: &str) -> ChangeFeed;
 }
+
+/// How often a store writes read touches back and removes expired streams.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `housekeeping` every [`HOUSEKEEPING_EVERY`] while the store behind
+/// `store` is alive (the task ends once the last handle to it is dropped);
+/// a failure is logged and tried again next time.
+fn spawn_housekeeping<T, F, Fut>(store: std::sync::Weak<T>, housekeeping: F)
+where
+    T: Send + Sync + 'static,
+    F: Fn(std::sync::Arc<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = StoreResult<()>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(inner) = store.upgrade() else { break };
+            if let Err(e) = housekeeping(inner).await {
+                tracing::warn!(error = %e, "housekeeping failed");
+            }
+        }
+    });
+}

@@ -32,9 +32,6 @@ use crate::offset::{Lineage, Position};
 
 /// Most mutations applied in one transaction.
 const MAX_BATCH: usize = 512;
-/// How often read touches are written back and expired streams swept.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS streams (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -507,22 +504,11 @@ impl SqliteStorage {
     /// Every few seconds, while the storage is in use: write read touches
     /// back and remove expired streams.
     fn spawn_housekeeping(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                let this = SqliteStorage { inner };
-                let touches = this.inner.touches.clone();
-                let result = this
-                    .write(move |conn, effects| housekeeping(conn, &touches, effects))
-                    .await;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "housekeeping failed");
-                }
-            }
+        super::spawn_housekeeping(Arc::downgrade(&self.inner), |inner| async move {
+            let touches = inner.touches.clone();
+            SqliteStorage { inner }
+                .write(move |conn, effects| housekeeping(conn, &touches, effects))
+                .await
         });
     }
 

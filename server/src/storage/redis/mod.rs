@@ -47,8 +47,6 @@ use super::{
 use crate::changes::{ChangeFeed, ChangeHub};
 use crate::metrics::Metrics;
 
-/// How often read touches are stored and expired streams swept.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// A stream is swept only this long after it expired, so that every node
 /// has stored its read touches by then.
 const SWEEP_GRACE: Duration = Duration::from_secs(10);
@@ -169,17 +167,8 @@ impl RedisStorage {
     /// Every few seconds, while the store is in use: store read touches and
     /// remove expired streams.
     fn spawn_housekeeping(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                if let Err(e) = (Self { inner }).housekeeping().await {
-                    tracing::warn!(error = %e, "housekeeping failed");
-                }
-            }
+        super::spawn_housekeeping(Arc::downgrade(&self.inner), |inner| async move {
+            Self { inner }.housekeeping().await
         });
     }
 
