@@ -9,18 +9,6 @@ use common::TestServer;
 use durable_session_server::config::ServerConfig;
 use reqwest::StatusCode;
 
-async fn create_json(s: &TestServer, path: &str, body: &str) {
-    let res = s
-        .client
-        .put(s.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-}
-
 async fn read_all(s: &TestServer, path: &str) -> (String, String) {
     let res = s.client.get(s.url(path)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -31,7 +19,8 @@ async fn read_all(s: &TestServer, path: &str) -> (String, String) {
 #[tokio::test]
 async fn json_round_trip_with_offsets() {
     let s = TestServer::start().await;
-    create_json(&s, "sessions/a", r#"[{"type":"user_message","text":"hi"}]"#).await;
+    s.create_json("sessions/a", r#"[{"type":"user_message","text":"hi"}]"#)
+        .await;
     let (_, after_first) = read_all(&s, "sessions/a").await;
     let res = s
         .client
@@ -64,7 +53,7 @@ async fn long_poll_wakes_on_append() {
         ..ServerConfig::default()
     })
     .await;
-    create_json(&s, "live", "[]").await;
+    s.create_json("live", "[]").await;
     let (_, tail) = read_all(&s, "live").await;
     let url = format!("{}?offset={tail}&live=long-poll", s.url("live"));
     let client = s.client.clone();
@@ -106,7 +95,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ..ServerConfig::default()
     })
     .await;
-    create_json(&s, "target", r#"{"keep":"me"}"#).await;
+    s.create_json("target", r#"{"keep":"me"}"#).await;
     let (before, tail_before) = read_all(&s, "target").await;
     // An offset of the stream's incarnation (the first group), past its tail.
     let (incarnation, _) = tail_before.split_once('_').unwrap();
@@ -426,5 +415,5 @@ async fn serves_a_static_app_beside_the_api() {
     assert_eq!(res.headers()["content-type"], "application/wasm");
     let res = s.client.get(format!("{}/nope.js", s.base)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    create_json(&s, "sessions/x", "[]").await; // the API still answers
+    s.create_json("sessions/x", "[]").await; // the API still answers
 }

@@ -27,20 +27,6 @@ async fn create(s: &TestServer, path: &str) {
     assert_eq!(put(s, path, &[], "[]").await.status(), StatusCode::CREATED);
 }
 
-/// Appends one message; returns the tail after it.
-async fn append(s: &TestServer, path: &str, json: &str) -> String {
-    let res = s
-        .client
-        .post(s.url(path))
-        .header("content-type", "application/json")
-        .body(json.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "append: {}", res.status());
-    next_offset(&res)
-}
-
 async fn delete(s: &TestServer, path: &str) {
     let res = s.client.delete(s.url(path)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
@@ -72,13 +58,13 @@ async fn recreate(s: &TestServer, path: &str, old: usize, new: usize) -> (Vec<St
     create(s, path).await;
     let mut old_offsets = Vec::new();
     for i in 1..=old {
-        old_offsets.push(append(s, path, &format!(r#"{{"old":{i}}}"#)).await);
+        old_offsets.push(s.append_json(path, &format!(r#"{{"old":{i}}}"#)).await);
     }
     delete(s, path).await;
     create(s, path).await;
     let mut new_offsets = Vec::new();
     for i in 1..=new {
-        new_offsets.push(append(s, path, &format!(r#"{{"new":{i}}}"#)).await);
+        new_offsets.push(s.append_json(path, &format!(r#"{{"new":{i}}}"#)).await);
     }
     (old_offsets, new_offsets)
 }
@@ -169,7 +155,7 @@ async fn a_live_reader_never_reads_on_into_the_next_incarnation() {
     })
     .await;
     create(&s, "sessions/l").await;
-    let tail = append(&s, "sessions/l", r#"{"old":1}"#).await;
+    let tail = s.append_json("sessions/l", r#"{"old":1}"#).await;
     let mut c = Client::connect(&s.base).await;
     c.send(subscribe("live", "sessions/l", "-1")).await;
     assert_eq!(json_of(&collect(&mut c, "live", 1).await), [r#"{"old":1}"#]);
@@ -184,8 +170,8 @@ async fn a_live_reader_never_reads_on_into_the_next_incarnation() {
 
     delete(&s, "sessions/l").await;
     create(&s, "sessions/l").await;
-    append(&s, "sessions/l", r#"{"new":1}"#).await;
-    append(&s, "sessions/l", r#"{"new":2}"#).await;
+    s.append_json("sessions/l", r#"{"new":1}"#).await;
+    s.append_json("sessions/l", r#"{"new":2}"#).await;
 
     // Woken by the delete, they read either before the stream was created
     // again (`not_found`) or after (`gone`); never its data.
@@ -233,11 +219,11 @@ async fn incarnations_survive_a_restart() {
     create(&s, "sessions/a").await;
     let mut old = Vec::new();
     for i in 1..=3 {
-        old.push(append(&s, "sessions/a", &format!(r#"{{"old":{i}}}"#)).await);
+        old.push(s.append_json("sessions/a", &format!(r#"{{"old":{i}}}"#)).await);
     }
     delete(&s, "sessions/a").await;
     create(&s, "sessions/kept").await;
-    let kept = append(&s, "sessions/kept", r#"{"k":1}"#).await;
+    let kept = s.append_json("sessions/kept", r#"{"k":1}"#).await;
     stop(s).await;
 
     // Second run: the path is created again; its incarnation is new although
@@ -246,7 +232,7 @@ async fn incarnations_survive_a_restart() {
     create(&s, "sessions/a").await;
     let mut new = Vec::new();
     for i in 1..=5 {
-        new.push(append(&s, "sessions/a", &format!(r#"{{"new":{i}}}"#)).await);
+        new.push(s.append_json("sessions/a", &format!(r#"{{"new":{i}}}"#)).await);
     }
     assert_apart(&old, &new);
     assert_eq!(read(&s, "sessions/a", &old[0]).await.0, StatusCode::GONE);
@@ -278,7 +264,7 @@ async fn a_fork_created_again_is_a_new_incarnation_and_shares_its_source_offsets
     create(&s, "src").await;
     let mut src = Vec::new();
     for i in 1..=3 {
-        src.push(append(&s, "src", &format!(r#"{{"s":{i}}}"#)).await);
+        src.push(s.append_json("src", &format!(r#"{{"s":{i}}}"#)).await);
     }
     let fork_from = [("stream-forked-from", "/v1/stream/src")];
     let res = put(&s, "fork", &fork_from, "").await;
@@ -286,7 +272,7 @@ async fn a_fork_created_again_is_a_new_incarnation_and_shares_its_source_offsets
     assert_eq!(next_offset(&res), src[2], "a fork starts at its source's offset");
     let mut fork = Vec::new();
     for i in 1..=2 {
-        fork.push(append(&s, "fork", &format!(r#"{{"f":{i}}}"#)).await);
+        fork.push(s.append_json("fork", &format!(r#"{{"f":{i}}}"#)).await);
     }
     assert_apart(&src, &fork);
     // Inherited data keeps the source's offsets, over HTTP and WebSocket.
@@ -306,8 +292,8 @@ async fn a_fork_created_again_is_a_new_incarnation_and_shares_its_source_offsets
     // the source's new tail: the old fork's positions 4 and 5 are now the
     // source's data. The old fork's offsets are gone; the shared ones hold.
     delete(&s, "fork").await;
-    src.push(append(&s, "src", r#"{"s":4}"#).await);
-    src.push(append(&s, "src", r#"{"s":5}"#).await);
+    src.push(s.append_json("src", r#"{"s":4}"#).await);
+    src.push(s.append_json("src", r#"{"s":5}"#).await);
     assert_eq!(put(&s, "fork", &fork_from, "").await.status(), StatusCode::CREATED);
     for (i, offset) in fork.iter().enumerate() {
         assert_eq!(read(&s, "fork", offset).await.0, StatusCode::GONE, "{offset}");
@@ -337,7 +323,7 @@ async fn a_fork_created_again_is_a_new_incarnation_and_shares_its_source_offsets
     let start = next_offset(&s.client.head(s.url("empty")).send().await.unwrap());
     let res = put(&s, "of-empty", &[("stream-forked-from", "/v1/stream/empty")], "").await;
     assert_eq!((res.status(), next_offset(&res)), (StatusCode::CREATED, start.clone()));
-    let own = append(&s, "of-empty", r#"{"e":1}"#).await;
+    let own = s.append_json("of-empty", r#"{"e":1}"#).await;
     assert!(own > start);
     let (status, body, next) = read(&s, "of-empty", &start).await;
     assert_eq!(
@@ -363,7 +349,7 @@ async fn streams_from_before_incarnations_keep_their_offsets() {
     let (status, body, _) = read(&s, "legacy", &zero(1)).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, r#"[{"n":2},{"n":3}]"#));
     assert_eq!(read(&s, "legacy", &zero(9)).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(append(&s, "legacy", r#"{"n":4}"#).await, zero(4));
+    assert_eq!(s.append_json("legacy", r#"{"n":4}"#).await, zero(4));
     let mut c = Client::connect(&s.base).await;
     c.send(subscribe("l", "legacy", &zero(2))).await;
     let offsets: Vec<String> = collect(&mut c, "l", 2).await.into_iter().map(|m| m.offset).collect();
@@ -387,7 +373,7 @@ async fn streams_from_before_incarnations_keep_their_offsets() {
     )
     .await;
     assert_eq!((res.status(), next_offset(&res)), (StatusCode::CREATED, zero(2)));
-    let own = append(&s, "new-fork", r#"{"g":3}"#).await;
+    let own = s.append_json("new-fork", r#"{"g":3}"#).await;
     assert!(own > zero(9) && !own.starts_with("0000000000000000_"), "{own}");
     let (status, body, _) = read(&s, "new-fork", &zero(1)).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, r#"[{"n":2},{"g":3}]"#));
@@ -397,7 +383,7 @@ async fn streams_from_before_incarnations_keep_their_offsets() {
     delete(&s, "new-fork").await;
     delete(&s, "legacy").await;
     create(&s, "legacy").await;
-    let new = append(&s, "legacy", r#"{"new":1}"#).await;
+    let new = s.append_json("legacy", r#"{"new":1}"#).await;
     assert_apart(&[zero(1), zero(4)], std::slice::from_ref(&new));
     for p in [1, 2, 4] {
         assert_eq!(read(&s, "legacy", &zero(p)).await.0, StatusCode::GONE, "{}", zero(p));

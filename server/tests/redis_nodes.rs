@@ -14,32 +14,6 @@ use durable_session_protocol::ws::{ClientMsg, Payload, ServerMsg};
 use durable_session_server::storage::redis::RedisOptions;
 use reqwest::StatusCode;
 
-async fn put(s: &TestServer, path: &str, body: &str) {
-    let res = s
-        .client
-        .put(s.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-}
-
-/// Appends through `s`; returns `Stream-Next-Offset`.
-async fn post(s: &TestServer, path: &str, body: &str) -> String {
-    let res = s
-        .client
-        .post(s.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "append: {}", res.status());
-    header(&res, "stream-next-offset")
-}
-
 fn header(res: &reqwest::Response, name: &str) -> String {
     res.headers()[name].to_str().unwrap().to_owned()
 }
@@ -105,10 +79,10 @@ async fn written_on_a_reads_the_same_on_b() {
     let redis = RedisServer::start();
     let a = TestServer::start_on_redis(&redis.url()).await;
     let b = TestServer::start_on_redis(&redis.url()).await;
-    put(&a, "sessions/x", r#"[{"n":0}]"#).await;
+    a.create_json("sessions/x", r#"[{"n":0}]"#).await;
     let mut offsets = vec![get(&a, "sessions/x", "offset=now").await.1];
     for n in 1..=4 {
-        offsets.push(post(&a, "sessions/x", &format!(r#"{{"n":{n}}}"#)).await);
+        offsets.push(a.append_json("sessions/x", &format!(r#"{{"n":{n}}}"#)).await);
     }
 
     // Catch-up from the start and from every offset: the same answer on
@@ -171,7 +145,7 @@ async fn a_live_reader_on_b_wakes_on_an_append_to_a() {
     let redis = RedisServer::start();
     let a = TestServer::start_on_redis(&redis.url()).await;
     let b = TestServer::start_on_redis(&redis.url()).await;
-    put(&a, "sessions/live", "[]").await;
+    a.create_json("sessions/live", "[]").await;
 
     // Both live readers on B are waiting (each has said it is up to date)
     // before anything is appended.
@@ -198,7 +172,7 @@ async fn a_live_reader_on_b_wakes_on_an_append_to_a() {
     for n in 0..APPENDS {
         let body = format!(r#"{{"n":{n}}}"#);
         let sent = Instant::now();
-        let offset = post(&a, "sessions/live", &body).await;
+        let offset = a.append_json("sessions/live", &body).await;
         let ws_wait = async {
             loop {
                 if let ServerMsg::Events { messages, .. } = ws.next().await
@@ -227,7 +201,7 @@ async fn a_live_reader_on_b_wakes_on_an_append_to_a() {
         let client = b.client.clone();
         tokio::spawn(async move { client.get(url).send().await.unwrap() })
     };
-    let next = post(&a, "sessions/live", r#"{"n":"last"}"#).await;
+    let next = a.append_json("sessions/live", r#"{"n":"last"}"#).await;
     let res = long_poll.await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "stream-next-offset"), next);
@@ -256,7 +230,7 @@ async fn concurrent_appends_through_both_nodes_are_each_stored_once() {
     let redis = RedisServer::start();
     let a = TestServer::start_on_redis(&redis.url()).await;
     let b = TestServer::start_on_redis(&redis.url()).await;
-    put(&a, "shared", "[]").await;
+    a.create_json("shared", "[]").await;
     let mut tasks = Vec::new();
     for (node, server) in [&a, &b].into_iter().enumerate() {
         for w in 0..WRITERS_PER_NODE {
@@ -329,9 +303,9 @@ async fn appends_wait_for_a_replica_when_asked() {
         ..RedisOptions::new(primary.url())
     };
     let node = TestServer::start_on_redis_with(options).await;
-    put(&node, "replicated", "[]").await;
+    node.create_json("replicated", "[]").await;
     for n in 1..=3 {
-        post(&node, "replicated", &format!("{n}")).await;
+        node.append_json("replicated", &format!("{n}")).await;
         // Acknowledged means the replica has it already.
         let stored: Option<String> = redis::cmd("GET")
             .arg("ds:path:replicated")

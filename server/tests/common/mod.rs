@@ -77,6 +77,20 @@ impl TestServer {
     }
 
     /// Appends JSON `body` to `path` over HTTP; the `Stream-Next-Offset`.
+    /// Creates a JSON stream at `path` with `body` (`""` or `[]` for none);
+    /// fails the test unless it is `201 Created`.
+    pub async fn create_json(&self, path: &str, body: &str) {
+        let res = self
+            .client
+            .put(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::CREATED, "create {path}");
+    }
+
     pub async fn append_json(&self, path: &str, body: &str) -> String {
         let res = self
             .client
