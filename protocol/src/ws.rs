@@ -611,6 +611,55 @@ fn ping<'o>(o: &'o mut Obj, op: &str, t: Option<u64>) -> &'o mut Obj {
     o
 }
 
+/// The part of an `events` frame that does not name the subscription — its
+/// messages, `next`, `up_to_date` and `closed` — as a JSON object. A server
+/// delivering one batch to many subscribers of a stream writes it once and
+/// [`events_frame`] adds each subscriber's `sub`.
+///
+/// ```
+/// use durable_session_protocol::ws::{Message, Payload, ServerMsg, events_body, events_frame};
+///
+/// let messages = [Message { offset: "0_1".into(), payload: Payload::Json("{}".into()) }];
+/// let body = events_body(&messages, "0_1", true, false);
+/// assert_eq!(body, r#"{"messages":[{"offset":"0_1","data":{}}],"next":"0_1","up_to_date":true}"#);
+/// let frame = events_frame("s1", &body);
+/// let ServerMsg::Events { sub, messages, .. } = ServerMsg::parse(&frame).unwrap() else { panic!() };
+/// assert_eq!((sub.as_str(), messages.len()), ("s1", 1));
+/// ```
+pub fn events_body(messages: &[Message], next: &str, up_to_date: bool, closed: bool) -> String {
+    let items: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let mut mo = Obj::new();
+            mo.str("offset", &m.offset);
+            m.payload.write(&mut mo);
+            mo.finish()
+        })
+        .collect();
+    let mut o = Obj::new();
+    o.raw("messages", &json::array(items.iter().map(String::as_str)))
+        .str("next", next)
+        .bool("up_to_date", up_to_date);
+    if closed {
+        o.bool("closed", true);
+    }
+    o.finish()
+}
+
+/// The `events` frame for subscription `sub` from a body written by
+/// [`events_body`] (the same text [`ServerMsg::to_json`] writes).
+pub fn events_frame(sub: &str, body: &str) -> String {
+    let mut head = Obj::new();
+    head.str("op", "events").str("sub", sub);
+    let head = head.finish();
+    // `{"op":…,"sub":…}` + `,` + the body without its `{`.
+    let mut frame = String::with_capacity(head.len() + body.len());
+    frame.push_str(&head[..head.len() - 1]);
+    frame.push(',');
+    frame.push_str(body.strip_prefix('{').unwrap_or(body));
+    frame
+}
+
 impl ServerMsg {
     /// Parses a server frame.
     pub fn parse(text: &str) -> Result<Self, FrameError> {
@@ -684,26 +733,7 @@ impl ServerMsg {
                 next,
                 up_to_date,
                 closed,
-            } => {
-                let items: Vec<String> = messages
-                    .iter()
-                    .map(|m| {
-                        let mut mo = Obj::new();
-                        mo.str("offset", &m.offset);
-                        m.payload.write(&mut mo);
-                        mo.finish()
-                    })
-                    .collect();
-                o.str("op", "events")
-                    .str("sub", sub)
-                    .raw("messages", &json::array(items.iter().map(String::as_str)))
-                    .str("next", next)
-                    .bool("up_to_date", *up_to_date);
-                if *closed {
-                    o.bool("closed", true);
-                }
-                &mut o
-            }
+            } => return events_frame(sub, &events_body(messages, next, *up_to_date, *closed)),
             ServerMsg::Ack {
                 req,
                 offset,

@@ -19,6 +19,11 @@
 //! all ([`RecentLimits`]); past a bound the oldest appends go and readers
 //! fall back to the store. Anything else that changes a stream
 //! ([`ChangeHub::notify`]) drops that memory too.
+//!
+//! The batch those readers are sent is written once, too: the first live
+//! reader to deliver a batch keeps its serialized text in the path's entry
+//! ([`ChangeFeed::shared_batch`]) and the others reuse it, until the stream
+//! changes again. That text counts against the same byte bounds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -82,14 +87,50 @@ pub struct Recent {
     pub touched_ms: i64,
 }
 
+/// Which batch of a stream a serialized text is, and in which form: the
+/// key of [`ChangeFeed::shared_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchKey {
+    /// The serialization (one per kind of reader, e.g. `"ws"`).
+    pub format: &'static str,
+    /// The stream's internal id ([`StreamInfo::id`]): one incarnation.
+    pub stream: i64,
+    /// Where the batch starts and ends.
+    pub start: Pos,
+    pub next: Pos,
+    /// The stream's tail and whether it is closed, as the reader saw them.
+    pub tail: Pos,
+    pub closed: bool,
+}
+
 struct Entry {
     tx: watch::Sender<u64>,
     recent: VecDeque<Arc<Published>>,
     /// Bytes of `recent`.
     recent_bytes: usize,
+    /// The latest batch serialized for live readers, per format.
+    batches: Vec<(BatchKey, Arc<str>)>,
+    /// Bytes of `batches`.
+    batch_bytes: usize,
 }
 
 impl Entry {
+    fn new(tx: watch::Sender<u64>) -> Self {
+        Self {
+            tx,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            batches: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Forgets the serialized batches (the stream changed); their bytes.
+    fn forget_batches(&mut self) -> usize {
+        self.batches.clear();
+        std::mem::take(&mut self.batch_bytes)
+    }
+
     fn forget_oldest(&mut self) -> usize {
         let bytes = self.recent.pop_front().map_or(0, |a| a.bytes());
         self.recent_bytes -= bytes;
@@ -98,14 +139,14 @@ impl Entry {
 
     fn forget_all(&mut self) -> usize {
         self.recent.clear();
-        std::mem::take(&mut self.recent_bytes)
+        std::mem::take(&mut self.recent_bytes) + self.forget_batches()
     }
 }
 
 #[derive(Default)]
 struct Paths {
     map: HashMap<Arc<str>, Entry>,
-    /// Bytes of every entry's `recent`.
+    /// Bytes of every entry's `recent` and `batches`.
     recent_bytes: usize,
 }
 
@@ -175,14 +216,7 @@ impl ChangeHub {
             None => {
                 let key: Arc<str> = Arc::from(path);
                 let (tx, rx) = watch::channel(0);
-                paths.map.insert(
-                    key.clone(),
-                    Entry {
-                        tx,
-                        recent: VecDeque::new(),
-                        recent_bytes: 0,
-                    },
-                );
+                paths.map.insert(key.clone(), Entry::new(tx));
                 self.shared.report(&paths);
                 (key, rx)
             }
@@ -211,6 +245,8 @@ impl ChangeHub {
         let mut guard = self.shared.lock();
         let paths = &mut *guard;
         let Some(entry) = paths.map.get_mut(path) else { return };
+        // Batches serialized before this change are never asked for again.
+        paths.recent_bytes -= entry.forget_batches();
         match append {
             // Only a contiguous run of appends is served from memory, and
             // only appends that fit the per-stream bound.
@@ -320,6 +356,47 @@ impl ChangeFeed {
     }
 }
 
+impl ChangeFeed {
+    /// The serialized text of batch `key`: the one another live reader of
+    /// this path made, or `make()`'s, kept for the next reader while it
+    /// fits the byte bounds ([`RecentLimits`]) and until the stream changes.
+    pub fn shared_batch(&self, key: BatchKey, make: impl FnOnce() -> String) -> Arc<str> {
+        let found = |paths: &Paths| {
+            let entry = paths.map.get(&*self.path)?;
+            entry
+                .batches
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, text)| text.clone())
+        };
+        if let Some(text) = found(&self.shared.lock()) {
+            return text;
+        }
+        // Made outside the lock: two readers may both make it; one is kept.
+        let text: Arc<str> = Arc::from(make());
+        let limits = self.shared.limits;
+        let mut guard = self.shared.lock();
+        let paths = &mut *guard;
+        if let Some(entry) = paths.map.get_mut(&*self.path) {
+            if let Some(i) = entry.batches.iter().position(|(k, _)| k.format == key.format) {
+                let (_, old) = entry.batches.swap_remove(i);
+                entry.batch_bytes -= old.len();
+                paths.recent_bytes -= old.len();
+            }
+            let bytes = text.len();
+            if entry.recent_bytes + entry.batch_bytes + bytes <= limits.per_stream
+                && paths.recent_bytes + bytes <= limits.total
+            {
+                entry.batches.push((key, text.clone()));
+                entry.batch_bytes += bytes;
+                paths.recent_bytes += bytes;
+            }
+            self.shared.report(paths);
+        }
+        text
+    }
+}
+
 impl Drop for ChangeFeed {
     fn drop(&mut self) {
         let mut guard = self.shared.lock();
@@ -395,6 +472,58 @@ mod tests {
                 touched_ms: 0,
             },
         );
+    }
+
+    #[test]
+    fn a_batch_is_serialized_once_for_all_readers_until_the_stream_changes() {
+        let hub = ChangeHub::with_limits(
+            RecentLimits {
+                per_stream: 100,
+                total: 1000,
+            },
+            Metrics::new(),
+        );
+        let (a, b) = (hub.subscribe("a"), hub.subscribe("a"));
+        let key = BatchKey {
+            format: "ws",
+            stream: 1,
+            start: 0,
+            next: 2,
+            tail: 2,
+            closed: false,
+        };
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            "batch".to_owned()
+        };
+        assert_eq!(&*a.shared_batch(key, make), "batch");
+        assert_eq!(&*b.shared_batch(key, make), "batch");
+        assert_eq!(made.get(), 1, "the second reader reuses the first one's text");
+        assert_eq!(hub.recent_bytes(), 5, "counted in the hub's memory");
+        let sse = BatchKey { format: "sse", ..key };
+        b.shared_batch(sse, make);
+        assert_eq!(
+            (made.get(), hub.recent_bytes()),
+            (2, 10),
+            "another format is another text"
+        );
+
+        hub.notify("a");
+        assert_eq!(hub.recent_bytes(), 0, "a change forgets them");
+        a.shared_batch(key, make);
+        assert_eq!(made.get(), 3);
+
+        // Larger than the per-stream bound: made for each reader, not kept.
+        let big = BatchKey { next: 9, ..key };
+        a.shared_batch(big, || "x".repeat(101));
+        assert_eq!(
+            hub.recent_bytes(),
+            0,
+            "the bigger batch replaced the kept one and was not kept"
+        );
+        drop((a, b));
+        assert_eq!((hub.watched_paths(), hub.recent_bytes()), (0, 0));
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::changes::ChangeFeed;
+use crate::changes::{BatchKey, ChangeFeed};
 use crate::offset::StartAt;
 use crate::storage::{Chunk, Read, Storage, StoreResult};
 
@@ -60,6 +60,22 @@ impl LiveRead {
             max_bytes,
             at_tail: None,
         }
+    }
+
+    /// The text `make` writes for `chunk` (a chunk this reader returned) in
+    /// `format`, written once for all live readers of the stream on this
+    /// node: a batch that reaches a thousand subscribers is serialized
+    /// once, not a thousand times ([`ChangeFeed::shared_batch`]).
+    pub fn shared(&self, chunk: &Chunk, format: &'static str, make: impl FnOnce(&Chunk) -> String) -> Arc<str> {
+        let key = BatchKey {
+            format,
+            stream: chunk.info.id,
+            start: chunk.start,
+            next: chunk.next,
+            tail: chunk.info.tail,
+            closed: chunk.info.closed,
+        };
+        self.feed.shared_batch(key, || make(chunk))
     }
 
     /// The next data from the reader's position, or the end of a closed

@@ -29,7 +29,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use durable_session_protocol::json::{self, MAX_MESSAGE_DEPTH};
-use durable_session_protocol::ws::{ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close};
+use durable_session_protocol::ws::{
+    ClientMsg, ErrorCode, Message, Payload, ProducerIds, ServerMsg, close, events_body, events_frame,
+};
 use futures_util::{SinkExt, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -172,7 +174,10 @@ struct Disconnected;
 
 impl Outbox {
     fn send(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
-        let json = msg.to_json();
+        self.send_json(msg.to_json())
+    }
+
+    fn send_json(&self, json: String) -> Result<(), Disconnected> {
         let len = json.len();
         if self.queued.add(len) > self.limit.saturating_mul(2) {
             self.queued.sub(len);
@@ -187,7 +192,8 @@ impl Outbox {
         })
     }
 
-    async fn send_paced(&self, msg: &ServerMsg) -> Result<(), Disconnected> {
+    /// Sends a subscription's frame once the client has room for it.
+    async fn send_paced_json(&self, json: String) -> Result<(), Disconnected> {
         let deadline = Instant::now() + self.slow_timeout;
         loop {
             let drained = self.queued.drained.notified();
@@ -199,7 +205,7 @@ impl Outbox {
                 return Err(Disconnected);
             }
         }
-        self.send(msg)
+        self.send_json(json)
     }
 
     /// Closes the connection after the frames already queued.
@@ -815,14 +821,10 @@ async fn deliver(
         if chunk.pieces.is_empty() && announced && !eof {
             continue;
         }
-        let frame = ServerMsg::Events {
-            sub: sub.clone(),
-            messages: messages(&chunk),
-            next: format_offset(chunk.next),
-            up_to_date: chunk.up_to_date(),
-            closed: eof,
-        };
-        if outbox.send_paced(&frame).await.is_err() || eof {
+        let body = live.shared(&chunk, "ws", |chunk| {
+            events_body(&messages(chunk), &format_offset(chunk.next), chunk.up_to_date(), eof)
+        });
+        if outbox.send_paced_json(events_frame(&sub, &body)).await.is_err() || eof {
             return;
         }
         announced = true;
