@@ -186,8 +186,9 @@ struct LimitArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     max_http_readers_per_stream: u64,
 
-    /// Bytes of recent appends kept in memory to serve live readers, all
-    /// streams together (older data is read from the store).
+    /// Bytes of recent appends kept in memory to serve live readers, and of
+    /// each stream's latest batch serialized for its WebSocket subscribers,
+    /// all streams together (older data is read from the store).
     #[arg(long, default_value_t = Limits::default().recent_append_bytes as u64, value_name = "BYTES")]
     recent_append_bytes: u64,
 
