@@ -351,24 +351,24 @@ async fn long_poll(
 }
 
 /// One SSE event; payload lines each get a `data:` prefix.
-fn sse_event(out: &mut BytesMut, event: &str, payload: &str) {
-    out.put_slice(b"event: ");
-    out.put_slice(event.as_bytes());
-    out.put_u8(b'\n');
+fn sse_event(out: &mut String, event: &str, payload: &str) {
+    out.push_str("event: ");
+    out.push_str(event);
+    out.push('\n');
     for line in payload.split('\n') {
-        out.put_slice(b"data:");
+        out.push_str("data:");
         // The SSE parser drops one space after the colon; keep a real one.
         if line.starts_with(' ') {
-            out.put_u8(b' ');
+            out.push(' ');
         }
-        out.put_slice(line.as_bytes());
-        out.put_u8(b'\n');
+        out.push_str(line);
+        out.push('\n');
     }
-    out.put_u8(b'\n');
+    out.push('\n');
 }
 
 /// A `control` event describing where the reader stands.
-fn control_event(out: &mut BytesMut, chunk: &Chunk, cursor: &mut Option<u64>) {
+fn control_event(out: &mut String, chunk: &Chunk, cursor: &mut Option<u64>) {
     let mut control = serde_json::Map::new();
     control.insert("streamNextOffset".into(), format_offset(chunk.next).into());
     if at_eof(chunk) {
@@ -387,14 +387,20 @@ fn control_event(out: &mut BytesMut, chunk: &Chunk, cursor: &mut Option<u64>) {
 
 /// A `data` event carrying a chunk: JSON arrays and text as is, anything
 /// else in base64.
-fn data_event(out: &mut BytesMut, chunk: &Chunk) {
+fn data_event(chunk: &Chunk) -> String {
     let body = body_of(chunk);
+    let mut out = String::new();
     if rules::is_text(&chunk.info.content_type) {
         let text = String::from_utf8_lossy(&body);
-        sse_event(out, "data", &text.replace("\r\n", "\n").replace('\r', "\n"));
+        sse_event(&mut out, "data", &text.replace("\r\n", "\n").replace('\r', "\n"));
     } else {
-        sse_event(out, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
+        sse_event(
+            &mut out,
+            "data",
+            &base64::engine::general_purpose::STANDARD.encode(&body),
+        );
     }
+    out
 }
 
 async fn sse(
@@ -420,18 +426,19 @@ async fn sse(
         let mut chunk = first;
         let mut first_event = true;
         loop {
-            let mut out = BytesMut::new();
+            let mut out = String::new();
             if !chunk.pieces.is_empty() {
-                data_event(&mut out, &chunk);
+                // Written once for all the stream's live SSE readers.
+                out.push_str(&live.shared(&chunk, "sse", data_event));
             }
             if !chunk.pieces.is_empty() || first_event || at_eof(&chunk) {
                 control_event(&mut out, &chunk, &mut cursor);
                 first_event = false;
             } else {
                 // Nothing new within the keep-alive interval.
-                out.put_slice(b": keep-alive\n\n");
+                out.push_str(": keep-alive\n\n");
             }
-            if tx.send(Ok(out.freeze())).await.is_err() {
+            if tx.send(Ok(Bytes::from(out))).await.is_err() {
                 return; // client went away
             }
             if at_eof(&chunk) {
