@@ -2,9 +2,11 @@
 // token endpoint, the shape an app's own backend has. The page asks
 // GET /token?session=ID and gets a short-lived JWT scoped to that one
 // session, for this visitor (a cookie), plus the durable-session server's
-// URL. The durable-session server only verifies the tokens (docs/security.md).
+// URL (`server`) and, for several nodes on one Redis, every node's URL in
+// order (`servers`: the page fails over along it). The durable-session
+// server only verifies the tokens (docs/security.md).
 //
-//   node scripts/demo-app-server.mjs --port 8080 --api-port 8081 \
+//   node scripts/demo-app-server.mjs --port 8080 --api-port 8081[,8082…] \
 //     --key-file .data/dev-hs256.key --kid dev [--host 127.0.0.1] [--static target/demo]
 //
 // Prints "app listening on http://HOST:PORT" once ready. Importable too:
@@ -55,17 +57,19 @@ function visitorOf(req) {
 /**
  * Starts the app server.
  * @param {{ port?: number, host?: string, staticDir?: string, secret: Uint8Array, kid: string,
- *   api: string | (() => string) | { port: number }, ttlSeconds?: number }} options
- *   `api` is the durable-session server's URL, or `{ port }` to use the page's own host name.
+ *   api: string | string[] | (() => string | string[]) | { port: number | number[] }, ttlSeconds?: number }} options
+ *   `api` is the durable-session server's URL (or its nodes' URLs, in order), or `{ port }`
+ *   (one port or the nodes' ports) to use the page's own host name.
  */
 export function startAppServer(options) {
   const staticDir = options.staticDir ?? join(root, "target", "demo");
   const ttlSeconds = options.ttlSeconds ?? 600;
+  // The durable-session nodes for this request, in order.
   const apiFor = (req) => {
-    if (typeof options.api === "function") return options.api();
-    if (typeof options.api === "string") return options.api;
+    const api = typeof options.api === "function" ? options.api() : options.api;
+    if (typeof api === "string" || Array.isArray(api)) return [api].flat();
     const host = (req.headers.host ?? "127.0.0.1").replace(/:\d+$/, "");
-    return `http://${host}:${options.api.port}`;
+    return [api.port].flat().map((port) => `http://${host}:${port}`);
   };
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://app");
@@ -84,7 +88,8 @@ export function startAppServer(options) {
         headers["set-cookie"] = `visitor=${sub}; Path=/; HttpOnly; SameSite=Strict`;
       }
       const token = await mintSessionToken({ secret: options.secret, kid: options.kid, sub, sessionId, ttlSeconds });
-      res.writeHead(200, headers).end(JSON.stringify({ token, sub, server: apiFor(req) }));
+      const servers = apiFor(req);
+      res.writeHead(200, headers).end(JSON.stringify({ token, sub, server: servers[0], servers }));
       return;
     }
     let path = normalize(decodeURIComponent(url.pathname)).replace(/^(\.\.[/\\])+/, "");
@@ -119,7 +124,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     staticDir: arg("static", undefined),
     secret,
     kid: arg("kid", "dev"),
-    api: { port: Number(arg("api-port", "8081")) },
+    api: { port: arg("api-port", "8081").split(",").map(Number) },
     ttlSeconds: Number(arg("ttl", "600")),
   });
   console.log(`app listening on ${app.url}`);

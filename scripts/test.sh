@@ -50,6 +50,12 @@ bash scripts/build-demo.sh
 cargo build --quiet -p durable-session-server -p durable-session-agent
 run node --test --test-concurrency=1 tests/e2e/
 
+step "failover in Chromium: one redis-server, nodes A and B, the agent on B; A SIGKILLed mid-answer, a tab on [A, B] moves to B by itself and equals the log, a tab on B saw the answer live (WebSocket and HTTP)"
+# Needs the npm package (built above) and the debug server and agent.
+[ -f sdk/pkg/durable_sessions.js ] || bash scripts/build-sdk.sh
+cargo build --quiet -p durable-session-server -p durable-session-agent
+run node --test --test-concurrency=1 tests/scale/
+
 step "chaos: three pages through a proxy that cuts and black-holes connections, the server SIGKILLed and restarted, a reload (WebSocket and HTTP)"
 # Needs the npm package (built above) and the debug server and agent.
 [ -f sdk/pkg/durable_sessions.js ] || bash scripts/build-sdk.sh

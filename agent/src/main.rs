@@ -13,9 +13,19 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "durable-session-agent", version)]
 struct Args {
-    /// The server to join: its HTTP base URL or its WebSocket URL.
-    #[arg(long, default_value = "http://127.0.0.1:4437", value_name = "URL")]
-    server: String,
+    /// The server to join: its HTTP base URL or its WebSocket URL. Give the
+    /// nodes of a cluster (servers on one Redis) by repeating the flag or
+    /// separating them with commas: the agents connect to the first and,
+    /// when a connection fails or drops, go on through the next, round and
+    /// round, resuming where they were (no event lost or written twice).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:4437",
+        value_name = "URL",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    server: Vec<String>,
 
     /// Tokens per second written by each agent.
     #[arg(long, default_value_t = 20.0, value_name = "N")]
@@ -94,13 +104,25 @@ async fn main() -> std::process::ExitCode {
         eprintln!("durable-session-agent: --tokens-per-second must be a positive number");
         return std::process::ExitCode::FAILURE;
     }
-    let mut config = AgentConfig::new(ws_url(&args.server));
+    let mut urls = args.server.iter().map(|s| ws_url(s.trim()));
+    let Some(first) = urls.next() else {
+        eprintln!("durable-session-agent: --server needs a URL");
+        return std::process::ExitCode::FAILURE;
+    };
+    let mut config = AgentConfig::new(first);
+    config.fallback_urls = urls.collect();
     config.token_interval = Duration::from_secs_f64(1.0 / args.tokens_per_second);
     config.answer_tokens = args.answer_tokens;
     config.token = token_provider(&args);
     config.name = args.name;
     config.orphan_after = Duration::from_millis(args.orphan_after_ms);
-    println!("durable-session-agent joining {} as {:?}", config.ws_url, config.name);
+    let nodes = std::iter::once(&config.ws_url).chain(&config.fallback_urls);
+    let nodes: Vec<&str> = nodes.map(String::as_str).collect();
+    println!(
+        "durable-session-agent joining {} as {:?}",
+        nodes.join(", "),
+        config.name
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -115,7 +137,17 @@ async fn main() -> std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::ws_url;
+    use super::{Args, ws_url};
+    use clap::Parser;
+
+    #[test]
+    fn several_servers_repeated_or_comma_separated() {
+        let args =
+            Args::try_parse_from(["agent", "--server", "http://a:1,http://b:2", "--server", "ws://c/v1/ws"]).unwrap();
+        assert_eq!(args.server, ["http://a:1", "http://b:2", "ws://c/v1/ws"]);
+        let args = Args::try_parse_from(["agent"]).unwrap();
+        assert_eq!(args.server, ["http://127.0.0.1:4437"]);
+    }
 
     #[test]
     fn server_urls() {

@@ -25,6 +25,13 @@ use crate::textgen::TextGen;
 pub struct AgentConfig {
     /// The server's WebSocket endpoint, `ws://HOST:PORT/v1/ws`.
     pub ws_url: String,
+    /// More nodes of the same cluster (servers on one shared Redis), tried
+    /// in turn after `ws_url` when a connection fails or drops: the agents'
+    /// subscriptions resume from their offsets and unacknowledged appends
+    /// are resent with their producer ids, so a run goes on through another
+    /// node with no event lost or written twice
+    /// ([`NativeOptions::fallback_urls`]).
+    pub fallback_urls: Vec<String>,
     /// Name of the single agent (the `agent` field of its events).
     pub name: String,
     /// Name of the orchestrator in multi-agent mode.
@@ -50,6 +57,7 @@ impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
             .field("ws_url", &self.ws_url)
+            .field("fallback_urls", &self.fallback_urls)
             .field("name", &self.name)
             .field("token", &self.token.as_ref().map(|_| "<provider>"))
             .finish_non_exhaustive()
@@ -67,6 +75,7 @@ impl AgentConfig {
     pub fn new(ws_url: impl Into<String>) -> Self {
         Self {
             ws_url: ws_url.into(),
+            fallback_urls: Vec::new(),
             name: "sim".into(),
             orchestrator: "orchestrator".into(),
             sub_agents: vec!["researcher".into(), "analyst".into(), "writer".into()],
@@ -77,9 +86,11 @@ impl AgentConfig {
         }
     }
 
-    /// A connection to the server, with the token provider.
+    /// A connection to the server (failing over to the other nodes), with
+    /// the token provider.
     fn connect(&self) -> Client {
         let mut options = NativeOptions::new(&self.ws_url);
+        options.fallback_urls = self.fallback_urls.clone();
         options.token = self.token.clone();
         Client::connect(options)
     }

@@ -1,6 +1,12 @@
 //! Agent processes (the real `durable-session-agent` binary) against a real
 //! server on loopback: several processes on one session answer each
-//! message exactly once, and a run that cannot write ends as `failed`.
+//! message exactly once, a run that cannot write ends as `failed`, and an
+//! agent given two server nodes on one Redis finishes its answer through
+//! the second when the first is SIGKILLed mid-answer.
+
+#[allow(dead_code)] // restart(): the durability tests use it
+#[path = "../../server/tests/common/redis.rs"]
+mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -52,8 +58,13 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn start(server: &TestServer, args: &[&str]) -> Self {
+        Self::start_on(&[&server.base], args)
+    }
+
+    /// An agent given the nodes `servers` (`--server` repeated).
+    fn start_on(servers: &[&str], args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_durable-session-agent"))
-            .args(["--server", &server.base])
+            .args(servers.iter().flat_map(|s| ["--server", s]))
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -103,11 +114,17 @@ struct Tab {
     sub: Subscription,
     path: String,
     events: Vec<SessionEvent>,
+    /// The offset delivered with each event.
+    offsets: Vec<String>,
 }
 
 impl Tab {
     async fn open(server: &TestServer, session: &str) -> Self {
-        let client = Client::connect(NativeOptions::new(&server.ws_url));
+        Self::open_at(&server.ws_url, session).await
+    }
+
+    async fn open_at(ws_url: &str, session: &str) -> Self {
+        let client = Client::connect(NativeOptions::new(ws_url));
         let path = session_path(session);
         let opts = SubscribeOptions {
             create: true,
@@ -119,6 +136,7 @@ impl Tab {
             sub,
             path,
             events: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 
@@ -143,6 +161,7 @@ impl Tab {
                             panic!("a JSON session")
                         };
                         self.events.push(SessionEvent::parse(&raw).expect("a session event"));
+                        self.offsets.push(m.offset);
                     }
                 }
                 Ok(Some(SubscriptionEvent::UpToDate { .. })) => {}
@@ -362,4 +381,183 @@ async fn a_run_still_being_written_is_left_alone_and_one_whose_agent_died_is_clo
         "closed only after the quiet period ({after:?})"
     );
     println!("an orphaned run was closed {after:?} after its agent was killed");
+}
+
+/// Names the Redis a [`server_node`] process serves from.
+const NODE_REDIS_ENV: &str = "FAILOVER_TEST_NODE_REDIS";
+
+/// A server node in a process of its own (this test binary run again as
+/// [`server_node`]), on a shared Redis: it can be SIGKILLed like a crashed
+/// node. Killed when dropped; it also exits when the test that started it
+/// is gone (its stdin closes), so no node outlives a test.
+struct Node {
+    child: Child,
+    base: String,
+    ws_url: String,
+}
+
+impl Node {
+    fn start(redis_url: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["server_node", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(NODE_REDIS_ENV, redis_url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a server node");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        // Finds the address, then keeps the pipe drained.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // (After the test harness's "test server_node ... ".)
+                if let Some((_, addr)) = line.split_once("node listening on http://") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(BOUND).expect("the node prints its address");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            ws_url: format!("ws://{addr}/v1/ws"),
+        }
+    }
+
+    /// SIGKILL: nothing is closed properly, as in a crash.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Open WebSocket connections, as the node's `/metrics` counts them.
+    async fn ws_connections(&self) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("durable_session_connections{kind=\"ws\"} "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no WebSocket gauge in {text}"))
+    }
+
+    /// Waits (at most [`BOUND`]) until `ok` holds for its WebSocket count.
+    async fn wait_for_ws(&self, what: &str, ok: impl Fn(u64) -> bool) {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let n = self.ws_connections().await;
+            if ok(n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {n} WebSocket connections on {}",
+                self.base
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The body of a [`Node`] process: a server on the Redis named by
+/// [`NODE_REDIS_ENV`], on a loopback port, until its stdin closes. Run
+/// alone (without that variable) it does nothing.
+#[test]
+#[ignore = "a server node process of the failover test, started by it"]
+fn server_node() {
+    let Ok(redis_url) = std::env::var(NODE_REDIS_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let options = durable_session_server::storage::redis::RedisOptions::new(redis_url);
+        let server = Server::open_redis(options, ServerConfig::default())
+            .await
+            .expect("connect to Redis");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("node listening on http://{}", listener.local_addr().unwrap());
+        let parent_gone = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()));
+        server
+            .serve(listener, async {
+                let _ = parent_gone.await;
+            })
+            .await
+            .expect("serve");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_two_nodes_finishes_its_answer_through_b_when_a_is_killed_mid_answer() {
+    const TOKENS: usize = 80;
+    let redis = redis::RedisServer::start();
+    let mut a = Node::start(&redis.url());
+    let b = Node::start(&redis.url());
+    let agent = AgentProcess::start_on(
+        &[&a.base, &b.base],
+        &["--tokens-per-second", "40", "--answer-tokens", &TOKENS.to_string()],
+    );
+    // The agent is on A (its first node), the tab on B.
+    a.wait_for_ws("the agent connected to A", |n| n >= 1).await;
+    let mut tab = Tab::open_at(&b.ws_url, "failover").await;
+    agent.wait_for_log("joining session session_id=failover").await;
+    tab.ask("m1", "a question asked while node A still runs").await;
+    let deltas = |e: &[SessionEvent]| e.iter().filter(|e| matches!(e, SessionEvent::TextDelta { .. })).count();
+    tab.until("the answer under way", |e| deltas(e) >= 10).await;
+    let at_kill = deltas(&tab.events);
+    assert!(at_kill < TOKENS, "still answering when A is killed");
+
+    a.kill();
+    let killed = Instant::now();
+    tab.until("the run's end", |e| !finished(e).is_empty()).await;
+    let took = killed.elapsed();
+    // The agent moved to B: the tab's connection and its own.
+    b.wait_for_ws("the agent reconnected to B", |n| n >= 2).await;
+
+    let started = started(&tab.events);
+    assert_eq!(started.len(), 1, "one run: {started:?}");
+    let run = started[0].0;
+    assert_eq!(finished(&tab.events), [(run, RunStatus::Completed, None)]);
+    let run_deltas = tab
+        .events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::TextDelta { run_id, .. } if run_id == run))
+        .count();
+    assert_eq!(run_deltas, TOKENS, "every token once: none lost, none written twice");
+    assert!(
+        tab.offsets.windows(2).all(|w| w[0] < w[1]),
+        "offsets strictly increase: {:?}",
+        tab.offsets
+    );
+
+    // The log, read over HTTP from B, is what the tab saw, event for event.
+    let body = reqwest::get(format!("{}/v1/stream/{}?offset=-1", b.base, tab.path))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let log: Vec<SessionEvent> = serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .expect("a JSON array")
+        .iter()
+        .map(|v| SessionEvent::parse(&v.to_string()).expect("a session event"))
+        .collect();
+    assert_eq!(log, tab.events);
+    println!(
+        "node A SIGKILLed after {at_kill} of {TOKENS} tokens: the agent finished through node B {took:?} later, each event once"
+    );
 }

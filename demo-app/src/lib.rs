@@ -44,6 +44,9 @@ struct Grant {
     sub: String,
     /// The durable-session server's URL.
     server: String,
+    /// Further nodes of the same cluster (servers on one Redis), tried in
+    /// turn when the connection fails.
+    fallbacks: Vec<String>,
 }
 
 /// Asks the app's backend for a token for session `id` (`GET /token`).
@@ -72,10 +75,23 @@ async fn fetch_token(id: &str) -> Result<Option<Grant>, ClientError> {
             .and_then(|v| v.as_string())
             .ok_or_else(|| failed(&format!("the token endpoint's answer has no {key}")))
     };
+    // `servers` (optional): every node in order, the first being `server`.
+    let fallbacks = js_sys::Reflect::get(&json, &JsValue::from_str("servers"))
+        .ok()
+        .filter(js_sys::Array::is_array)
+        .map(|list| {
+            js_sys::Array::from(&list)
+                .iter()
+                .skip(1)
+                .filter_map(|v| v.as_string())
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Some(Grant {
         token: field("token")?,
         sub: field("sub")?,
         server: field("server")?,
+        fallbacks,
     }))
 }
 
@@ -109,6 +125,7 @@ fn session_id() -> String {
 fn client(id: &str, backend: Option<Grant>) -> Option<WebClient> {
     let mut options = WebOptions::new(backend.as_ref().map_or("", |b| b.server.as_str()));
     if let Some(grant) = backend {
+        options.fallback_urls = grant.fallbacks;
         // The first token is the one the page started with; later ones are
         // fetched when the SDK asks (before expiry, or when refused).
         let first = Rc::new(RefCell::new(Some(grant.token)));

@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::core::ClientError;
 use crate::core::client::{ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent};
+use crate::core::endpoints::Endpoints;
 use crate::core::outbox::{AppendAck, AppendId};
 use crate::core::state::{ConnectionState, StateChange};
 use link::{Link, LinkEvent};
@@ -55,6 +56,22 @@ pub type TokenProvider = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
 pub struct NativeOptions {
     /// `ws://host:port/v1/ws`.
     pub url: String,
+    /// More nodes of the same cluster — servers sharing one log (several
+    /// nodes on one Redis), so offsets mean the same on each. When a
+    /// connection fails or drops, the next attempt goes to the next node, in
+    /// order after `url`, round and round: subscriptions resume from their
+    /// offsets and unacknowledged appends are resent with their producer
+    /// ids, so losing a node costs a reconnect, never an event.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use durable_sessions::native::{Client, NativeOptions};
+    /// let mut options = NativeOptions::new("ws://node-a:4437/v1/ws");
+    /// options.fallback_urls = vec!["ws://node-b:4437/v1/ws".into()];
+    /// let client = Client::connect(options);
+    /// # let _ = client; }
+    /// ```
+    pub fallback_urls: Vec<String>,
     /// Tunables of the core (backoff, heartbeat, producer id …).
     pub core: Options,
     /// Access tokens, for a server with access control on.
@@ -71,6 +88,7 @@ impl fmt::Debug for NativeOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NativeOptions")
             .field("url", &self.url)
+            .field("fallback_urls", &self.fallback_urls)
             .field("core", &self.core)
             .field("token", &self.token.as_ref().map(|_| "<provider>"))
             .field("max_unsent_bytes", &self.max_unsent_bytes)
@@ -84,6 +102,7 @@ impl NativeOptions {
         let seed: u64 = rand::random();
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
             core: Options::new(format!("native-{:016x}", rand::random::<u64>()), seed),
             token: None,
             max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
@@ -317,7 +336,8 @@ impl Client {
 }
 
 struct Driver {
-    url: String,
+    /// The nodes ([`NativeOptions::url`], then the fallbacks).
+    urls: Endpoints<String>,
     core: ClientCore,
     epoch: Instant,
     /// Unix time at `epoch`: the core's clock is Unix milliseconds, advanced
@@ -341,7 +361,7 @@ impl Driver {
         core.auth = options.token.is_some();
         let (tokens_tx, tokens) = mpsc::unbounded_channel();
         Self {
-            url: options.url,
+            urls: Endpoints::new(options.url, options.fallback_urls),
             core: ClientCore::new(core),
             epoch: Instant::now(),
             epoch_unix_ms: unix_ms(),
@@ -491,7 +511,8 @@ impl Driver {
             match output {
                 Output::Connect => {
                     self.link = None;
-                    let url = self.url.clone();
+                    // After a failed or dropped connection: the next node.
+                    let url = self.urls.next_attempt().clone();
                     self.connecting = Some(tokio::spawn(async move {
                         tokio_tungstenite::connect_async(url.as_str())
                             .await

@@ -21,7 +21,7 @@ export function serverBinary() {
  * Starts a server. Resolves once it prints its address. Without `--auth` in
  * `args` it runs with `--auth none` (conformance, benchmarks).
  * @param {{ longPollTimeoutMs?: number, args?: string[] }} [options]
- * @returns {Promise<{ url: string, stop: () => Promise<void>, dataDir: string }>}
+ * @returns {Promise<{ url: string, stop: () => Promise<void>, kill: () => Promise<void>, dataDir: string, pid: number }>}
  */
 export async function startServer(options = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "durable-session-test-"));
@@ -52,13 +52,19 @@ export async function startServer(options = {}) {
       reject(new Error(`server exited with ${code} before listening: ${out}`));
     });
   });
-  const stop = async () => {
-    if (child.exitCode === null) {
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const end = async (signal) => {
+    if (running()) {
       const exited = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
+      child.kill(signal);
       await exited;
     }
+  };
+  const stop = async () => {
+    await end("SIGTERM");
     rmSync(dataDir, { recursive: true, force: true });
   };
-  return { url, stop, dataDir, pid: child.pid };
+  /** SIGKILL, as a crashed node: nothing is closed properly. Resolves once it is gone. */
+  const kill = () => end("SIGKILL");
+  return { url, stop, kill, dataDir, pid: child.pid };
 }

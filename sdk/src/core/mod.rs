@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod chat;
 pub mod client;
+pub mod endpoints;
 pub mod errors;
 pub mod http_read;
 pub mod outbox;

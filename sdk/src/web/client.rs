@@ -15,6 +15,7 @@ use super::socket::{Socket, SocketEvent};
 use super::{now_ms, random_id, random_u64};
 use crate::core::ClientError;
 use crate::core::client::{ClientCore, Options, Output, SubId, SubscribeOptions, SubscriptionEvent};
+use crate::core::endpoints::Endpoints;
 use crate::core::outbox::{AppendAck, AppendId, Lane};
 use crate::core::state::{ConnectionState, StateChange};
 
@@ -155,10 +156,8 @@ pub(crate) struct Inner {
     pub(crate) core: ClientCore,
     transport: Transport,
     /// The servers ([`WebOptions::url`], then the fallbacks): HTTP base
-    /// and WebSocket URL.
-    servers: Vec<(String, String)>,
-    /// The one connected to (or being tried).
-    server: usize,
+    /// and WebSocket URL; which one is in use.
+    servers: Endpoints<(String, String)>,
     token: Option<TokenProvider>,
     link: Link,
     /// Increases with every connection attempt; events of older links are
@@ -178,21 +177,19 @@ pub(crate) struct Inner {
 impl Inner {
     /// The HTTP base of the server connected to now.
     pub(crate) fn http_base(&self) -> &str {
-        &self.servers[self.server].0
+        &self.servers.current().0
     }
 
     /// The cluster's name, the same whichever node is connected (the first
     /// server's HTTP base): what persisted state is kept under.
     pub(crate) fn cluster(&self) -> &str {
-        &self.servers[0].0
+        &self.servers.first().0
     }
 
     fn connect(&mut self, weak: &Weak<RefCell<Inner>>) {
         // Every attempt after the first follows a failed or dropped
         // connection: it goes to the next server.
-        if self.generation > 0 {
-            self.server = (self.server + 1) % self.servers.len();
-        }
+        self.servers.next_attempt();
         self.generation += 1;
         self.link = Link::None;
         let generation = self.generation;
@@ -220,7 +217,7 @@ impl Inner {
                 on_socket_event(&rc, generation, event);
             }
         };
-        match Socket::open(&self.servers[self.server].1, on_event) {
+        match Socket::open(&self.servers.current().1, on_event) {
             Ok(socket) => self.link = Link::Socket(socket),
             Err(e) => self.core.on_close(now_ms(), &e),
         }
@@ -479,9 +476,12 @@ fn page_origin() -> Option<String> {
 impl WebClient {
     /// Starts connecting. Fails only for an unusable URL.
     pub fn new(options: WebOptions) -> Result<Self, ClientError> {
-        let servers = std::iter::once(&options.url)
-            .chain(&options.fallback_urls)
-            .map(|url| endpoints(url, page_origin()))
+        let origin = page_origin();
+        let first = endpoints(&options.url, origin.clone())?;
+        let rest = options
+            .fallback_urls
+            .iter()
+            .map(|url| endpoints(url, origin.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         let initial = StateChange {
             state: ConnectionState::Connecting,
@@ -495,8 +495,7 @@ impl WebClient {
         let inner = Rc::new(RefCell::new(Inner {
             core: ClientCore::new(core),
             transport: options.transport,
-            servers,
-            server: 0,
+            servers: Endpoints::new(first, rest),
             token: options.token,
             link: Link::None,
             generation: 0,
