@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use durable_session_protocol::session::{RunMode, SessionEvent};
 
+use crate::history::Transcript;
+
 /// A user message waiting for an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Question {
@@ -30,6 +32,8 @@ pub struct SessionState {
     /// Messages skipped because they are no session event this agent can
     /// read.
     skipped: u64,
+    /// What was said, for the history a model is sent.
+    transcript: Transcript,
 }
 
 impl SessionState {
@@ -63,6 +67,7 @@ impl SessionState {
 
     /// Folds one event. Returns a control for a run, if the event is one.
     pub fn apply(&mut self, event: &SessionEvent) -> Option<(String, Control)> {
+        self.transcript.apply(event);
         match event {
             SessionEvent::UserMessage { id, text, mode, .. } => {
                 if !self.answered.contains(id) && !self.waiting.iter().any(|q| q.id == *id) {
@@ -89,7 +94,12 @@ impl SessionState {
             }
             SessionEvent::Cancel { run_id, by } => Some((run_id.clone(), Control::Cancel { by: by.clone() })),
             SessionEvent::Steer { run_id, text, .. } => Some((run_id.clone(), Control::Steer { text: text.clone() })),
-            SessionEvent::TextDelta { .. } | SessionEvent::Progress { .. } | SessionEvent::SteerApplied { .. } => None,
+            SessionEvent::TextDelta { .. }
+            | SessionEvent::Progress { .. }
+            | SessionEvent::SteerApplied { .. }
+            | SessionEvent::ToolCall { .. }
+            | SessionEvent::ToolResult { .. }
+            | SessionEvent::ReasoningDelta { .. } => None,
         }
     }
 
@@ -107,6 +117,12 @@ impl SessionState {
             self.answered.insert(q.id.clone());
         }
         questions
+    }
+
+    /// What was said in the session, from which the history a model is
+    /// sent is built ([`Transcript::history`]).
+    pub fn transcript(&self) -> &Transcript {
+        &self.transcript
     }
 
     /// The agent of a run that started and has not finished.

@@ -1,0 +1,305 @@
+//! A run answered by an OpenAI-compatible model ([`crate::openai`]).
+//!
+//! - The model is sent the history rebuilt from the session
+//!   ([`crate::history`]) and streams its answer; text and reasoning are
+//!   written as `text_delta` / `reasoning_delta` events batched on
+//!   [`AgentConfig::delta_window`] ([`crate::batch`]); complete tool calls
+//!   as `tool_call` events.
+//! - `cancel`: the request is dropped at once (the provider sees the
+//!   connection close), what was batched is written, and the run ends
+//!   `cancelled`.
+//! - `steer`: the request is dropped, what was batched is written,
+//!   `steer_applied` is appended, and a new request continues the answer
+//!   with the partial answer as an `assistant` message and the steer's text
+//!   as a `user` message after the history (docs/agents.md, "Steering a
+//!   model").
+//! - A `429` is retried after its `Retry-After` (bounded) — it always comes
+//!   before the request streamed anything, so nothing is written twice; any
+//!   other error status, an error or break in the stream, and a stall end
+//!   the run `failed` with the reason.
+
+use std::time::Instant;
+
+use durable_session_protocol::session::{RunStatus, SessionEvent};
+use durable_sessions::native::Client;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::batch::{Batcher, Kind};
+use crate::openai::{ModelError, ModelStream, Piece, Provider};
+use crate::runner::{AgentConfig, Budget, Outcome, append, cannot_write, sleep_until_some};
+use crate::session::Control;
+
+/// The session a run writes to.
+pub(crate) struct RunTarget<'a> {
+    pub client: &'a Client,
+    pub path: &'a str,
+    pub run_id: &'a str,
+    pub agent: &'a str,
+}
+
+impl RunTarget<'_> {
+    async fn write(&self, event: SessionEvent) -> Result<(), Outcome> {
+        append(self.client, self.path, event).await.map_err(|e| cannot_write(&e))
+    }
+
+    /// Writes a batch of text or reasoning.
+    async fn write_batch(&self, batch: Option<(Kind, String)>) -> Result<(), Outcome> {
+        let Some((kind, delta)) = batch else { return Ok(()) };
+        let (run_id, agent) = (self.run_id.to_owned(), self.agent.to_owned());
+        self.write(match kind {
+            Kind::Text => SessionEvent::TextDelta { run_id, agent, delta },
+            Kind::Reasoning => SessionEvent::ReasoningDelta { run_id, agent, delta },
+        })
+        .await
+    }
+}
+
+/// Tool calls being streamed, by index.
+#[derive(Default)]
+struct ToolCalls(Vec<(u64, String, String, String)>);
+
+impl ToolCalls {
+    fn add(&mut self, index: u64, id: Option<String>, name: Option<String>, arguments: &str) {
+        let i = match self.0.iter().position(|c| c.0 == index) {
+            Some(i) => i,
+            None => {
+                self.0.push((index, String::new(), String::new(), String::new()));
+                self.0.len() - 1
+            }
+        };
+        let call = &mut self.0[i];
+        if let Some(id) = id {
+            call.1 = id;
+        }
+        if let Some(name) = name {
+            call.2.push_str(&name);
+        }
+        call.3.push_str(arguments);
+    }
+
+    /// Writes every call as a `tool_call` event.
+    async fn write(self, target: &RunTarget<'_>) -> Result<(), Outcome> {
+        for (index, id, name, arguments) in self.0 {
+            let call_id = if id.is_empty() {
+                format!("{}-call-{index}", target.run_id)
+            } else {
+                id
+            };
+            target
+                .write(SessionEvent::ToolCall {
+                    run_id: target.run_id.into(),
+                    agent: target.agent.into(),
+                    call_id,
+                    name,
+                    arguments,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What interrupted waiting for the provider.
+enum Interrupt {
+    Cancel(String),
+    Steer(String),
+    Stopped,
+}
+
+impl From<Option<Control>> for Interrupt {
+    fn from(control: Option<Control>) -> Self {
+        match control {
+            Some(Control::Cancel { by }) => Self::Cancel(by),
+            Some(Control::Steer { text }) => Self::Steer(text),
+            None => Self::Stopped,
+        }
+    }
+}
+
+/// How a request ended.
+enum Ended {
+    /// The run is over.
+    Run(Outcome),
+    /// A steer: continue with a new request.
+    Steered { partial: String, steer: String },
+}
+
+/// Answers with the model: `history` ends with the message answered.
+pub(crate) async fn model_run(
+    target: &RunTarget<'_>,
+    config: &AgentConfig,
+    provider: &Provider,
+    mut history: Vec<Value>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    budget: &mut Budget,
+) -> Outcome {
+    loop {
+        let stream = match open(provider, &history, control).await {
+            Ok(stream) => stream,
+            Err(Interrupt::Cancel(by)) => return cancelled(&by),
+            Err(Interrupt::Steer(steer)) => {
+                if let Err(outcome) = steer_applied(target, &steer).await {
+                    return outcome;
+                }
+                history.push(json!({"role": "user", "content": steer}));
+                continue;
+            }
+            Err(Interrupt::Stopped) => return stopped(),
+        };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => return failed(&e.to_string(), provider),
+        };
+        match stream_answer(target, config, stream, control, budget).await {
+            Ended::Run(outcome) => return outcome,
+            Ended::Steered { partial, steer } => {
+                if let Err(outcome) = steer_applied(target, &steer).await {
+                    return outcome;
+                }
+                if !partial.is_empty() {
+                    history.push(json!({"role": "assistant", "content": partial}));
+                }
+                history.push(json!({"role": "user", "content": steer}));
+            }
+        }
+    }
+}
+
+fn cancelled(by: &str) -> Outcome {
+    (RunStatus::Cancelled, Some(format!("cancelled by {by}")))
+}
+
+fn stopped() -> Outcome {
+    (RunStatus::Failed, Some("the agent stopped".into()))
+}
+
+fn failed(reason: &str, provider: &Provider) -> Outcome {
+    tracing::warn!(model = %provider.config().model_name, reason, "the model request failed");
+    (RunStatus::Failed, Some(reason.to_owned()))
+}
+
+async fn steer_applied(target: &RunTarget<'_>, text: &str) -> Result<(), Outcome> {
+    target
+        .write(SessionEvent::SteerApplied {
+            run_id: target.run_id.into(),
+            text: text.into(),
+        })
+        .await
+}
+
+/// Starts a request, retrying a `429` as its `Retry-After` says (bounded).
+/// A control event interrupts it at once (the request is dropped).
+async fn open(
+    provider: &Provider,
+    history: &[Value],
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Result<Result<ModelStream, ModelError>, Interrupt> {
+    let config = provider.config();
+    let mut retries = 0;
+    loop {
+        let result = tokio::select! {
+            biased;
+            ctl = control.recv() => return Err(ctl.into()),
+            result = provider.start(history) => result,
+        };
+        let Err(ModelError::RateLimited { retry_after }) = result else {
+            return Ok(result);
+        };
+        // No Retry-After: back off 0.5 s, 1 s, 2 s, …
+        let wait = retry_after.unwrap_or(std::time::Duration::from_millis(500 << retries.min(6)));
+        let error = if retries >= config.max_retries {
+            format!("the model provider is rate limiting (429) after {retries} retries")
+        } else if wait > config.max_retry_after {
+            format!(
+                "the model provider is rate limiting (429) and asks to retry after {} ms, more than the {} ms allowed (--model-max-retry-after-ms)",
+                wait.as_millis(),
+                config.max_retry_after.as_millis()
+            )
+        } else {
+            String::new()
+        };
+        if !error.is_empty() {
+            return Ok(Err(ModelError::GaveUp(error)));
+        }
+        retries += 1;
+        tracing::info!(retry = retries, wait_ms = wait.as_millis() as u64, "the model provider is rate limiting: retrying");
+        tokio::select! {
+            biased;
+            ctl = control.recv() => return Err(ctl.into()),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Streams one request's answer into the session until it ends, fails, is
+/// cancelled or steered, or the run's budget runs out.
+async fn stream_answer(
+    target: &RunTarget<'_>,
+    config: &AgentConfig,
+    mut stream: ModelStream,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    budget: &mut Budget,
+) -> Ended {
+    let mut batcher = Batcher::new(config.delta_window);
+    let mut partial = String::new();
+    let mut calls = ToolCalls::default();
+    // What ends the request; the stream is dropped (closing the request)
+    // before anything else is written.
+    let ended = loop {
+        tokio::select! {
+            biased;
+            ctl = control.recv() => break match Interrupt::from(ctl) {
+                Interrupt::Cancel(by) => Ended::Run(cancelled(&by)),
+                Interrupt::Steer(steer) => Ended::Steered { partial: std::mem::take(&mut partial), steer },
+                Interrupt::Stopped => Ended::Run(stopped()),
+            },
+            () = sleep_until_some(batcher.due()) => {
+                if let Err(outcome) = target.write_batch(batcher.take()).await {
+                    break Ended::Run(outcome);
+                }
+            }
+            next = stream.next() => match next {
+                None => break Ended::Run((RunStatus::Completed, None)),
+                Some(Err(e)) => break Ended::Run((RunStatus::Failed, Some(e.to_string()))),
+                Some(Ok(pieces)) => {
+                    let now = Instant::now();
+                    let mut before = Vec::new();
+                    for piece in pieces {
+                        match piece {
+                            Piece::Text(t) => {
+                                budget.token();
+                                partial.push_str(&t);
+                                before.extend(batcher.push(Kind::Text, &t, now));
+                            }
+                            Piece::Reasoning(r) => {
+                                budget.token();
+                                before.extend(batcher.push(Kind::Reasoning, &r, now));
+                            }
+                            Piece::ToolCall { index, id, name, arguments } => calls.add(index, id, name, &arguments),
+                        }
+                    }
+                    for batch in before {
+                        if let Err(outcome) = target.write_batch(Some(batch)).await {
+                            return Ended::Run(outcome);
+                        }
+                    }
+                    if let Some(reason) = budget.exceeded() {
+                        break Ended::Run((RunStatus::Failed, Some(reason)));
+                    }
+                }
+            },
+        }
+    };
+    drop(stream);
+    if let Err(outcome) = target.write_batch(batcher.take()).await {
+        return Ended::Run(outcome);
+    }
+    if let Err(outcome) = calls.write(target).await {
+        return Ended::Run(outcome);
+    }
+    if let Ended::Run((RunStatus::Failed, Some(reason))) = &ended {
+        tracing::warn!(path = %target.path, run_id = %target.run_id, reason, "the model stream ended the run");
+    }
+    ended
+}
