@@ -49,8 +49,16 @@ enum Entry {
 enum Part {
     Text(String),
     Steer(String),
-    ToolCall { id: String, name: String, arguments: String },
-    ToolResult { id: String, output: String, error: Option<String> },
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolResult {
+        id: String,
+        output: String,
+        error: Option<String>,
+    },
 }
 
 /// The conversation of one session, in stream order.
@@ -81,7 +89,10 @@ impl Transcript {
             SessionEvent::TextDelta { delta, .. } => Part::Text(delta.clone()),
             SessionEvent::SteerApplied { text, .. } => Part::Steer(text.clone()),
             SessionEvent::ToolCall {
-                call_id, name, arguments, ..
+                call_id,
+                name,
+                arguments,
+                ..
             } => Part::ToolCall {
                 id: call_id.clone(),
                 name: name.clone(),
@@ -150,7 +161,34 @@ impl Transcript {
     }
 }
 
-/// The messages of one run.
+/// An `assistant` message with `content` and the calls `(id, name,
+/// arguments)`.
+pub(crate) fn assistant_message<'a>(
+    content: &str,
+    calls: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Value {
+    let mut message = json!({"role": "assistant", "content": content});
+    let calls: Vec<Value> = calls
+        .into_iter()
+        .map(|(id, name, arguments)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}))
+        .collect();
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    message
+}
+
+/// The `tool` message of a call's result.
+pub(crate) fn tool_message(call_id: &str, output: &str, error: Option<&str>) -> Value {
+    let content = match error {
+        Some(error) => format!("error: {error}\n{output}"),
+        None => output.to_owned(),
+    };
+    json!({"role": "tool", "tool_call_id": call_id, "content": content})
+}
+
+/// The messages of one run. A steer applied while tool calls waited for
+/// their results is sent after the results, as the run sent it.
 fn run_messages(parts: &[Part], out: &mut Vec<Value>) {
     let answered: HashSet<&str> = parts
         .iter()
@@ -159,42 +197,41 @@ fn run_messages(parts: &[Part], out: &mut Vec<Value>) {
             _ => None,
         })
         .collect();
+    // Calls sent whose results are not in yet.
     let mut called: HashSet<&str> = HashSet::new();
+    let mut deferred: Vec<&str> = Vec::new();
     let mut content = String::new();
-    let mut calls: Vec<Value> = Vec::new();
-    let flush = |content: &mut String, calls: &mut Vec<Value>, out: &mut Vec<Value>| {
-        if content.is_empty() && calls.is_empty() {
-            return;
+    let mut calls: Vec<(&str, &str, &str)> = Vec::new();
+    let flush = |content: &mut String, calls: &mut Vec<(&str, &str, &str)>, out: &mut Vec<Value>| {
+        if !content.is_empty() || !calls.is_empty() {
+            out.push(assistant_message(content, calls.drain(..)));
+            content.clear();
         }
-        let mut message = json!({"role": "assistant", "content": std::mem::take(content)});
-        if !calls.is_empty() {
-            message["tool_calls"] = Value::Array(std::mem::take(calls));
-        }
-        out.push(message);
     };
     for part in parts {
         match part {
             Part::Text(text) => content.push_str(text),
+            Part::Steer(text) if !called.is_empty() => deferred.push(text),
             Part::Steer(text) => {
                 flush(&mut content, &mut calls, out);
                 out.push(json!({"role": "user", "content": text}));
             }
             Part::ToolCall { id, name, arguments } if answered.contains(id.as_str()) && called.insert(id) => {
-                calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}));
+                calls.push((id, name, arguments));
             }
             Part::ToolCall { .. } => {}
             Part::ToolResult { id, output, error } if called.remove(id.as_str()) => {
                 flush(&mut content, &mut calls, out);
-                let content = match error {
-                    Some(error) => format!("error: {error}\n{output}"),
-                    None => output.clone(),
-                };
-                out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
+                out.push(tool_message(id, output, error.as_deref()));
+                if called.is_empty() {
+                    out.extend(deferred.drain(..).map(|text| json!({"role": "user", "content": text})));
+                }
             }
             Part::ToolResult { .. } => {}
         }
     }
     flush(&mut content, &mut calls, out);
+    out.extend(deferred.drain(..).map(|text| json!({"role": "user", "content": text})));
 }
 
 /// The characters of text in a message.
@@ -273,9 +310,17 @@ mod tests {
             json!({"type": "user_message", "id": "m2", "author": "a", "text": "abcde"}),
             json!({"type": "user_message", "id": "m3", "author": "a", "text": "this one is long"}),
         ]);
-        let texts = |h: Vec<Value>| h.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let texts = |h: Vec<Value>| {
+            h.iter()
+                .map(|m| m["content"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(texts(t.history("m2", 15)), ["0123456789", "abcde"]);
         assert_eq!(texts(t.history("m2", 14)), ["abcde"]);
-        assert_eq!(texts(t.history("m3", 1)), ["this one is long"], "the message itself is always sent");
+        assert_eq!(
+            texts(t.history("m3", 1)),
+            ["this one is long"],
+            "the message itself is always sent"
+        );
     }
 }

@@ -58,6 +58,18 @@ struct Args {
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     model_max_retry_after_ms: u64,
 
+    /// A JSON file with the tools offered to the model: an array of Chat
+    /// Completions tool definitions (`{"type":"function","function":{…}}`).
+    /// The agent runs no tool itself: it writes each call as a `tool_call`
+    /// event and goes on once a `tool_result` for it is in the session.
+    #[arg(long, value_name = "PATH")]
+    tools: Option<std::path::PathBuf>,
+
+    /// How long a model run waits for the `tool_result` of its tool calls
+    /// before it ends failed.
+    #[arg(long, default_value_t = durable_session_agent::runner::DEFAULT_TOOL_RESULT_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    tool_result_timeout_ms: u64,
+
     /// The most characters of conversation history sent to a model; the
     /// oldest messages are left out beyond it.
     #[arg(long, default_value_t = durable_session_agent::runner::DEFAULT_MAX_HISTORY_CHARS, value_name = "N")]
@@ -129,16 +141,31 @@ enum LogFormat {
 }
 
 /// The model configuration of the flags (`None`: the simulated model).
-fn model_config(args: &Args) -> Option<OpenAiConfig> {
+fn model_config(args: &Args) -> Result<Option<OpenAiConfig>, String> {
     if args.model != ModelKind::OpenaiCompatible {
-        return None;
+        return Ok(None);
     }
-    let mut model = OpenAiConfig::new(args.base_url.clone()?, args.model_name.clone()?);
+    let (Some(base_url), Some(name)) = (args.base_url.clone(), args.model_name.clone()) else {
+        return Err("--model openai-compatible needs --base-url and --model-name".into());
+    };
+    let mut model = OpenAiConfig::new(base_url, name);
+    if let Some(path) = &args.tools {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --tools {}: {e}", path.display()))?;
+        match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Array(tools)) => model.tools = tools,
+            _ => {
+                return Err(format!(
+                    "--tools {}: not a JSON array of tool definitions",
+                    path.display()
+                ));
+            }
+        }
+    }
     model.api_key = std::env::var(&args.api_key_env).ok().filter(|k| !k.is_empty());
     model.stall_timeout = Duration::from_millis(args.model_stall_timeout_ms.max(1));
     model.max_retries = args.model_retries;
     model.max_retry_after = Duration::from_millis(args.model_max_retry_after_ms);
-    Some(model)
+    Ok(Some(model))
 }
 
 /// The token provider of the flags.
@@ -199,7 +226,14 @@ async fn main() -> std::process::ExitCode {
     config.token = token_provider(&args);
     config.name = args.name.clone();
     config.orphan_after = Duration::from_millis(args.orphan_after_ms);
-    config.model = model_config(&args);
+    config.model = match model_config(&args) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("durable-session-agent: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    config.tool_result_timeout = Duration::from_millis(args.tool_result_timeout_ms);
     config.delta_window = Duration::from_millis(args.delta_window_ms);
     config.max_history_chars = args.max_history_chars;
     config.max_run_time = (args.max_run_seconds > 0.0).then(|| Duration::from_secs_f64(args.max_run_seconds));

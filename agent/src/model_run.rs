@@ -4,7 +4,11 @@
 //!   ([`crate::history`]) and streams its answer; text and reasoning are
 //!   written as `text_delta` / `reasoning_delta` events batched on
 //!   [`AgentConfig::delta_window`] ([`crate::batch`]); complete tool calls
-//!   as `tool_call` events.
+//!   as `tool_call` events. A model that asked for tool calls (the tools of
+//!   `--tools`) is continued once a `tool_result` for each arrived —
+//!   written by whoever runs the tools — with the calls and their results
+//!   after the history; none within [`AgentConfig::tool_result_timeout`]:
+//!   the run ends `failed`.
 //! - `cancel`: the request is dropped at once (the provider sees the
 //!   connection close), what was batched is written, and the run ends
 //!   `cancelled`.
@@ -26,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::batch::{Batcher, Kind};
+use crate::history::{assistant_message, tool_message};
 use crate::openai::{ModelError, ModelStream, Piece, Provider};
 use crate::runner::{AgentConfig, Budget, Outcome, append, cannot_write, sleep_until_some};
 use crate::session::Control;
@@ -40,7 +45,9 @@ pub(crate) struct RunTarget<'a> {
 
 impl RunTarget<'_> {
     async fn write(&self, event: SessionEvent) -> Result<(), Outcome> {
-        append(self.client, self.path, event).await.map_err(|e| cannot_write(&e))
+        append(self.client, self.path, event)
+            .await
+            .map_err(|e| cannot_write(&e))
     }
 
     /// Writes a batch of text or reasoning.
@@ -78,41 +85,57 @@ impl ToolCalls {
         call.3.push_str(arguments);
     }
 
-    /// Writes every call as a `tool_call` event.
-    async fn write(self, target: &RunTarget<'_>) -> Result<(), Outcome> {
+    /// Writes every call as a `tool_call` event; returns them.
+    async fn write(self, target: &RunTarget<'_>) -> Result<Vec<Call>, Outcome> {
+        let mut written = Vec::new();
         for (index, id, name, arguments) in self.0 {
-            let call_id = if id.is_empty() {
-                format!("{}-call-{index}", target.run_id)
-            } else {
-                id
+            let call = Call {
+                id: if id.is_empty() {
+                    format!("{}-call-{index}", target.run_id)
+                } else {
+                    id
+                },
+                name,
+                arguments,
             };
             target
                 .write(SessionEvent::ToolCall {
                     run_id: target.run_id.into(),
                     agent: target.agent.into(),
-                    call_id,
-                    name,
-                    arguments,
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
                 })
                 .await?;
+            written.push(call);
         }
-        Ok(())
+        Ok(written)
     }
 }
 
-/// What interrupted waiting for the provider.
+/// A complete tool call the model asked for.
+struct Call {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// What interrupts waiting for the provider.
 enum Interrupt {
     Cancel(String),
     Steer(String),
     Stopped,
 }
 
-impl From<Option<Control>> for Interrupt {
-    fn from(control: Option<Control>) -> Self {
-        match control {
-            Some(Control::Cancel { by }) => Self::Cancel(by),
-            Some(Control::Steer { text }) => Self::Steer(text),
-            None => Self::Stopped,
+/// The next control event that interrupts a request (a tool result then is
+/// for no call waiting: ignored).
+async fn interrupt(control: &mut mpsc::UnboundedReceiver<Control>) -> Interrupt {
+    loop {
+        match control.recv().await {
+            Some(Control::Cancel { by }) => return Interrupt::Cancel(by),
+            Some(Control::Steer { text }) => return Interrupt::Steer(text),
+            Some(Control::ToolResult { .. }) => {}
+            None => return Interrupt::Stopped,
         }
     }
 }
@@ -123,6 +146,8 @@ enum Ended {
     Run(Outcome),
     /// A steer: continue with a new request.
     Steered { partial: String, steer: String },
+    /// The model asked for tool calls: continue once their results are in.
+    ToolCalls { partial: String, calls: Vec<Call> },
 }
 
 /// Answers with the model: `history` ends with the message answered.
@@ -158,12 +183,62 @@ pub(crate) async fn model_run(
                     return outcome;
                 }
                 if !partial.is_empty() {
-                    history.push(json!({"role": "assistant", "content": partial}));
+                    history.push(assistant_message(&partial, []));
                 }
                 history.push(json!({"role": "user", "content": steer}));
             }
+            Ended::ToolCalls { partial, calls } => {
+                let sent = calls
+                    .iter()
+                    .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()));
+                history.push(assistant_message(&partial, sent));
+                match tool_results(target, config, &calls, control).await {
+                    Ok(messages) => history.extend(messages),
+                    Err(outcome) => return outcome,
+                }
+            }
         }
     }
+}
+
+/// Waits for the result of every call (written by whoever runs the tools),
+/// at most [`AgentConfig::tool_result_timeout`]; returns the `tool`
+/// messages, and then a `user` message per steer applied meanwhile.
+async fn tool_results(
+    target: &RunTarget<'_>,
+    config: &AgentConfig,
+    calls: &[Call],
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Result<Vec<Value>, Outcome> {
+    let deadline = tokio::time::Instant::now() + config.tool_result_timeout;
+    let mut results: Vec<Option<Value>> = calls.iter().map(|_| None).collect();
+    let mut steers = Vec::new();
+    while let Some(waiting) = results.iter().position(Option::is_none) {
+        let Ok(ctl) = tokio::time::timeout_at(deadline, control.recv()).await else {
+            let call = &calls[waiting];
+            let reason = format!(
+                "no result for tool call {} ({}) within {} ms",
+                call.id,
+                call.name,
+                config.tool_result_timeout.as_millis()
+            );
+            return Err((RunStatus::Failed, Some(reason)));
+        };
+        match ctl {
+            Some(Control::ToolResult { call_id, output, error }) => {
+                if let Some(i) = calls.iter().position(|c| c.id == call_id) {
+                    results[i].get_or_insert_with(|| tool_message(&call_id, &output, error.as_deref()));
+                }
+            }
+            Some(Control::Steer { text }) => {
+                steer_applied(target, &text).await?;
+                steers.push(json!({"role": "user", "content": text}));
+            }
+            Some(Control::Cancel { by }) => return Err(cancelled(&by)),
+            None => return Err(stopped()),
+        }
+    }
+    Ok(results.into_iter().flatten().chain(steers).collect())
 }
 
 fn cancelled(by: &str) -> Outcome {
@@ -200,7 +275,7 @@ async fn open(
     loop {
         let result = tokio::select! {
             biased;
-            ctl = control.recv() => return Err(ctl.into()),
+            why = interrupt(control) => return Err(why),
             result = provider.start(history) => result,
         };
         let Err(ModelError::RateLimited { retry_after }) = result else {
@@ -223,10 +298,14 @@ async fn open(
             return Ok(Err(ModelError::GaveUp(error)));
         }
         retries += 1;
-        tracing::info!(retry = retries, wait_ms = wait.as_millis() as u64, "the model provider is rate limiting: retrying");
+        tracing::info!(
+            retry = retries,
+            wait_ms = wait.as_millis() as u64,
+            "the model provider is rate limiting: retrying"
+        );
         tokio::select! {
             biased;
-            ctl = control.recv() => return Err(ctl.into()),
+            why = interrupt(control) => return Err(why),
             () = tokio::time::sleep(wait) => {}
         }
     }
@@ -249,7 +328,7 @@ async fn stream_answer(
     let ended = loop {
         tokio::select! {
             biased;
-            ctl = control.recv() => break match Interrupt::from(ctl) {
+            why = interrupt(control) => break match why {
                 Interrupt::Cancel(by) => Ended::Run(cancelled(&by)),
                 Interrupt::Steer(steer) => Ended::Steered { partial: std::mem::take(&mut partial), steer },
                 Interrupt::Stopped => Ended::Run(stopped()),
@@ -295,8 +374,14 @@ async fn stream_answer(
     if let Err(outcome) = target.write_batch(batcher.take()).await {
         return Ended::Run(outcome);
     }
-    if let Err(outcome) = calls.write(target).await {
-        return Ended::Run(outcome);
+    // Tool calls of a complete answer only (a cut one's may be partial);
+    // the run goes on once their results are in.
+    if matches!(ended, Ended::Run((RunStatus::Completed, _))) {
+        match calls.write(target).await {
+            Ok(calls) if calls.is_empty() => {}
+            Ok(calls) => return Ended::ToolCalls { partial, calls },
+            Err(outcome) => return Ended::Run(outcome),
+        }
     }
     if let Ended::Run((RunStatus::Failed, Some(reason))) = &ended {
         tracing::warn!(path = %target.path, run_id = %target.run_id, reason, "the model stream ended the run");

@@ -34,6 +34,9 @@ pub struct OpenAiConfig {
     /// The longest `Retry-After` honoured: a provider asking for more makes
     /// the run fail at once.
     pub max_retry_after: Duration,
+    /// The tools offered to the model (`tools` of each request: Chat
+    /// Completions tool definitions); none when empty.
+    pub tools: Vec<Value>,
 }
 
 impl std::fmt::Debug for OpenAiConfig {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("stall_timeout", &self.stall_timeout)
             .field("max_retries", &self.max_retries)
             .field("max_retry_after", &self.max_retry_after)
+            .field("tools", &self.tools.len())
             .finish()
     }
 }
@@ -67,6 +71,7 @@ impl OpenAiConfig {
             stall_timeout: Duration::from_secs(30),
             max_retries: 3,
             max_retry_after: Duration::from_secs(30),
+            tools: Vec::new(),
         }
     }
 }
@@ -131,9 +136,12 @@ pub enum Piece {
 /// assert!(pieces(r#"{"error":{"message":"overloaded"}}"#).is_err());
 /// ```
 pub fn pieces(data: &str) -> Result<Vec<Piece>, ModelError> {
-    let chunk: Value = serde_json::from_str(data).map_err(|e| ModelError::Provider(format!("a chunk that is not JSON: {e}")))?;
+    let chunk: Value =
+        serde_json::from_str(data).map_err(|e| ModelError::Provider(format!("a chunk that is not JSON: {e}")))?;
     if let Some(error) = chunk.get("error") {
-        let message = error["message"].as_str().map_or_else(|| error.to_string(), str::to_owned);
+        let message = error["message"]
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_owned);
         return Err(ModelError::Provider(message));
     }
     let mut out = Vec::new();
@@ -196,7 +204,10 @@ impl Provider {
     /// error (a 429 one that may be retried).
     pub async fn start(&self, messages: &[Value]) -> Result<ModelStream, ModelError> {
         let url = format!("{}/chat/completions", self.config.base_url.trim_end_matches('/'));
-        let body = json!({"model": self.config.model_name, "messages": messages, "stream": true});
+        let mut body = json!({"model": self.config.model_name, "messages": messages, "stream": true});
+        if !self.config.tools.is_empty() {
+            body["tools"] = Value::Array(self.config.tools.clone());
+        }
         let mut request = self.http.post(url).json(&body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key); // marked sensitive: never in logs

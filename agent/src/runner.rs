@@ -61,6 +61,9 @@ pub struct AgentConfig {
     /// A run that wrote more tokens than this (a model's streamed pieces,
     /// about one token each; the simulated model's tokens) ends `failed`.
     pub max_run_tokens: Option<u64>,
+    /// How long a model run waits for the `tool_result` of each of its tool
+    /// calls before it ends `failed`.
+    pub tool_result_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -97,6 +100,7 @@ impl AgentConfig {
             max_history_chars: DEFAULT_MAX_HISTORY_CHARS,
             max_run_time: None,
             max_run_tokens: None,
+            tool_result_timeout: DEFAULT_TOOL_RESULT_TIMEOUT,
         }
     }
 
@@ -113,6 +117,9 @@ pub const DEFAULT_ORPHAN_AFTER: Duration = Duration::from_secs(10);
 
 /// Default of [`AgentConfig::delta_window`].
 pub const DEFAULT_DELTA_WINDOW: Duration = Duration::from_millis(30);
+
+/// Default of [`AgentConfig::tool_result_timeout`].
+pub const DEFAULT_TOOL_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default of [`AgentConfig::max_history_chars`].
 pub const DEFAULT_MAX_HISTORY_CHARS: usize = 100_000;
@@ -361,9 +368,9 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, provider: Option
                 );
                 let (client, config, path, done) = (client.clone(), config.clone(), path.clone(), finished_tx.clone());
                 // The model is sent the conversation as the log has it now.
-                let model = provider.clone().map(|p| {
-                    (p, state.transcript().history(&question.id, config.max_history_chars))
-                });
+                let model = provider
+                    .clone()
+                    .map(|p| (p, state.transcript().history(&question.id, config.max_history_chars)));
                 tokio::spawn(async move {
                     answer(&client, &config, model, &path, &run_id, &question, control, verdict).await;
                     let _ = done.send(run_id);
@@ -449,7 +456,9 @@ async fn answer(
                 };
                 model_run(&target, config, &provider, history, &mut control, &mut budget).await
             }
-            (None, RunMode::Single) => single_run(client, config, path, run_id, question, &mut control, &mut budget).await,
+            (None, RunMode::Single) => {
+                single_run(client, config, path, run_id, question, &mut control, &mut budget).await
+            }
             (None, RunMode::Multi) => multi_run(client, config, path, run_id, question, &mut control).await,
         }
     };
@@ -457,7 +466,10 @@ async fn answer(
     // (a model's request with it).
     let outcome = match config.max_run_time {
         Some(max) => tokio::time::timeout(max, work).await.unwrap_or_else(|_| {
-            let reason = format!("the run exceeded its budget of {} s (--max-run-seconds)", max.as_secs_f64());
+            let reason = format!(
+                "the run exceeded its budget of {} s (--max-run-seconds)",
+                max.as_secs_f64()
+            );
             (RunStatus::Failed, Some(reason))
         }),
         None => work.await,
@@ -497,6 +509,7 @@ async fn single_run(
                         return cannot_write(&e);
                     }
                 }
+                Some(Control::ToolResult { .. }) => {} // no calls, no results
                 None => return (RunStatus::Failed, Some("the agent stopped".into())),
             },
             () = tokio::time::sleep(config.token_interval) => {
@@ -559,6 +572,7 @@ async fn multi_run(
                         break;
                     }
                 }
+                Some(Control::ToolResult { .. }) => {}
                 None => {
                     stop("agent shutdown");
                     ended = Some((RunStatus::Failed, Some("the agent stopped".into())));
@@ -632,6 +646,7 @@ async fn sub_agent(
             order = orders.recv() => match order {
                 Ok(Control::Cancel { .. }) | Err(broadcast::error::RecvError::Closed) => break "stopped",
                 Ok(Control::Steer { text: direction }) => text.steer(&direction),
+                Ok(Control::ToolResult { .. }) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
             },
             () = tokio::time::sleep(interval) => {

@@ -18,8 +18,19 @@ pub struct Question {
 /// A control event for a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    Cancel { by: String },
-    Steer { text: String },
+    Cancel {
+        by: String,
+    },
+    Steer {
+        text: String,
+    },
+    /// The result of one of the run's tool calls (a model run waits for
+    /// them; the simulated model makes no calls).
+    ToolResult {
+        call_id: String,
+        output: String,
+        error: Option<String>,
+    },
 }
 
 /// The agent's view of a session.
@@ -94,11 +105,23 @@ impl SessionState {
             }
             SessionEvent::Cancel { run_id, by } => Some((run_id.clone(), Control::Cancel { by: by.clone() })),
             SessionEvent::Steer { run_id, text, .. } => Some((run_id.clone(), Control::Steer { text: text.clone() })),
+            SessionEvent::ToolResult {
+                run_id,
+                call_id,
+                output,
+                error,
+            } => Some((
+                run_id.clone(),
+                Control::ToolResult {
+                    call_id: call_id.clone(),
+                    output: output.clone(),
+                    error: error.clone(),
+                },
+            )),
             SessionEvent::TextDelta { .. }
             | SessionEvent::Progress { .. }
             | SessionEvent::SteerApplied { .. }
             | SessionEvent::ToolCall { .. }
-            | SessionEvent::ToolResult { .. }
             | SessionEvent::ReasoningDelta { .. } => None,
         }
     }
