@@ -985,11 +985,21 @@ mod tests {
         let calls: Vec<_> = r
             .tool_calls
             .iter()
-            .map(|c| (c.call_id.as_str(), c.name.as_str(), c.output.as_deref(), c.error.as_deref()))
+            .map(|c| {
+                (
+                    c.call_id.as_str(),
+                    c.name.as_str(),
+                    c.output.as_deref(),
+                    c.error.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             calls,
-            [("c1", "weather", Some("4 C"), None), ("c2", "fails", Some(""), Some("down"))]
+            [
+                ("c1", "weather", Some("4 C"), None),
+                ("c2", "fails", Some(""), Some("down"))
+            ]
         );
         let json: serde_json::Value = serde_json::from_str(&v.items_json()).unwrap();
         assert_eq!(json[0]["reasoning"], "The user asks.");
