@@ -75,8 +75,11 @@ pids+=($!)
 # The agents' token: every session, run events only, and the session index.
 (umask 077 && target/release/durable-session-server token --jwt-key "$jwt_key" --sub demo-agent \
   --grant 'sessions/*:read,agent' --grant '_index/sessions:read' --ttl 30d > "$data/agent.jwt")
+# AGENT_ARGS: more flags for the agent, e.g. a real model (README: "Point the
+# demo at a local Ollama or vLLM"). The simulated model is the default.
+read -r -a agent_args <<< "${AGENT_ARGS:-}"
 target/release/durable-session-agent --server "http://127.0.0.1:$api_port" --token-file "$data/agent.jwt" \
-  --tokens-per-second "${AGENT_TOKENS_PER_SECOND:-20}" &
+  --tokens-per-second "${AGENT_TOKENS_PER_SECOND:-20}" "${agent_args[@]}" &
 pids+=($!)
 
 app_log=$(mktemp)

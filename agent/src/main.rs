@@ -16,6 +16,41 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "durable-session-agent", version)]
 struct Args {
+    /// The server to join: its HTTP base URL or its WebSocket URL.
+    #[arg(long, default_value = "http://127.0.0.1:4437", value_name = "URL")]
+    server: String,
+
+    /// Tokens per second written by each agent (the simulated model).
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    tokens_per_second: f64,
+
+    /// Tokens in one answer of the simulated model (in multi-agent mode each of the three sub-agents writes a third).
+    #[arg(long, default_value_t = 240, value_name = "N")]
+    answer_tokens: usize,
+
+    /// Name the single agent writes under.
+    #[arg(long, default_value = "sim", value_name = "NAME")]
+    name: String,
+
+    /// A file holding the access token (for a server with --auth jwt). It is
+    /// read again whenever a fresh token is needed, so whatever renews the
+    /// file renews the agent's token. The token needs read and agent on
+    /// sessions/* and read on _index/sessions (docs/security.md).
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+
+    /// A run under this agent's name that this process is not running and
+    /// on which nothing was written for this long is closed as failed: its
+    /// agent stopped (a crash, or a restart). Keep it well above the longest
+    /// pause between two tokens.
+    #[arg(long, default_value_t = durable_session_agent::runner::DEFAULT_ORPHAN_AFTER.as_millis() as u64, value_name = "MS")]
+    orphan_after_ms: u64,
+
+    /// The access token itself (prefer --token-file: an environment
+    /// variable cannot be renewed while the agent runs).
+    #[arg(long, env = "DURABLE_SESSION_TOKEN", hide_env_values = true, value_name = "JWT")]
+    token: Option<String>,
+
     /// The model that answers: `simulated` (offline, deterministic) or
     /// `openai-compatible` (streaming Chat Completions: OpenAI, vLLM,
     /// Ollama, llama.cpp's server; needs --base-url and --model-name).
@@ -89,41 +124,6 @@ struct Args {
     /// `RUST_LOG` sets the level (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-
-    /// The server to join: its HTTP base URL or its WebSocket URL.
-    #[arg(long, default_value = "http://127.0.0.1:4437", value_name = "URL")]
-    server: String,
-
-    /// Tokens per second written by each agent.
-    #[arg(long, default_value_t = 20.0, value_name = "N")]
-    tokens_per_second: f64,
-
-    /// Tokens in one answer (in multi-agent mode each of the three sub-agents writes a third).
-    #[arg(long, default_value_t = 240, value_name = "N")]
-    answer_tokens: usize,
-
-    /// Name the single agent writes under.
-    #[arg(long, default_value = "sim", value_name = "NAME")]
-    name: String,
-
-    /// A file holding the access token (for a server with --auth jwt). It is
-    /// read again whenever a fresh token is needed, so whatever renews the
-    /// file renews the agent's token. The token needs read and agent on
-    /// sessions/* and read on _index/sessions (docs/security.md).
-    #[arg(long, value_name = "PATH", conflicts_with = "token")]
-    token_file: Option<std::path::PathBuf>,
-
-    /// A run under this agent's name that this process is not running and
-    /// on which nothing was written for this long is closed as failed: its
-    /// agent stopped (a crash, or a restart). Keep it well above the longest
-    /// pause between two tokens.
-    #[arg(long, default_value_t = durable_session_agent::runner::DEFAULT_ORPHAN_AFTER.as_millis() as u64, value_name = "MS")]
-    orphan_after_ms: u64,
-
-    /// The access token itself (prefer --token-file: an environment
-    /// variable cannot be renewed while the agent runs).
-    #[arg(long, env = "DURABLE_SESSION_TOKEN", hide_env_values = true, value_name = "JWT")]
-    token: Option<String>,
 }
 
 /// The model that answers.
