@@ -4,6 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+/// The most bytes of one batch: a fuller one is written at once, well
+/// within the server's frame limit (1 MiB, protocol.md §6).
+pub const MAX_BATCH_BYTES: usize = 16 * 1024;
+
 /// What a batch is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -28,6 +32,8 @@ pub enum Kind {
 /// assert_eq!(b.push(Kind::Reasoning, "hm", t0), Some((Kind::Text, "Hello".into())));
 /// assert_eq!(b.take(), Some((Kind::Reasoning, "hm".into())));
 /// assert_eq!((b.take(), b.due()), (None, None));
+/// b.push(Kind::Text, &"x".repeat(durable_session_agent::batch::MAX_BATCH_BYTES), t0);
+/// assert!(b.full());
 /// ```
 #[derive(Debug)]
 pub struct Batcher {
@@ -56,6 +62,13 @@ impl Batcher {
                 before
             }
         }
+    }
+
+    /// The pending batch holds [`MAX_BATCH_BYTES`] or more: write it now.
+    pub fn full(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|(_, text, _)| text.len() >= MAX_BATCH_BYTES)
     }
 
     /// When the pending batch is to be written.

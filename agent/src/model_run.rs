@@ -62,6 +62,10 @@ impl RunTarget<'_> {
     }
 }
 
+/// The most bytes of a tool call's name and arguments (its `tool_call`
+/// event must fit the server's frame limit, 1 MiB).
+const MAX_TOOL_CALL_BYTES: usize = 256 * 1024;
+
 /// Tool calls being streamed, by index.
 #[derive(Default)]
 struct ToolCalls(Vec<(u64, String, String, String)>);
@@ -83,6 +87,17 @@ impl ToolCalls {
             call.2.push_str(&name);
         }
         call.3.push_str(arguments);
+    }
+
+    /// Why the calls cannot be written: one grew past
+    /// [`MAX_TOOL_CALL_BYTES`].
+    fn too_large(&self) -> Option<String> {
+        let call = self.0.iter().find(|c| c.2.len() + c.3.len() > MAX_TOOL_CALL_BYTES)?;
+        Some(format!(
+            "the model's tool call {} is larger than {} KiB",
+            call.2,
+            MAX_TOOL_CALL_BYTES / 1024
+        ))
     }
 
     /// Writes every call as a `tool_call` event; returns them.
@@ -343,27 +358,31 @@ async fn stream_answer(
                 Some(Err(e)) => break Ended::Run((RunStatus::Failed, Some(e.to_string()))),
                 Some(Ok(pieces)) => {
                     let now = Instant::now();
-                    let mut before = Vec::new();
+                    let mut ready = Vec::new();
                     for piece in pieces {
                         match piece {
                             Piece::Text(t) => {
                                 budget.token();
                                 partial.push_str(&t);
-                                before.extend(batcher.push(Kind::Text, &t, now));
+                                ready.extend(batcher.push(Kind::Text, &t, now));
                             }
                             Piece::Reasoning(r) => {
                                 budget.token();
-                                before.extend(batcher.push(Kind::Reasoning, &r, now));
+                                ready.extend(batcher.push(Kind::Reasoning, &r, now));
                             }
-                            Piece::ToolCall { index, id, name, arguments } => calls.add(index, id, name, &arguments),
+                            Piece::ToolCall { index, id, name, arguments } => {
+                                budget.token();
+                                calls.add(index, id, name, &arguments);
+                            }
                         }
                     }
-                    for batch in before {
+                    ready.extend(batcher.full().then(|| batcher.take()).flatten());
+                    for batch in ready {
                         if let Err(outcome) = target.write_batch(Some(batch)).await {
                             return Ended::Run(outcome);
                         }
                     }
-                    if let Some(reason) = budget.exceeded() {
+                    if let Some(reason) = budget.exceeded().or_else(|| calls.too_large()) {
                         break Ended::Run((RunStatus::Failed, Some(reason)));
                     }
                 }

@@ -231,7 +231,7 @@ impl Provider {
         if !status.is_success() {
             return Err(ModelError::Status {
                 status: status.as_u16(),
-                body: error_body(response, stall).await,
+                body: error_body(response, stall, self.config.api_key.as_deref()).await,
             });
         }
         Ok(ModelStream {
@@ -243,8 +243,8 @@ impl Provider {
 }
 
 /// The start of an error response's body (bounded, read for at most the
-/// stall timeout).
-async fn error_body(mut response: reqwest::Response, stall: Duration) -> String {
+/// stall timeout), without the API key should the provider echo it.
+async fn error_body(mut response: reqwest::Response, stall: Duration, key: Option<&str>) -> String {
     let mut bytes = Vec::new();
     let read = async {
         while bytes.len() < ERROR_BODY_CHARS * 4 {
@@ -255,7 +255,10 @@ async fn error_body(mut response: reqwest::Response, stall: Duration) -> String 
         }
     };
     let _ = tokio::time::timeout(stall, read).await;
-    let text = String::from_utf8_lossy(&bytes);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if let Some(key) = key.filter(|k| !k.is_empty()) {
+        text = text.replace(key, "<the API key>");
+    }
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     text.chars().take(ERROR_BODY_CHARS).collect()
 }

@@ -411,12 +411,12 @@ async fn a_streamed_answer_lands_with_fewer_events_than_tokens() {
     let run = tab.until_finished("m1").await;
 
     assert_eq!(finish_of(&tab.events, &run), Some((RunStatus::Completed, None)));
-    let deltas = deltas(&tab.events, &run);
-    assert_eq!(deltas.concat(), words.concat(), "the whole answer, in order");
+    let at_once = deltas(&tab.events, &run);
+    assert_eq!(at_once.concat(), words.concat(), "the whole answer, in order");
     assert!(
-        deltas.len() < TOKENS,
+        at_once.len() < TOKENS,
         "{} text_delta events for {TOKENS} tokens",
-        deltas.len()
+        at_once.len()
     );
     let requests = world.provider.requests();
     assert_eq!(requests.len(), 1);
@@ -424,9 +424,29 @@ async fn a_streamed_answer_lands_with_fewer_events_than_tokens() {
     assert_eq!(requests[0].body["stream"], true);
     assert_eq!(requests[0].authorization.as_deref(), Some("Bearer sk-test"));
     assert_eq!(messages(&requests[0]), pairs(&[("user", "count for me")]));
+    let at_once = at_once.len();
+
+    // A model streaming a token every 2 ms: a batch per 30 ms window.
+    let stream = world.provider.live();
+    tab.ask("m2", "count slowly").await;
+    let run = tab.until_started("m2").await;
+    let mut pace = tokio::time::interval(Duration::from_millis(2));
+    for w in &words {
+        pace.tick().await;
+        stream.send(sse_token(w)).unwrap();
+    }
+    stream.send("data: [DONE]\n\n".into()).unwrap();
+    tab.until_finished("m2").await;
+    let paced = deltas(&tab.events, &run);
+    assert_eq!(paced.concat(), words.concat());
+    assert!(
+        paced.len() < TOKENS / 2,
+        "{} text_delta events for {TOKENS} tokens",
+        paced.len()
+    );
     println!(
-        "{TOKENS} tokens streamed at once landed as {} text_delta events",
-        deltas.len()
+        "{TOKENS} tokens landed as {at_once} text_delta event(s) streamed at once, as {} streamed one per 2 ms (30 ms window)",
+        paced.len()
     );
 }
 
@@ -761,16 +781,17 @@ async fn runs_over_their_budget_end_failed() {
 }
 
 /// The real binary: the key is sent to the provider and appears nowhere in
-/// the agent's output, at the most verbose log level.
+/// the agent's output, at the most verbose log level, nor in the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_is_sent_and_never_logged() {
     const KEY: &str = "sk-this-is-a-secret-0123456789";
     let world = World::without_agent().await;
     world.provider.reply(Reply::Chunks(vec![token("Hello")]));
+    // A provider that echoes the key in an error.
     world.provider.reply(Reply::Status {
-        status: 500,
+        status: 401,
         retry_after: None,
-        body: "no",
+        body: "invalid key: sk-this-is-a-secret-0123456789",
     });
     let mut agent = Command::new(env!("CARGO_BIN_EXE_durable-session-agent"))
         .args([
@@ -799,10 +820,17 @@ async fn the_api_key_is_sent_and_never_logged() {
     let run = tab.until_finished("m1").await;
     assert_eq!(finish_of(&tab.events, &run), Some((RunStatus::Completed, None)));
     assert_eq!(deltas(&tab.events, &run).concat(), "Hello");
-    // A failed request logs its reason: still without the key.
+    // A failed request logs its reason and writes it into the session:
+    // without the key.
     tab.ask("m2", "again").await;
     let run = tab.until_finished("m2").await;
-    assert_eq!(finish_of(&tab.events, &run).unwrap().0, RunStatus::Failed);
+    assert_eq!(
+        finish_of(&tab.events, &run),
+        Some((
+            RunStatus::Failed,
+            Some("the model provider answered 401: invalid key: <the API key>".into())
+        ))
+    );
     agent.kill().unwrap();
     agent.wait().unwrap();
     let output: String = readers.into_iter().map(|r| r.join().unwrap()).collect();
