@@ -166,8 +166,11 @@ for i in $(seq 1 "$nodes"); do
   n=$(( (i % nodes) + 1 ))
   agent_servers+=(--server "http://127.0.0.1:$((api_port + n - 1))")
 done
+# AGENT_ARGS: more flags for the agent, e.g. a real model (README: "Point the
+# demo at a local Ollama or vLLM"). The simulated model is the default.
+read -r -a agent_args <<< "${AGENT_ARGS:-}"
 "$bin"/durable-session-agent "${agent_servers[@]}" --token-file "$data/agent.jwt" \
-  --tokens-per-second "${AGENT_TOKENS_PER_SECOND:-20}" &
+  --tokens-per-second "${AGENT_TOKENS_PER_SECOND:-20}" "${agent_args[@]}" &
 pids+=($!)
 essential+=($!)
 

@@ -27,6 +27,10 @@
 //!   [`AgentConfig::orphan_after`]) is closed as `failed`; one that another
 //!   process of the same agent is still writing is left alone.
 
+pub mod batch;
+pub mod history;
+mod model_run;
+pub mod openai;
 pub mod runner;
 pub mod session;
 pub mod textgen;

@@ -17,6 +17,8 @@ use durable_sessions::native::{Client, NativeOptions, TokenProvider};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::model_run::{RunTarget, model_run};
+use crate::openai::{OpenAiConfig, Provider};
 use crate::session::{Control, OrphanWatch, Question, SessionState};
 use crate::textgen::TextGen;
 
@@ -51,6 +53,24 @@ pub struct AgentConfig {
     /// closed as `failed`: whoever wrote it stopped (docs/protocol.md §11).
     /// Much longer than a pause between two tokens.
     pub orphan_after: Duration,
+    /// The model: `None` for the simulated one ([`TextGen`]), or an
+    /// OpenAI-compatible provider, which then answers every message under
+    /// [`AgentConfig::name`] (multi-agent mode is the simulated model's).
+    pub model: Option<OpenAiConfig>,
+    /// How long a model's streamed pieces are gathered before they are
+    /// written as one event.
+    pub delta_window: Duration,
+    /// The most characters of history sent to a model (the oldest messages
+    /// are left out beyond it).
+    pub max_history_chars: usize,
+    /// A run still going after this long ends `failed`.
+    pub max_run_time: Option<Duration>,
+    /// A run that wrote more tokens than this (a model's streamed pieces,
+    /// about one token each; the simulated model's tokens) ends `failed`.
+    pub max_run_tokens: Option<u64>,
+    /// How long a model run waits for the `tool_result` of each of its tool
+    /// calls before it ends `failed`.
+    pub tool_result_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -60,6 +80,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("fallback_urls", &self.fallback_urls)
             .field("name", &self.name)
             .field("token", &self.token.as_ref().map(|_| "<provider>"))
+            .field("model", &self.model)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +104,12 @@ impl AgentConfig {
             answer_tokens: 240,
             token: None,
             orphan_after: DEFAULT_ORPHAN_AFTER,
+            model: None,
+            delta_window: DEFAULT_DELTA_WINDOW,
+            max_history_chars: DEFAULT_MAX_HISTORY_CHARS,
+            max_run_time: None,
+            max_run_tokens: None,
+            tool_result_timeout: DEFAULT_TOOL_RESULT_TIMEOUT,
         }
     }
 
@@ -98,6 +125,42 @@ impl AgentConfig {
 
 /// Default of [`AgentConfig::orphan_after`].
 pub const DEFAULT_ORPHAN_AFTER: Duration = Duration::from_secs(10);
+
+/// Default of [`AgentConfig::delta_window`].
+pub const DEFAULT_DELTA_WINDOW: Duration = Duration::from_millis(30);
+
+/// Default of [`AgentConfig::tool_result_timeout`].
+pub const DEFAULT_TOOL_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default of [`AgentConfig::max_history_chars`].
+pub const DEFAULT_MAX_HISTORY_CHARS: usize = 100_000;
+
+/// What a run may still spend.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    max_tokens: Option<u64>,
+    tokens: u64,
+}
+
+impl Budget {
+    fn new(config: &AgentConfig) -> Self {
+        Self {
+            max_tokens: config.max_run_tokens,
+            tokens: 0,
+        }
+    }
+
+    /// One more token written.
+    pub(crate) fn token(&mut self) {
+        self.tokens += 1;
+    }
+
+    /// Why the run must stop, once it wrote more than its tokens.
+    pub(crate) fn exceeded(&self) -> Option<String> {
+        let max = self.max_tokens?;
+        (self.tokens > max).then(|| format!("the run exceeded its budget of {max} tokens (--max-run-tokens)"))
+    }
+}
 
 /// How long a run waits to learn whose `run_started` was stored when its
 /// claim came back as a duplicate (the stored event is on its way to the
@@ -151,6 +214,14 @@ fn new_run_id(message_id: &str) -> String {
 
 /// Runs the agents until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
+    let provider = match &config.model {
+        Some(model) => {
+            let provider = Provider::new(model.clone()).map_err(|e| ClientError::new("model_failed", e.to_string()))?;
+            tracing::info!(base_url = %model.base_url, model = %model.model_name, api_key = model.api_key.is_some(), "answering with an OpenAI-compatible model");
+            Some(Arc::new(provider))
+        }
+        None => None,
+    };
     let config = Arc::new(config);
     let client = config.connect();
     let mut index = client.subscribe(SESSION_INDEX_PATH, SubscribeOptions::default()).await;
@@ -167,7 +238,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                         let Some(IndexEvent::SessionCreated { session_id }) = IndexEvent::parse(&raw) else { continue };
                         if known.insert(session_id.clone()) {
                             tracing::info!(%session_id, "joining session");
-                            sessions.spawn(session_loop(client.clone(), config.clone(), session_id));
+                            sessions.spawn(session_loop(client.clone(), config.clone(), provider.clone(), session_id));
                         }
                     }
                 }
@@ -183,15 +254,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
 }
 
 /// How a run ended, as its `run_finished` says.
-type Outcome = (RunStatus, Option<String>);
+pub(crate) type Outcome = (RunStatus, Option<String>);
 
 /// The outcome of a run that could not write to the session.
-fn cannot_write(e: &ClientError) -> Outcome {
+pub(crate) fn cannot_write(e: &ClientError) -> Outcome {
     (RunStatus::Failed, Some(format!("could not write to the session: {e}")))
 }
 
 /// Appends `event`; a failure is logged and returned.
-async fn append(client: &Client, path: &str, event: SessionEvent) -> Result<(), ClientError> {
+pub(crate) async fn append(client: &Client, path: &str, event: SessionEvent) -> Result<(), ClientError> {
     client.append_event(path, &event).await.map(|_| ()).map_err(|e| {
         tracing::warn!(%path, error = %e, "append failed");
         e
@@ -216,7 +287,7 @@ struct Claim {
     verdict: oneshot::Sender<bool>,
 }
 
-async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: String) {
+async fn session_loop(client: Client, config: Arc<AgentConfig>, provider: Option<Arc<Provider>>, session_id: String) {
     let path = session_path(&session_id);
     let mut sub = client.subscribe(&path, SubscribeOptions::default()).await;
     let ours = [config.name.clone(), config.orchestrator.clone()];
@@ -307,8 +378,12 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                     },
                 );
                 let (client, config, path, done) = (client.clone(), config.clone(), path.clone(), finished_tx.clone());
+                // The model is sent the conversation as the log has it now.
+                let model = provider
+                    .clone()
+                    .map(|p| (p, state.transcript().history(&question.id, config.max_history_chars)));
                 tokio::spawn(async move {
-                    answer(&client, &config, &path, &run_id, &question, control, verdict).await;
+                    answer(&client, &config, model, &path, &run_id, &question, control, verdict).await;
                     let _ = done.send(run_id);
                 });
             }
@@ -317,7 +392,7 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
 }
 
 /// Completes at `at`, or never.
-async fn sleep_until_some(at: Option<Instant>) {
+pub(crate) async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
@@ -361,29 +436,59 @@ async fn claim(
 
 /// Claims `question` and, if this process won, answers it and finishes the
 /// run — as `failed`, with the reason, when the run could not write.
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     client: &Client,
     config: &AgentConfig,
+    model: Option<(Arc<Provider>, Vec<serde_json::Value>)>,
     path: &str,
     run_id: &str,
     question: &Question,
-    control: mpsc::UnboundedReceiver<Control>,
+    mut control: mpsc::UnboundedReceiver<Control>,
     verdict: oneshot::Receiver<bool>,
 ) {
-    let agent = match question.mode {
-        RunMode::Single => &config.name,
-        RunMode::Multi => &config.orchestrator,
+    let agent = match (question.mode, &model) {
+        (RunMode::Multi, None) => &config.orchestrator,
+        _ => &config.name,
     };
     if !claim(client, path, run_id, agent, question, verdict).await {
         return;
     }
-    let outcome = match question.mode {
-        RunMode::Single => single_run(client, config, path, run_id, question, control).await,
-        RunMode::Multi => multi_run(client, config, path, run_id, question, control).await,
+    tracing::info!(%path, %run_id, message = %question.id, %agent, model = model.is_some(), "run started");
+    let mut budget = Budget::new(config);
+    let work = async {
+        match (model, question.mode) {
+            (Some((provider, history)), _) => {
+                let target = RunTarget {
+                    client,
+                    path,
+                    run_id,
+                    agent,
+                };
+                model_run(&target, config, &provider, history, &mut control, &mut budget).await
+            }
+            (None, RunMode::Single) => {
+                single_run(client, config, path, run_id, question, &mut control, &mut budget).await
+            }
+            (None, RunMode::Multi) => multi_run(client, config, path, run_id, question, &mut control).await,
+        }
+    };
+    // The run's time budget: past it, whatever the run was doing is dropped
+    // (a model's request with it).
+    let outcome = match config.max_run_time {
+        Some(max) => tokio::time::timeout(max, work).await.unwrap_or_else(|_| {
+            let reason = format!(
+                "the run exceeded its budget of {} s (--max-run-seconds)",
+                max.as_secs_f64()
+            );
+            (RunStatus::Failed, Some(reason))
+        }),
+        None => work.await,
     };
     if outcome.0 == RunStatus::Failed {
         tracing::warn!(%path, %run_id, reason = ?outcome.1, "the run failed");
     }
+    tracing::info!(%path, %run_id, status = outcome.0.as_str(), "run finished");
     finish(client, path, run_id, outcome).await;
 }
 
@@ -395,7 +500,8 @@ async fn single_run(
     path: &str,
     run_id: &str,
     question: &Question,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    budget: &mut Budget,
 ) -> Outcome {
     let mut text = TextGen::new(&question.text);
     let mut written = 0;
@@ -414,6 +520,7 @@ async fn single_run(
                         return cannot_write(&e);
                     }
                 }
+                Some(Control::ToolResult { .. }) => {} // no calls, no results
                 None => return (RunStatus::Failed, Some("the agent stopped".into())),
             },
             () = tokio::time::sleep(config.token_interval) => {
@@ -423,6 +530,10 @@ async fn single_run(
                     return cannot_write(&e);
                 }
                 written += 1;
+                budget.token();
+                if let Some(reason) = budget.exceeded() {
+                    return (RunStatus::Failed, Some(reason));
+                }
             }
         }
     }
@@ -437,7 +548,7 @@ async fn multi_run(
     path: &str,
     run_id: &str,
     question: &Question,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Outcome {
     let (orders, _) = broadcast::channel::<Control>(16);
     let mut team = JoinSet::new();
@@ -472,6 +583,7 @@ async fn multi_run(
                         break;
                     }
                 }
+                Some(Control::ToolResult { .. }) => {}
                 None => {
                     stop("agent shutdown");
                     ended = Some((RunStatus::Failed, Some("the agent stopped".into())));
@@ -545,6 +657,7 @@ async fn sub_agent(
             order = orders.recv() => match order {
                 Ok(Control::Cancel { .. }) | Err(broadcast::error::RecvError::Closed) => break "stopped",
                 Ok(Control::Steer { text: direction }) => text.steer(&direction),
+                Ok(Control::ToolResult { .. }) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
             },
             () = tokio::time::sleep(interval) => {

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use durable_session_protocol::session::{RunMode, SessionEvent};
 
+use crate::history::Transcript;
+
 /// A user message waiting for an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Question {
@@ -16,8 +18,19 @@ pub struct Question {
 /// A control event for a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    Cancel { by: String },
-    Steer { text: String },
+    Cancel {
+        by: String,
+    },
+    Steer {
+        text: String,
+    },
+    /// The result of one of the run's tool calls (a model run waits for
+    /// them; the simulated model makes no calls).
+    ToolResult {
+        call_id: String,
+        output: String,
+        error: Option<String>,
+    },
 }
 
 /// The agent's view of a session.
@@ -30,6 +43,8 @@ pub struct SessionState {
     /// Messages skipped because they are no session event this agent can
     /// read.
     skipped: u64,
+    /// What was said, for the history a model is sent.
+    transcript: Transcript,
 }
 
 impl SessionState {
@@ -63,6 +78,7 @@ impl SessionState {
 
     /// Folds one event. Returns a control for a run, if the event is one.
     pub fn apply(&mut self, event: &SessionEvent) -> Option<(String, Control)> {
+        self.transcript.apply(event);
         match event {
             SessionEvent::UserMessage { id, text, mode, .. } => {
                 if !self.answered.contains(id) && !self.waiting.iter().any(|q| q.id == *id) {
@@ -89,7 +105,24 @@ impl SessionState {
             }
             SessionEvent::Cancel { run_id, by } => Some((run_id.clone(), Control::Cancel { by: by.clone() })),
             SessionEvent::Steer { run_id, text, .. } => Some((run_id.clone(), Control::Steer { text: text.clone() })),
-            SessionEvent::TextDelta { .. } | SessionEvent::Progress { .. } | SessionEvent::SteerApplied { .. } => None,
+            SessionEvent::ToolResult {
+                run_id,
+                call_id,
+                output,
+                error,
+            } => Some((
+                run_id.clone(),
+                Control::ToolResult {
+                    call_id: call_id.clone(),
+                    output: output.clone(),
+                    error: error.clone(),
+                },
+            )),
+            SessionEvent::TextDelta { .. }
+            | SessionEvent::Progress { .. }
+            | SessionEvent::SteerApplied { .. }
+            | SessionEvent::ToolCall { .. }
+            | SessionEvent::ReasoningDelta { .. } => None,
         }
     }
 
@@ -107,6 +140,12 @@ impl SessionState {
             self.answered.insert(q.id.clone());
         }
         questions
+    }
+
+    /// What was said in the session, from which the history a model is
+    /// sent is built ([`Transcript::history`]).
+    pub fn transcript(&self) -> &Transcript {
+        &self.transcript
     }
 
     /// The agent of a run that started and has not finished.

@@ -112,7 +112,7 @@ impl std::fmt::Display for EventError {
 impl std::error::Error for EventError {}
 
 /// Every [`SessionEvent::type_name`].
-const CORE_TYPES: [&str; 8] = [
+const CORE_TYPES: [&str; 11] = [
     "user_message",
     "run_started",
     "text_delta",
@@ -121,6 +121,9 @@ const CORE_TYPES: [&str; 8] = [
     "steer",
     "steer_applied",
     "run_finished",
+    "tool_call",
+    "tool_result",
+    "reasoning_delta",
 ];
 
 /// One event of a session.
@@ -165,6 +168,34 @@ pub enum SessionEvent {
         status: RunStatus,
         reason: Option<String>,
     },
+    /// The model asked for a tool call (OpenAI's `tool_calls`), complete.
+    ToolCall {
+        run_id: String,
+        agent: String,
+        /// Names the call; its [`SessionEvent::ToolResult`] repeats it.
+        call_id: String,
+        /// The tool's name.
+        name: String,
+        /// The arguments as the model wrote them: JSON text (normally an
+        /// object), kept as text because a model may write invalid JSON.
+        arguments: String,
+    },
+    /// The result of a tool call, written by whoever ran the tool.
+    ToolResult {
+        run_id: String,
+        call_id: String,
+        /// The tool's output as text (what the model reads next).
+        output: String,
+        /// The tool failed, and why (`output` may then be empty).
+        error: Option<String>,
+    },
+    /// A piece of the model's reasoning (OpenAI-compatible providers'
+    /// `reasoning_content` / `reasoning`), shown apart from the answer.
+    ReasoningDelta {
+        run_id: String,
+        agent: String,
+        delta: String,
+    },
 }
 
 impl SessionEvent {
@@ -178,7 +209,10 @@ impl SessionEvent {
             | Self::Cancel { run_id, .. }
             | Self::Steer { run_id, .. }
             | Self::SteerApplied { run_id, .. }
-            | Self::RunFinished { run_id, .. } => Some(run_id),
+            | Self::RunFinished { run_id, .. }
+            | Self::ToolCall { run_id, .. }
+            | Self::ToolResult { run_id, .. }
+            | Self::ReasoningDelta { run_id, .. } => Some(run_id),
         }
     }
 
@@ -206,6 +240,9 @@ impl SessionEvent {
             Self::Steer { .. } => "steer",
             Self::SteerApplied { .. } => "steer_applied",
             Self::RunFinished { .. } => "run_finished",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
+            Self::ReasoningDelta { .. } => "reasoning_delta",
         }
     }
 
@@ -248,6 +285,33 @@ impl SessionEvent {
                 o.str("run_id", run_id)
                     .str("status", status.as_str())
                     .opt_str("reason", reason.as_deref());
+            }
+            Self::ToolCall {
+                run_id,
+                agent,
+                call_id,
+                name,
+                arguments,
+            } => {
+                o.str("run_id", run_id)
+                    .str("agent", agent)
+                    .str("call_id", call_id)
+                    .str("name", name)
+                    .str("arguments", arguments);
+            }
+            Self::ToolResult {
+                run_id,
+                call_id,
+                output,
+                error,
+            } => {
+                o.str("run_id", run_id)
+                    .str("call_id", call_id)
+                    .str("output", output)
+                    .opt_str("error", error.as_deref());
+            }
+            Self::ReasoningDelta { run_id, agent, delta } => {
+                o.str("run_id", run_id).str("agent", agent).str("delta", delta);
             }
         }
         o.finish()
@@ -314,6 +378,24 @@ impl SessionEvent {
                 run_id: s("run_id")?,
                 status: RunStatus::parse(&s("status")?),
                 reason: v.get("reason").and_then(Json::str).map(str::to_owned),
+            },
+            "tool_call" => Self::ToolCall {
+                run_id: s("run_id")?,
+                agent: s("agent")?,
+                call_id: s("call_id")?,
+                name: s("name")?,
+                arguments: s("arguments")?,
+            },
+            "tool_result" => Self::ToolResult {
+                run_id: s("run_id")?,
+                call_id: s("call_id")?,
+                output: s("output")?,
+                error: v.get("error").and_then(Json::str).map(str::to_owned),
+            },
+            "reasoning_delta" => Self::ReasoningDelta {
+                run_id: s("run_id")?,
+                agent: s("agent")?,
+                delta: s("delta")?,
             },
             other => return Err(EventError(format!("unknown event type \"{other}\""))),
         })
@@ -400,6 +482,24 @@ mod tests {
                 run_id: "r".into(),
                 status: RunStatus::Cancelled,
                 reason: Some("stop".into()),
+            },
+            SessionEvent::ToolCall {
+                run_id: "r".into(),
+                agent: "model".into(),
+                call_id: "c1".into(),
+                name: "weather".into(),
+                arguments: r#"{"city":"Oslo"}"#.into(),
+            },
+            SessionEvent::ToolResult {
+                run_id: "r".into(),
+                call_id: "c1".into(),
+                output: "4 °C".into(),
+                error: None,
+            },
+            SessionEvent::ReasoningDelta {
+                run_id: "r".into(),
+                agent: "model".into(),
+                delta: "hm".into(),
             },
         ];
         let names: Vec<&str> = events.iter().map(SessionEvent::type_name).collect();

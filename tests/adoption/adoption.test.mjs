@@ -232,11 +232,11 @@ test("useChat + DurableChatTransport: reasoning, a tool call and text become par
     run({ type: "run_started", in_reply_to: message.id }),
     run({ type: "reasoning_delta", delta: "The user wants " }),
     run({ type: "reasoning_delta", delta: "the weather." }),
-    run({ type: "tool_call", call_id: "call-1", name: "weather", input: { city: "Oslo" } }),
+    run({ type: "tool_call", call_id: "call-1", name: "weather", arguments: '{"city":"Oslo"}' }),
   ]);
   await waitFor(a, () => window.__chat.messages[1]?.parts.some((p) => p.type === "dynamic-tool"));
   await append(quiet.url, id, [
-    run({ type: "tool_result", call_id: "call-1", output: { celsius: 4 } }),
+    { type: "tool_result", run_id: "run-1", call_id: "call-1", output: '{"celsius":4}' },
     run({ type: "text_delta", delta: "It is 4 °C " }),
     run({ type: "text_delta", delta: "in Oslo." }),
     { type: "app.unrelated", run_id: "run-1" },
@@ -245,7 +245,7 @@ test("useChat + DurableChatTransport: reasoning, a tool call and text become par
   await waitFor(a, () => window.__chat.status === "ready" && window.__chat.messages[1]?.metadata?.state === "completed");
   const expected = [
     { type: "reasoning", text: "The user wants the weather.", state: "done" },
-    { type: "dynamic-tool", toolName: "weather", toolCallId: "call-1", state: "output-available", input: { city: "Oslo" }, output: { celsius: 4 } },
+    { type: "dynamic-tool", toolName: "weather", toolCallId: "call-1", state: "output-available", input: { city: "Oslo" }, output: '{"celsius":4}' },
     { type: "text", text: "It is 4 °C in Oslo.", state: "done" },
   ];
   const shape = (parts) =>

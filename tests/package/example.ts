@@ -10,6 +10,7 @@ import init, {
   type SessionEnvelope,
   type StateChange,
   type TokenProvider,
+  type ToolCall,
 } from "durable-sessions";
 
 export async function demo(): Promise<void> {
@@ -58,6 +59,9 @@ export async function demo(): Promise<void> {
       if (item.kind === "run") {
         const lanes: string[] = item.lanes.map((l) => `${l.agent}: ${l.text}`);
         console.log(item.runId, item.state, item.text, lanes);
+        // A real model's reasoning and tool calls, folded into the run.
+        const tools: string[] = item.toolCalls.map((c: ToolCall) => `${c.name}(${c.arguments}) = ${c.output ?? c.error ?? "…"}`);
+        console.log(item.reasoning, tools);
       } else if (item.kind === "user") {
         console.log(item.author, item.text);
       } else {

@@ -46,40 +46,13 @@ export interface DurableChatTransportOptions {
 }
 
 type Item = ChatItem<AppEvents>;
-type Fields = Record<string, unknown>;
 
-/** The events of another type that become parts: reasoning and tool calls of a run. */
-function runEvent(item: Item | undefined, runId: string): Fields | undefined {
-  if (item?.kind !== "event") return undefined;
-  const e = item.event as Fields;
-  const ours = e.run_id === runId && (e.type === "reasoning_delta" || e.type === "tool_call" || e.type === "tool_result");
-  return ours ? e : undefined;
-}
-
-const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
-const callId = (e: Fields): string => str(e.call_id) ?? str(e.tool_call_id) ?? str(e.id) ?? "";
-
-/** What a run's reasoning and tool events add up to so far. */
-class Extras {
-  reasoning = "";
-  tools: { id: string; name: string; input: unknown; output?: unknown; error?: string; done: boolean }[] = [];
-
-  add(e: Fields): void {
-    if (e.type === "reasoning_delta") {
-      this.reasoning += str(e.delta) ?? "";
-    } else if (e.type === "tool_call") {
-      const id = callId(e);
-      if (!this.tools.some((t) => t.id === id)) {
-        this.tools.push({ id, name: str(e.name) ?? "tool", input: e.input ?? e.arguments ?? e.args ?? {}, done: false });
-      }
-    } else {
-      const tool = this.tools.find((t) => t.id === callId(e) && !t.done);
-      if (tool) {
-        tool.done = true;
-        tool.error = str(e.error);
-        tool.output = e.output ?? e.result ?? null;
-      }
-    }
+/** A tool call's arguments (JSON text) as the part's `input`; text that is no JSON stays text. */
+function input(args: string): unknown {
+  try {
+    return JSON.parse(args);
+  } catch {
+    return args;
   }
 }
 
@@ -88,17 +61,18 @@ function metadata(run: RunItem): DurableRunMetadata {
 }
 
 /** The parts of a run, in the order a live stream creates them. */
-function partsOf(run: RunItem, extras: Extras, done: boolean): UIMessage["parts"] {
+function partsOf(run: RunItem, done: boolean): UIMessage["parts"] {
   const state = done ? "done" : "streaming";
   const parts: UIMessage["parts"] = [];
-  if (extras.reasoning) parts.push({ type: "reasoning", text: extras.reasoning, state });
-  for (const t of extras.tools) {
+  if (run.reasoning) parts.push({ type: "reasoning", text: run.reasoning, state });
+  for (const t of run.toolCalls) {
+    const call = { type: "dynamic-tool", toolName: t.name, toolCallId: t.callId, input: input(t.arguments) } as const;
     parts.push(
-      !t.done
-        ? { type: "dynamic-tool", toolName: t.name, toolCallId: t.id, state: "input-available", input: t.input }
-        : t.error !== undefined
-          ? { type: "dynamic-tool", toolName: t.name, toolCallId: t.id, state: "output-error", input: t.input, errorText: t.error }
-          : { type: "dynamic-tool", toolName: t.name, toolCallId: t.id, state: "output-available", input: t.input, output: t.output },
+      t.error !== null
+        ? { ...call, state: "output-error", errorText: t.error }
+        : t.output !== null
+          ? { ...call, state: "output-available", output: t.output }
+          : { ...call, state: "input-available" },
     );
   }
   if (run.text) parts.push({ type: "text", text: run.text, state });
@@ -133,7 +107,6 @@ function followRun(session: Session<AppEvents>, follow: Follow): { stream: Reada
   let controller!: ReadableStreamDefaultController<UIMessageChunk>;
   let scanned = follow.from;
   let run: { index: number; id: string } | undefined;
-  const extras = new Extras();
   const sent = { start: false, reasoning: 0, text: new Map<string, number>(), tools: new Map<string, "input" | "output">() };
   let finished = false;
   const offs: (() => void)[] = [];
@@ -164,10 +137,6 @@ function followRun(session: Session<AppEvents>, follow: Follow): { stream: Reada
       }
       if (!run) return;
     }
-    for (; scanned < items.length; scanned++) {
-      const e = runEvent(items[scanned], run.id);
-      if (e) extras.add(e);
-    }
     const item = items[run.index];
     if (item?.kind !== "run" || item.runId !== run.id) return;
     if (!sent.start) {
@@ -175,24 +144,24 @@ function followRun(session: Session<AppEvents>, follow: Follow): { stream: Reada
       emit({ type: "start", messageId: run.id, messageMetadata: metadata(item) });
     }
     const reasoningId = `${run.id}:reasoning`;
-    if (extras.reasoning.length > sent.reasoning) {
+    if (item.reasoning.length > sent.reasoning) {
       if (sent.reasoning === 0) emit({ type: "reasoning-start", id: reasoningId });
-      emit({ type: "reasoning-delta", id: reasoningId, delta: extras.reasoning.slice(sent.reasoning) });
-      sent.reasoning = extras.reasoning.length;
+      emit({ type: "reasoning-delta", id: reasoningId, delta: item.reasoning.slice(sent.reasoning) });
+      sent.reasoning = item.reasoning.length;
     }
-    for (const t of extras.tools) {
-      const was = sent.tools.get(t.id);
+    for (const t of item.toolCalls) {
+      const was = sent.tools.get(t.callId);
       if (was === undefined) {
-        emit({ type: "tool-input-available", toolCallId: t.id, toolName: t.name, input: t.input, dynamic: true });
-        sent.tools.set(t.id, "input");
+        emit({ type: "tool-input-available", toolCallId: t.callId, toolName: t.name, input: input(t.arguments), dynamic: true });
+        sent.tools.set(t.callId, "input");
       }
-      if (t.done && was !== "output") {
+      if ((t.output !== null || t.error !== null) && was !== "output") {
         emit(
-          t.error !== undefined
-            ? { type: "tool-output-error", toolCallId: t.id, errorText: t.error, dynamic: true }
-            : { type: "tool-output-available", toolCallId: t.id, output: t.output, dynamic: true },
+          t.error !== null
+            ? { type: "tool-output-error", toolCallId: t.callId, errorText: t.error, dynamic: true }
+            : { type: "tool-output-available", toolCallId: t.callId, output: t.output, dynamic: true },
         );
-        sent.tools.set(t.id, "output");
+        sent.tools.set(t.callId, "output");
       }
     }
     text(run.id, item.text);
@@ -257,8 +226,10 @@ function followRun(session: Session<AppEvents>, follow: Follow): { stream: Reada
  *
  * - **send**: `sendMessage` appends a `user_message` (queued while offline,
  *   stored once) and streams the run that answers it, as `UIMessage` parts:
- *   text (one part per agent), reasoning (`reasoning_delta` events) and
- *   tool calls (`tool_call` / `tool_result` events, as dynamic tools).
+ *   text (one part per agent), reasoning (the run's `reasoning`, from
+ *   `reasoning_delta` events) and tool calls (its `toolCalls`, from
+ *   `tool_call` / `tool_result` events, as dynamic tools whose `input` is
+ *   the parsed `arguments`).
  * - **resume**: with `useChat({ resume: true, messages: transport.messages() })`
  *   a reloaded tab — or another tab, or another device — shows the history
  *   and picks up the answer being written: the resumed stream replays the
@@ -304,21 +275,12 @@ export class DurableChatTransport<UI extends UIMessage = UIMessage> implements C
    */
   messages(): UI[] {
     const items = this.session.items();
-    const extras = new Map<string, Extras>();
-    for (const item of items) {
-      const e = item.kind === "event" ? (item.event as Fields) : undefined;
-      if (e && typeof e.run_id === "string" && runEvent(item, e.run_id)) {
-        let x = extras.get(e.run_id);
-        if (!x) extras.set(e.run_id, (x = new Extras()));
-        x.add(e);
-      }
-    }
     const out: UIMessage[] = [];
     for (const item of items) {
       if (item.kind === "user") {
         out.push({ id: item.id, role: "user", parts: [{ type: "text", text: item.text }] });
       } else if (item.kind === "run") {
-        const parts = partsOf(item, extras.get(item.runId) ?? new Extras(), item.state !== "streaming");
+        const parts = partsOf(item, item.state !== "streaming");
         out.push({ id: item.runId, role: "assistant", metadata: metadata(item), parts });
       }
     }

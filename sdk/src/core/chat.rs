@@ -14,8 +14,9 @@
 //! - **Nothing after the end.** The first `run_finished` ends a run; every
 //!   later event for it — a second `run_finished` included — is ignored.
 //! - **Only agents make runs.** A run appears at the first event an agent
-//!   writes for it (`run_started`, `text_delta`, `progress`, `steer_applied`
-//!   or `run_finished`; normally its `run_started`). A `cancel` or `steer`
+//!   writes for it (`run_started`, `text_delta`, `progress`, `steer_applied`,
+//!   `reasoning_delta`, `tool_call`, `tool_result` or `run_finished`;
+//!   normally its `run_started`). A `cancel` or `steer`
 //!   for a run that has not appeared never creates one: it is held, and
 //!   applied in order when the run appears (so a run's content is the fold
 //!   of its own events in stream order); if the run never appears, neither
@@ -24,6 +25,11 @@
 //!   `run_started`, and until that arrives the first agent seen writing for
 //!   it. That agent's deltas are [`Run::text`]; other agents write into
 //!   [`Run::lanes`]; `progress` always goes to its writer's lane.
+//! - **Reasoning and tools.** `reasoning_delta`s (any agent's) are
+//!   [`Run::reasoning`]; a `tool_call` adds a [`ToolCall`] to
+//!   [`Run::tool_calls`] (a repeated `call_id` is ignored), and the first
+//!   `tool_result` for a call gives it its output (one for no call, or
+//!   after the first, changes nothing).
 //! - A `steer_applied` marks the oldest not yet applied [`Steer`] of the run
 //!   with the same text; one that matches none (a duplicate) changes
 //!   nothing. `text_delta`, `progress` and `steer` have no identity: each
@@ -118,6 +124,21 @@ pub struct Lane {
     pub progress: Vec<String>,
 }
 
+/// A tool call of a run (`tool_call`), with its result once a
+/// `tool_result` for it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub call_id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text, normally).
+    pub arguments: String,
+    /// The tool's output (`None` until its result arrives).
+    pub output: Option<String>,
+    /// The tool failed, and why.
+    pub error: Option<String>,
+}
+
 /// An agent's answer, streaming or finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
@@ -139,6 +160,12 @@ pub struct Run {
     pub steers: Vec<Steer>,
     /// Other agents writing into this run, in order of first appearance.
     pub lanes: Vec<Lane>,
+    /// The model's reasoning (`reasoning_delta` events), shown apart from
+    /// the answer.
+    pub reasoning: String,
+    /// The run's tool calls, in order (the first `tool_call` with a
+    /// `call_id` counts, and the first `tool_result` for it).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl Run {
@@ -154,6 +181,8 @@ impl Run {
             cancel_requested_by: None,
             steers: Vec::new(),
             lanes: Vec::new(),
+            reasoning: String::new(),
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -235,8 +264,27 @@ impl ChatItem {
                     Some(by) => o.str("cancelRequestedBy", by),
                     None => o.raw("cancelRequestedBy", "null"),
                 };
+                let tool_calls: Vec<String> = r
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        let mut co = Obj::new();
+                        co.str("callId", &c.call_id)
+                            .str("name", &c.name)
+                            .str("arguments", &c.arguments);
+                        for (key, value) in [("output", &c.output), ("error", &c.error)] {
+                            match value {
+                                Some(v) => co.str(key, v),
+                                None => co.raw(key, "null"),
+                            };
+                        }
+                        co.finish()
+                    })
+                    .collect();
                 o.raw("steers", &json::array(steers.iter().map(String::as_str)))
-                    .raw("lanes", &json::array(lanes.iter().map(String::as_str)));
+                    .raw("lanes", &json::array(lanes.iter().map(String::as_str)))
+                    .str("reasoning", &r.reasoning)
+                    .raw("toolCalls", &json::array(tool_calls.iter().map(String::as_str)));
             }
         }
         o.finish()
@@ -362,6 +410,37 @@ impl RunFold {
                 run.reason = reason.clone();
                 self.unapplied = Vec::new(); // Nothing will be folded into this run again.
             }
+            SessionEvent::ReasoningDelta { agent, delta, .. } => {
+                self.writer(run, agent);
+                run.reasoning.push_str(delta);
+            }
+            SessionEvent::ToolCall {
+                agent,
+                call_id,
+                name,
+                arguments,
+                ..
+            } => {
+                self.writer(run, agent);
+                if !run.tool_calls.iter().any(|c| c.call_id == *call_id) {
+                    run.tool_calls.push(ToolCall {
+                        call_id: call_id.clone(),
+                        name: name.clone(),
+                        arguments: arguments.clone(),
+                        output: None,
+                        error: None,
+                    });
+                }
+            }
+            SessionEvent::ToolResult {
+                call_id, output, error, ..
+            } => {
+                let call = run.tool_calls.iter_mut().find(|c| c.call_id == *call_id);
+                if let Some(call) = call.filter(|c| c.output.is_none() && c.error.is_none()) {
+                    call.output = Some(output.clone());
+                    call.error = error.clone();
+                }
+            }
             SessionEvent::UserMessage { .. } => {}
         }
     }
@@ -423,7 +502,8 @@ impl ChatView {
 
     /// The transcript as JSON, in the shape of the JS API's `ChatItem[]`:
     /// `{"kind":"user",id,author,text}`, `{"kind":"run",runId,agent,
-    /// inReplyTo,text,state,reason,cancelRequestedBy,steers,lanes}` and
+    /// inReplyTo,text,state,reason,cancelRequestedBy,steers,lanes,reasoning,
+    /// toolCalls}` and
     /// `{"kind":"event",event}`.
     pub fn items_json(&self) -> String {
         let items: Vec<String> = self.items.iter().map(ChatItem::to_json).collect();
@@ -516,7 +596,10 @@ impl ChatView {
             | SessionEvent::TextDelta { run_id, .. }
             | SessionEvent::Progress { run_id, .. }
             | SessionEvent::SteerApplied { run_id, .. }
-            | SessionEvent::RunFinished { run_id, .. } => (run_id, false),
+            | SessionEvent::RunFinished { run_id, .. }
+            | SessionEvent::ReasoningDelta { run_id, .. }
+            | SessionEvent::ToolCall { run_id, .. }
+            | SessionEvent::ToolResult { run_id, .. } => (run_id, false),
         };
         let slot = &mut seen(&mut self.ids, id).run;
         let held = match slot {
@@ -853,7 +936,7 @@ mod tests {
             r#"{"type":"user_message","id":"m1","author":"ada","text":"hi"}"#,
             vote,
             r#"{"type":"run_started","run_id":"r1","agent":"sim","in_reply_to":"m1"}"#,
-            r#"{"type":"tool_call","run_id":"r1","agent":"sim","name":"search"}"#,
+            r#"{"type":"app.tool_progress","run_id":"r1","agent":"sim","name":"search"}"#,
             vote,
         ]);
         let kinds: Vec<&str> = v
@@ -867,7 +950,7 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["user", "vote", "run", "tool_call", "vote"],
+            ["user", "vote", "run", "app.tool_progress", "vote"],
             "each one, where it was"
         );
         assert!(matches!(&v.items()[1], ChatItem::Event(e) if e.json == vote));
@@ -877,6 +960,52 @@ mod tests {
                 .run("r1")
                 .unwrap(),
             "an event naming a run does not change the run"
+        );
+    }
+
+    #[test]
+    fn reasoning_and_tool_calls_are_folded_into_their_run() {
+        let v = fold(&[
+            r#"{"type":"reasoning_delta","run_id":"r1","agent":"model","delta":"The user "}"#,
+            r#"{"type":"run_started","run_id":"r1","agent":"model","in_reply_to":"m1"}"#,
+            r#"{"type":"reasoning_delta","run_id":"r1","agent":"model","delta":"asks."}"#,
+            r#"{"type":"tool_result","run_id":"r1","call_id":"c1","output":"too early"}"#,
+            r#"{"type":"tool_call","run_id":"r1","agent":"model","call_id":"c1","name":"weather","arguments":"{\"city\":\"Oslo\"}"}"#,
+            r#"{"type":"tool_call","run_id":"r1","agent":"model","call_id":"c1","name":"again","arguments":"{}"}"#,
+            r#"{"type":"tool_call","run_id":"r1","agent":"model","call_id":"c2","name":"fails","arguments":"{}"}"#,
+            r#"{"type":"tool_result","run_id":"r1","call_id":"c1","output":"4 C"}"#,
+            r#"{"type":"tool_result","run_id":"r1","call_id":"c1","output":"a second one"}"#,
+            r#"{"type":"tool_result","run_id":"r1","call_id":"c2","output":"","error":"down"}"#,
+            r#"{"type":"run_finished","run_id":"r1","status":"completed"}"#,
+            r#"{"type":"reasoning_delta","run_id":"r1","agent":"model","delta":" late"}"#,
+        ]);
+        assert_eq!(v.items().len(), 1, "no item of their own");
+        let r = v.run("r1").unwrap();
+        assert_eq!(r.reasoning, "The user asks.");
+        let calls: Vec<_> = r
+            .tool_calls
+            .iter()
+            .map(|c| {
+                (
+                    c.call_id.as_str(),
+                    c.name.as_str(),
+                    c.output.as_deref(),
+                    c.error.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("c1", "weather", Some("4 C"), None),
+                ("c2", "fails", Some(""), Some("down"))
+            ]
+        );
+        let json: serde_json::Value = serde_json::from_str(&v.items_json()).unwrap();
+        assert_eq!(json[0]["reasoning"], "The user asks.");
+        assert_eq!(
+            json[0]["toolCalls"][0],
+            serde_json::json!({"callId": "c1", "name": "weather", "arguments": "{\"city\":\"Oslo\"}", "output": "4 C", "error": null})
         );
     }
 

@@ -156,7 +156,7 @@ fn reference(events: &[Ev]) -> Vec<ChatItem> {
 /// The `type` of an event that is not one of §11's types: it passes
 /// through as an item of its own.
 fn other_type(raw: &str) -> Option<String> {
-    const SECTION_11: [&str; 8] = [
+    const SECTION_11: [&str; 11] = [
         "user_message",
         "run_started",
         "text_delta",
@@ -165,6 +165,9 @@ fn other_type(raw: &str) -> Option<String> {
         "steer",
         "steer_applied",
         "run_finished",
+        "tool_call",
+        "tool_result",
+        "reasoning_delta",
     ];
     let v: serde_json::Value = serde_json::from_str(raw).ok()?;
     let ty = v.get("type")?.as_str()?;
@@ -217,6 +220,8 @@ fn reference_run(run_id: &str, events: &[Ev]) -> Run {
         }),
         steers: Vec::new(),
         lanes: Vec::new(),
+        reasoning: String::new(),
+        tool_calls: Vec::new(),
     };
     if let Some(Ev::Finished { status, reason, .. }) = mine.last() {
         run.state = *status;
@@ -278,8 +283,10 @@ fn status() -> impl Strategy<Value = RunState> {
 
 fn unknown(run: String, agent: String) -> impl Strategy<Value = Ev> {
     let raws = vec![
+        // Known types without a field they need: unreadable.
         json!({"type": "tool_call", "run_id": run, "agent": agent, "name": "search"}).to_string(),
-        json!({"type": "reasoning_delta", "run_id": run, "agent": agent, "delta": "hm"}).to_string(),
+        json!({"type": "reasoning_delta", "run_id": run, "agent": agent}).to_string(),
+        json!({"type": "app.tool_progress", "run_id": run, "agent": agent, "delta": "hm"}).to_string(),
         json!({"type": "app_reaction", "emoji": "+1"}).to_string(),
         json!({"type": "text_delta", "run_id": run, "agent": agent}).to_string(),
         // No status: unreadable (a status it does not know would end the run).

@@ -325,6 +325,18 @@ export interface Lane {
   progress: string[];
 }
 
+/** A tool call of a run (`tool_call`), with its `tool_result` once it arrived. */
+export interface ToolCall {
+  callId: string;
+  name: string;
+  /** The arguments as the model wrote them: JSON text, normally an object. */
+  arguments: string;
+  /** The tool's output; `null` until its result arrives. */
+  output: string | null;
+  /** The tool failed, and why. */
+  error: string | null;
+}
+
 export interface UserItem {
   kind: "user";
   id: string;
@@ -343,6 +355,10 @@ export interface RunItem {
   cancelRequestedBy: string | null;
   steers: Steer[];
   lanes: Lane[];
+  /** The model's reasoning (`reasoning_delta` events), apart from the answer. */
+  reasoning: string;
+  /** The run's tool calls (`tool_call` events), with their results. */
+  toolCalls: ToolCall[];
 }
 
 /**
