@@ -295,6 +295,14 @@ pub trait Storage: Send + Sync + 'static {
     /// *before* reading so that no change between the read and the wait is
     /// missed.
     fn changes(&self, path: &str) -> ChangeFeed;
+    /// Stores (or replaces) the document of subscription `id`
+    /// ([`crate::subscriptions`]: its configuration, cursors and wake
+    /// generation), durably before it returns.
+    async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()>;
+    /// Removes the document of subscription `id` (absent: nothing to do).
+    async fn delete_subscription(&self, id: &str) -> StoreResult<()>;
+    /// Every stored subscription document, by id (read once at start-up).
+    async fn subscriptions(&self) -> StoreResult<Vec<(String, Bytes)>>;
 }
 
 /// How often a store writes read touches back and removes expired streams.

@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS producers (
     last_seq INTEGER NOT NULL,
     PRIMARY KEY (stream_id, producer_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    doc BLOB NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Columns added since the first schema, with their definitions: a database
@@ -829,5 +833,41 @@ impl Storage for SqliteStorage {
 
     fn changes(&self, path: &str) -> ChangeFeed {
         self.inner.hub.subscribe(path)
+    }
+
+    async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |conn, _| {
+            conn.execute(
+                "INSERT INTO subscriptions (id, doc) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                rusqlite::params![id, doc.as_ref()],
+            )
+            .map(|_| ())
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |conn, _| {
+            conn.execute("DELETE FROM subscriptions WHERE id = ?1", [id])
+                .map(|_| ())
+                .map_err(internal)
+        })
+        .await
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<(String, Bytes)>> {
+        self.query(|conn, _| {
+            let mut stmt = conn
+                .prepare("SELECT id, doc FROM subscriptions ORDER BY id")
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, Bytes::from(r.get::<_, Vec<u8>>(1)?))))
+                .map_err(internal)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(internal)
+        })
+        .await
     }
 }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::{AsyncConnectionConfig, Client};
 
 use self::ops::{AppendOp, CreateOp, DeleteOp, ExpireOp, TouchOp};
@@ -284,7 +285,38 @@ impl Storage for RedisStorage {
     fn changes(&self, path: &str) -> ChangeFeed {
         self.inner.hub.subscribe(path)
     }
+
+    // Subscription documents: one hash, field = id. Durable like every
+    // write here (appendfsync always).
+    async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()> {
+        self.inner
+            .reader
+            .query(|mut conn| {
+                let doc = doc.clone();
+                async move { redis::cmd("HSET").arg(SUBSCRIPTIONS_KEY).arg(id).arg(doc.as_ref()).query_async::<()>(&mut conn).await }
+            })
+            .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<()> {
+        self.inner
+            .reader
+            .query(|mut conn| async move { redis::cmd("HDEL").arg(SUBSCRIPTIONS_KEY).arg(id).query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<(String, Bytes)>> {
+        let all: Vec<(String, Vec<u8>)> = self
+            .inner
+            .reader
+            .query(|mut conn| async move { redis::cmd("HGETALL").arg(SUBSCRIPTIONS_KEY).query_async(&mut conn).await })
+            .await?;
+        Ok(all.into_iter().map(|(id, doc)| (id, Bytes::from(doc))).collect())
+    }
 }
+
+/// The hash of subscription documents ([`Storage::put_subscription`]).
+const SUBSCRIPTIONS_KEY: &str = "ds:subscriptions";
 
 /// A stream found for a client operation: missing, expired and
 /// soft-deleted streams are errors.
