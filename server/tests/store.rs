@@ -79,6 +79,7 @@ on_every_store!(
     a_feed_wakes_on_append,
     live_read_catches_up_then_follows,
     a_stream_and_its_index_entry_together,
+    subscription_documents,
 );
 
 const JSON: &str = "application/json";
@@ -556,4 +557,29 @@ async fn a_stream_and_its_index_entry_together(st: Store) {
     ));
     assert_eq!(st.s.head("sessions/c").await.unwrap_err(), StoreError::NotFound);
     assert_eq!(entries().await.0.len(), 2);
+}
+
+/// Subscription documents: stored, replaced, listed and removed; they are
+/// not streams.
+async fn subscription_documents(st: Store) {
+    assert!(st.s.subscriptions().await.unwrap().is_empty());
+    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":1}")).await.unwrap();
+    st.s.put_subscription("b", Bytes::from_static(b"{\"v\":2}")).await.unwrap();
+    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":3}")).await.unwrap();
+    let mut all = st.s.subscriptions().await.unwrap();
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            ("a".to_owned(), Bytes::from_static(b"{\"v\":3}")),
+            ("b".to_owned(), Bytes::from_static(b"{\"v\":2}")),
+        ]
+    );
+    assert_eq!(st.s.head("a").await.unwrap_err(), StoreError::NotFound);
+    st.s.delete_subscription("a").await.unwrap();
+    st.s.delete_subscription("absent").await.unwrap();
+    assert_eq!(
+        st.s.subscriptions().await.unwrap(),
+        vec![("b".to_owned(), Bytes::from_static(b"{\"v\":2}"))]
+    );
 }
