@@ -30,5 +30,6 @@
 pub mod runner;
 pub mod session;
 pub mod textgen;
+pub mod webhook;
 
 pub use runner::{AgentConfig, run};

@@ -57,6 +57,40 @@ struct Args {
     /// variable cannot be renewed while the agent runs).
     #[arg(long, env = "DURABLE_SESSION_TOKEN", hide_env_values = true, value_name = "JWT")]
     token: Option<String>,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The webhook-woken mode (serverless agents): no connection to the server
+/// while idle.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Webhook-woken mode")]
+struct WebhookArgs {
+    /// Instead of following every session, listen here for the webhooks of
+    /// a Durable Streams subscription on sessions/* (docs/subscriptions.md):
+    /// each signed wake is verified against the server's JWKS, its sessions'
+    /// waiting messages are answered over a connection opened for that
+    /// wake, and the wake is acked. A forged or stale signature gets 401.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<std::net::SocketAddr>,
+
+    /// The server's webhook keys. Default: --server's /v1/stream/__ds/jwks.json.
+    #[arg(long, value_name = "URL", requires = "webhook_listen")]
+    jwks_url: Option<String>,
+
+    /// Refuse (403) wakes of any other subscription id.
+    #[arg(long, value_name = "ID", requires = "webhook_listen")]
+    webhook_subscription: Option<String>,
+
+    /// Interval of the callbacks that keep a wake's lease while answering;
+    /// keep it well under the subscription's lease_ttl_ms.
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    webhook_heartbeat_ms: u64,
+
+    /// Wakes answered at once; one more is answered 503 (the server retries).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    webhook_max_wakes: usize,
 }
 
 /// The token provider of the flags.
@@ -126,7 +160,45 @@ async fn main() -> std::process::ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    if let Some(addr) = args.webhook.webhook_listen {
+        return serve_webhooks(addr, config, &args.server, args.webhook).await;
+    }
     match run(config, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durable-session-agent: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--webhook-listen`: the webhook-woken agent until Ctrl-C.
+async fn serve_webhooks(
+    addr: std::net::SocketAddr,
+    config: AgentConfig,
+    server: &str,
+    args: WebhookArgs,
+) -> std::process::ExitCode {
+    use durable_session_agent::webhook::{WebhookOptions, serve};
+    let mut options = WebhookOptions::new(config, server);
+    if let Some(url) = args.jwks_url {
+        options.jwks_url = url;
+    }
+    options.subscription = args.webhook_subscription;
+    options.heartbeat = Duration::from_millis(args.webhook_heartbeat_ms.max(1));
+    options.max_wakes = args.webhook_max_wakes.max(1);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("durable-session-agent: cannot listen on {addr}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("durable-session-agent waiting for webhooks on http://{}", listener.local_addr().map_or(addr, |a| a));
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match serve(listener, options, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("durable-session-agent: {e}");

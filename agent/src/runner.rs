@@ -167,7 +167,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                         let Some(IndexEvent::SessionCreated { session_id }) = IndexEvent::parse(&raw) else { continue };
                         if known.insert(session_id.clone()) {
                             tracing::info!(%session_id, "joining session");
-                            sessions.spawn(session_loop(client.clone(), config.clone(), session_id));
+                            sessions.spawn(session_loop(client.clone(), config.clone(), session_id, false));
                         }
                     }
                 }
@@ -216,7 +216,19 @@ struct Claim {
     verdict: oneshot::Sender<bool>,
 }
 
-async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: String) {
+/// Answers the messages waiting in one session and returns once every run
+/// it started has finished, closing its connection: the webhook-woken mode
+/// ([`crate::webhook`]), which holds no connection between wakes.
+pub async fn answer_pending(config: AgentConfig, session_id: String) {
+    let config = Arc::new(config);
+    let client = config.connect();
+    session_loop(client.clone(), config, session_id, true).await;
+    client.close();
+}
+
+/// Follows one session, answering its messages; with `until_idle`, returns
+/// once the history is read and no run of this process is open.
+async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: String, until_idle: bool) {
     let path = session_path(&session_id);
     let mut sub = client.subscribe(&path, SubscribeOptions::default()).await;
     let ours = [config.name.clone(), config.orchestrator.clone()];
@@ -312,6 +324,9 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, session_id: Stri
                     let _ = done.send(run_id);
                 });
             }
+        }
+        if until_idle && caught_up && runs.is_empty() {
+            break;
         }
     }
 }
