@@ -260,3 +260,35 @@ async fn the_reserved_prefix_is_not_a_stream() {
     let (status, _) = put(&plain, "p", pull("a/*"), None).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_pattern_links_existing_streams_at_their_tails() {
+    let s = TestServer::start_with(config(subscriptions(dev()))).await;
+    for path in ["events/old", "other/x"] {
+        let created = s
+            .client
+            .put(s.url(path))
+            .header("content-type", "application/json")
+            .body(r#"[{"n":1},{"n":2}]"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    let tail = s.append_json("events/old", r#"{"n":3}"#).await;
+    let (status, created) = put(&s, "p", pull("events/*"), None).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        created["streams"],
+        json!([{"path": "events/old", "link_type": "glob", "acked_offset": tail}]),
+        "linked at the tail: history is not replayed"
+    );
+    let (_, claimed) = post(&s, "__ds/subscriptions/p/claim", json!({"worker": "w"}), None).await;
+    assert_eq!(claimed["streams"][0]["has_pending"], false);
+    let release = json!({"wake_id": claimed["wake_id"], "generation": claimed["generation"]});
+    assert_eq!(post(&s, "__ds/subscriptions/p/release", release, claimed["token"].as_str()).await.0, 204);
+    s.append_json("events/old", r#"{"n":4}"#).await;
+    let (_, claimed) = post(&s, "__ds/subscriptions/p/claim", json!({"worker": "w"}), None).await;
+    assert_eq!(claimed["streams"][0]["has_pending"], true);
+    assert_eq!(claimed["streams"][0]["acked_offset"], tail.as_str());
+}

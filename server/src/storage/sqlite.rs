@@ -835,6 +835,34 @@ impl Storage for SqliteStorage {
         self.inner.hub.subscribe(path)
     }
 
+    async fn list_streams(&self, prefix: &str, limit: usize) -> StoreResult<Vec<(String, StreamInfo)>> {
+        let prefix = prefix.to_owned();
+        self.query(move |conn, touches| {
+            let now = rules::now_ms();
+            // Paths in order from the prefix on (the path index), until one
+            // no longer starts with it.
+            let mut stmt = conn
+                .prepare(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE path >= ?1 ORDER BY path"))
+                .map_err(internal)?;
+            let mut rows = stmt.query([&prefix]).map_err(internal)?;
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(r) = rows.next().map_err(internal)? else { break };
+                // ROW_COLUMNS: the path is the second column.
+                let Some(path) = r.get::<_, Option<String>>(1).map_err(internal)? else { continue };
+                let row = row_from_sql(r).map_err(internal)?;
+                if !path.starts_with(&prefix) {
+                    break;
+                }
+                if !row.deleted && !row.expired(touches, now) {
+                    out.push((path, row.info()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()> {
         let id = id.to_owned();
         self.write(move |conn, _| {

@@ -29,6 +29,30 @@ fn matches_segments(pattern: &[&str], path: &[&str]) -> bool {
     }
 }
 
+/// The literal part of a pattern before its first wildcard segment: every
+/// path it matches starts with it.
+///
+/// ```
+/// use durable_session_server::subscriptions::glob::literal_prefix;
+/// assert_eq!(literal_prefix("sessions/*"), "sessions/");
+/// assert_eq!(literal_prefix("a/b/**/c"), "a/b/");
+/// assert_eq!(literal_prefix("**"), "");
+/// assert_eq!(literal_prefix("a/b"), "a/b");
+/// ```
+pub fn literal_prefix(pattern: &str) -> String {
+    let mut out = String::new();
+    for (i, segment) in pattern.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if segment == "*" || segment == "**" {
+            return out;
+        }
+        out.push_str(segment);
+    }
+    out
+}
+
 /// Most `**` segments in one pattern (each one multiplies the work of a
 /// match).
 pub const MAX_DOUBLE_STARS: usize = 2;

@@ -87,6 +87,10 @@ impl SubscriptionConfig {
     }
 }
 
+/// Backfill asks the store for at most this many times
+/// [`SubscriptionConfig::max_streams`] streams under a pattern's prefix.
+pub const BACKFILL_SCAN: usize = 4;
+
 /// An error of the subscription API: a status and a Durable Streams error
 /// code, answered as `{"error":{"code":…,"message":…}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -488,10 +492,14 @@ impl Subscriptions {
                 ))
             };
         }
-        // Explicit streams are linked at their current tails.
+        // Explicit streams are linked at their current tails, and so are the
+        // existing streams the pattern matches (backfill).
         let mut links = BTreeMap::new();
         for path in &spec.streams {
             links.insert(path.clone(), self.explicit_link(path).await);
+        }
+        if let Some(pattern) = &spec.pattern {
+            self.backfill(pattern, &mut links).await?;
         }
         let created_at = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -534,6 +542,39 @@ impl Subscriptions {
         self.mark_dirty(id);
         self.run(effects);
         Ok((StatusCode::CREATED, view))
+    }
+
+    /// Links the existing streams `pattern` matches at their tails, up to
+    /// the subscription's bound. The store is asked for the streams under
+    /// the pattern's literal prefix, at most [`BACKFILL_SCAN`] times the
+    /// bound of them; a matching stream past that is linked at its next
+    /// append instead, before it (the same cursor for wake purposes).
+    async fn backfill(&self, pattern: &str, links: &mut BTreeMap<String, Link>) -> Result<(), SubError> {
+        let max = self.inner.config.max_streams;
+        let found = self
+            .inner
+            .storage
+            .list_streams(&glob::literal_prefix(pattern), max.saturating_mul(BACKFILL_SCAN))
+            .await
+            .map_err(|e| SubError::internal(e.to_string()))?;
+        for (path, info) in found {
+            if links.len() >= max && !links.contains_key(&path) {
+                break;
+            }
+            if crate::http::reserved(&path) || !glob::matches(pattern, &path) {
+                continue;
+            }
+            links
+                .entry(path)
+                .and_modify(|l| l.glob = true)
+                .or_insert(Link {
+                    glob: true,
+                    explicit: false,
+                    acked: Some(info.tail),
+                    tail: Some(info.tail),
+                });
+        }
+        Ok(())
     }
 
     async fn explicit_link(&self, path: &str) -> Link {

@@ -69,6 +69,10 @@ impl Storage for Observed {
         self.inner.changes(path)
     }
 
+    async fn list_streams(&self, prefix: &str, limit: usize) -> StoreResult<Vec<(String, StreamInfo)>> {
+        self.inner.list_streams(prefix, limit).await
+    }
+
     async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()> {
         self.inner.put_subscription(id, doc).await
     }

@@ -286,6 +286,53 @@ impl Storage for RedisStorage {
         self.inner.hub.subscribe(path)
     }
 
+    async fn list_streams(&self, prefix: &str, limit: usize) -> StoreResult<Vec<(String, StreamInfo)>> {
+        // SCAN the path keys (a glob: the prefix's own glob characters
+        // escaped), then look each one up as HEAD does.
+        let escaped: String = prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+                escape.into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        let pattern = format!("{}*", stored::path_key(&escaped));
+        let key_prefix = stored::path_key("");
+        let mut cursor = 0u64;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .inner
+                .reader
+                .query(|mut conn| {
+                    let pattern = &pattern;
+                    async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await
+                    }
+                })
+                .await?;
+            for key in keys {
+                let Some(path) = key.strip_prefix(&key_prefix) else { continue };
+                if out.len() < limit
+                    && let Ok(info) = self.head(path).await
+                {
+                    out.push((path.to_owned(), info));
+                }
+            }
+            cursor = next;
+            if cursor == 0 || out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+
     // Subscription documents: one hash, field = id. Durable like every
     // write here (appendfsync always).
     async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()> {
