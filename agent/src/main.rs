@@ -194,7 +194,10 @@ async fn serve_webhooks(
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("durable-session-agent waiting for webhooks on http://{}", listener.local_addr().map_or(addr, |a| a));
+    println!(
+        "durable-session-agent waiting for webhooks on http://{}",
+        listener.local_addr().map_or(addr, |a| a)
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -236,7 +236,10 @@ impl Shared {
             .await
             .map_err(|e| format!("the server's JWKS is not JSON: {e}"))?;
         keys.by_kid = parse_jwks(&jwks);
-        keys.by_kid.get(kid).copied().ok_or_else(|| format!("unknown key {kid}"))
+        keys.by_kid
+            .get(kid)
+            .copied()
+            .ok_or_else(|| format!("unknown key {kid}"))
     }
 }
 
@@ -247,8 +250,14 @@ fn parse_jwks(jwks: &serde_json::Value) -> HashMap<String, VerifyingKey> {
         if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
             continue;
         }
-        let (Some(kid), Some(x)) = (key["kid"].as_str(), key["x"].as_str()) else { continue };
-        let Some(bytes) = URL_SAFE_NO_PAD.decode(x).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+        let (Some(kid), Some(x)) = (key["kid"].as_str(), key["x"].as_str()) else {
+            continue;
+        };
+        let Some(bytes) = URL_SAFE_NO_PAD
+            .decode(x)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        else {
             continue;
         };
         if let Ok(public) = VerifyingKey::from_bytes(&bytes) {

@@ -126,7 +126,12 @@ impl World {
     }
 
     async fn subscription(&self, id: &str) -> Value {
-        let res = self.http.get(self.url(&format!("__ds/subscriptions/{id}"))).send().await.unwrap();
+        let res = self
+            .http
+            .get(self.url(&format!("__ds/subscriptions/{id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
     }
@@ -146,7 +151,12 @@ impl World {
     }
 
     async fn tail(&self, session: &str) -> String {
-        let res = self.http.head(self.url(&format!("sessions/{session}"))).send().await.unwrap();
+        let res = self
+            .http
+            .head(self.url(&format!("sessions/{session}")))
+            .send()
+            .await
+            .unwrap();
         res.headers()["stream-next-offset"].to_str().unwrap().to_owned()
     }
 }
@@ -181,7 +191,10 @@ fn completed(events: &[SessionEvent]) -> bool {
 }
 
 fn deltas(events: &[SessionEvent]) -> usize {
-    events.iter().filter(|e| matches!(e, SessionEvent::TextDelta { .. })).count()
+    events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::TextDelta { .. }))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +275,9 @@ fn wake_body(world: &World, session: &str) -> Vec<u8> {
 
 /// A `Webhook-Signature` made with `key` but naming the server's kid.
 fn signature(key: &SigningKey, t: u64, body: &[u8]) -> String {
-    let kid = WebhookKeys::from_keys(vec![SigningKey::from_bytes(&SERVER_KEY)]).kid().to_owned();
+    let kid = WebhookKeys::from_keys(vec![SigningKey::from_bytes(&SERVER_KEY)])
+        .kid()
+        .to_owned();
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(body);
     let sig = URL_SAFE_NO_PAD.encode(key.sign(&signed).to_bytes());
@@ -291,9 +306,21 @@ async fn a_forged_webhook_is_refused_and_nothing_is_appended() {
     let at = tampered.len() - 3;
     tampered[at] = b'X';
     let forged: Vec<(&str, Option<String>, &[u8])> = vec![
-        ("another key under the server's kid", Some(signature(&forger, now_s(), &body)), &body),
-        ("the server's signature over another body", Some(signature(&server_key, now_s(), &body)), &tampered),
-        ("a signature from ten minutes ago", Some(signature(&server_key, now_s() - 600, &body)), &body),
+        (
+            "another key under the server's kid",
+            Some(signature(&forger, now_s(), &body)),
+            &body,
+        ),
+        (
+            "the server's signature over another body",
+            Some(signature(&server_key, now_s(), &body)),
+            &tampered,
+        ),
+        (
+            "a signature from ten minutes ago",
+            Some(signature(&server_key, now_s() - 600, &body)),
+            &body,
+        ),
         ("no signature", None, &body),
         ("a malformed signature", Some("t=1,kid=x".into()), &body),
     ];

@@ -564,9 +564,15 @@ async fn a_stream_and_its_index_entry_together(st: Store) {
 /// not streams.
 async fn subscription_documents(st: Store) {
     assert!(st.s.subscriptions().await.unwrap().is_empty());
-    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":1}")).await.unwrap();
-    st.s.put_subscription("b", Bytes::from_static(b"{\"v\":2}")).await.unwrap();
-    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":3}")).await.unwrap();
+    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":1}"))
+        .await
+        .unwrap();
+    st.s.put_subscription("b", Bytes::from_static(b"{\"v\":2}"))
+        .await
+        .unwrap();
+    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":3}"))
+        .await
+        .unwrap();
     let mut all = st.s.subscriptions().await.unwrap();
     all.sort();
     assert_eq!(
@@ -593,20 +599,29 @@ async fn listing_streams_by_prefix(st: Store) {
     }
     append(&st, append_req("ev/b", "application/json", "{}")).await;
     st.s.delete("ev/c").await.unwrap();
-    let mut got: Vec<(String, Pos)> = st
-        .s
-        .list_streams("ev/", 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(p, i)| (p, i.tail))
-        .collect();
+    let mut got: Vec<(String, Pos)> =
+        st.s.list_streams("ev/", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(p, i)| (p, i.tail))
+            .collect();
     got.sort();
     let tail_b = st.s.head("ev/b").await.unwrap().tail;
     let tail_a = st.s.head("ev/a").await.unwrap().tail;
     assert_eq!(got, vec![("ev/a".to_owned(), tail_a), ("ev/b".to_owned(), tail_b)]);
-    assert_eq!(st.s.list_streams("ev", 100).await.unwrap().len(), 4, "ev/a, ev/b, evx, ev*/z");
+    assert_eq!(
+        st.s.list_streams("ev", 100).await.unwrap().len(),
+        4,
+        "ev/a, ev/b, evx, ev*/z"
+    );
     assert_eq!(st.s.list_streams("", 2).await.unwrap().len(), 2);
-    let star: Vec<String> = st.s.list_streams("ev*", 100).await.unwrap().into_iter().map(|(p, _)| p).collect();
+    let star: Vec<String> =
+        st.s.list_streams("ev*", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
     assert_eq!(star, vec!["ev*/z".to_owned()]);
 }

@@ -79,10 +79,26 @@ async fn webhook_targets_follow_the_ssrf_rules() {
         "ftp://worker.example/hook",
         "https://user:pw@worker.example/hook",
     ] {
-        let (status, body) = put(&strict, "s", json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": url}}), None).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("WEBHOOK_URL_REJECTED")), "{url}");
+        let (status, body) = put(
+            &strict,
+            "s",
+            json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": url}}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("WEBHOOK_URL_REJECTED")),
+            "{url}"
+        );
     }
-    let (status, _) = put(&strict, "ok", json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": "https://worker.example/hook"}}), None).await;
+    let (status, _) = put(
+        &strict,
+        "ok",
+        json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": "https://worker.example/hook"}}),
+        None,
+    )
+    .await;
     assert_eq!(status, 201);
 
     // An allowlist: only its hosts, wherever they are.
@@ -91,10 +107,25 @@ async fn webhook_targets_follow_the_ssrf_rules() {
         allow_loopback: false,
     })))
     .await;
-    let (status, _) = put(&listed, "in", json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": "https://hooks.internal/x"}}), None).await;
+    let (status, _) = put(
+        &listed,
+        "in",
+        json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": "https://hooks.internal/x"}}),
+        None,
+    )
+    .await;
     assert_eq!(status, 201);
-    let (status, body) = put(&listed, "out", json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": "https://worker.example/x"}}), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("WEBHOOK_URL_REJECTED")));
+    let (status, body) = put(
+        &listed,
+        "out",
+        json!({"type": "webhook", "pattern": "a/*", "webhook": {"url": "https://worker.example/x"}}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("WEBHOOK_URL_REJECTED"))
+    );
 }
 
 #[tokio::test]
@@ -105,14 +136,39 @@ async fn bounds_have_their_codes() {
         ..subscriptions(dev())
     };
     let s = TestServer::start_with(config(subs)).await;
-    let (status, body) = put(&s, "many", json!({"type": "pull-wake", "streams": ["a", "b", "c"], "wake_stream": "w"}), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("TOO_MANY_STREAMS")));
-    assert_eq!(put(&s, "one", json!({"type": "pull-wake", "streams": ["a", "b"], "wake_stream": "w"}), None).await.0, 201);
+    let (status, body) = put(
+        &s,
+        "many",
+        json!({"type": "pull-wake", "streams": ["a", "b", "c"], "wake_stream": "w"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("TOO_MANY_STREAMS"))
+    );
+    assert_eq!(
+        put(
+            &s,
+            "one",
+            json!({"type": "pull-wake", "streams": ["a", "b"], "wake_stream": "w"}),
+            None
+        )
+        .await
+        .0,
+        201
+    );
     let (status, body) = post(&s, "__ds/subscriptions/one/streams", json!({"streams": ["c"]}), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("TOO_MANY_STREAMS")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("TOO_MANY_STREAMS"))
+    );
     assert_eq!(put(&s, "two", pull("x/*"), None).await.0, 201);
     let (status, body) = put(&s, "three", pull("y/*"), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("TOO_MANY_SUBSCRIPTIONS")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("TOO_MANY_SUBSCRIPTIONS"))
+    );
     // A deleted one frees its place.
     let deleted = s.client.delete(s.url("__ds/subscriptions/two")).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
@@ -134,15 +190,28 @@ async fn with_access_control_only_agents_of_the_streams_manage_subscriptions() {
         let grants: Vec<(String, Vec<Right>)> = grants.iter().map(|(p, r)| ((*p).to_owned(), r.clone())).collect();
         keys.mint(None, "someone", &grants, 600).unwrap()
     };
-    let agent = mint(&[("sessions/*", vec![Right::Read, Right::Agent]), ("wake/pool", vec![Right::Agent])]);
+    let agent = mint(&[
+        ("sessions/*", vec![Right::Read, Right::Agent]),
+        ("wake/pool", vec![Right::Agent]),
+    ]);
     let user = mint(&[("sessions/*", vec![Right::Read, Right::Append])]);
     let body = json!({ "type": "pull-wake", "pattern": "sessions/*", "wake_stream": "wake/pool" });
 
     let (status, _) = put(&s, "a", body.clone(), None).await;
     assert_eq!(status, 401, "no token");
     let (status, body403) = put(&s, "a", body.clone(), Some(&user)).await;
-    assert_eq!((status, body403["error"]["code"].as_str()), (403, Some("FORBIDDEN")), "no agent right");
-    let (status, _) = put(&s, "a", json!({ "type": "pull-wake", "pattern": "**", "wake_stream": "wake/pool" }), Some(&agent)).await;
+    assert_eq!(
+        (status, body403["error"]["code"].as_str()),
+        (403, Some("FORBIDDEN")),
+        "no agent right"
+    );
+    let (status, _) = put(
+        &s,
+        "a",
+        json!({ "type": "pull-wake", "pattern": "**", "wake_stream": "wake/pool" }),
+        Some(&agent),
+    )
+    .await;
     assert_eq!(status, 403, "a pattern wider than the grant");
     let (status, _) = put(&s, "a", body.clone(), Some(&agent)).await;
     assert_eq!(status, 201);
@@ -206,7 +275,17 @@ async fn cursors_and_generations_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (acked, generation) = {
         let s = TestServer::start_in(dir.path(), config(subscriptions(dev()))).await;
-        assert_eq!(put(&s, "p", json!({"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool", "lease_ttl_ms": 600000}), None).await.0, 201);
+        assert_eq!(
+            put(
+                &s,
+                "p",
+                json!({"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool", "lease_ttl_ms": 600000}),
+                None
+            )
+            .await
+            .0,
+            201
+        );
         for path in ["wake/pool", "events/a"] {
             let created = s
                 .client
@@ -231,7 +310,15 @@ async fn cursors_and_generations_survive_a_restart() {
     // A new server on the same database: same subscription, same cursor;
     // a new wake takes a greater generation (no stale token can match).
     let s = TestServer::start_in(dir.path(), config(subscriptions(dev()))).await;
-    let got: Value = s.client.get(s.url("__ds/subscriptions/p")).send().await.unwrap().json().await.unwrap();
+    let got: Value = s
+        .client
+        .get(s.url("__ds/subscriptions/p"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["streams"][0]["path"], "events/a");
     assert_eq!(got["streams"][0]["acked_offset"], acked.as_str());
     s.append_json("events/a", r#"{"n":2}"#).await;
@@ -239,7 +326,10 @@ async fn cursors_and_generations_survive_a_restart() {
     assert_eq!(status, 200);
     assert!(claimed["generation"].as_u64().unwrap() > generation);
     let stream = &claimed["streams"][0];
-    assert_eq!((stream["acked_offset"].as_str(), stream["has_pending"].as_bool()), (Some(acked.as_str()), Some(true)));
+    assert_eq!(
+        (stream["acked_offset"].as_str(), stream["has_pending"].as_bool()),
+        (Some(acked.as_str()), Some(true))
+    );
 }
 
 #[tokio::test]
@@ -253,7 +343,13 @@ async fn the_reserved_prefix_is_not_a_stream() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let (status, body) = put(&s, "p", json!({"type": "pull-wake", "pattern": "a/*", "wake_stream": "__ds/w"}), None).await;
+    let (status, body) = put(
+        &s,
+        "p",
+        json!({"type": "pull-wake", "pattern": "a/*", "wake_stream": "__ds/w"}),
+        None,
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("BAD_REQUEST")));
     // Without subscriptions configured, the API is absent.
     let plain = TestServer::start().await;
@@ -286,7 +382,12 @@ async fn a_pattern_links_existing_streams_at_their_tails() {
     let (_, claimed) = post(&s, "__ds/subscriptions/p/claim", json!({"worker": "w"}), None).await;
     assert_eq!(claimed["streams"][0]["has_pending"], false);
     let release = json!({"wake_id": claimed["wake_id"], "generation": claimed["generation"]});
-    assert_eq!(post(&s, "__ds/subscriptions/p/release", release, claimed["token"].as_str()).await.0, 204);
+    assert_eq!(
+        post(&s, "__ds/subscriptions/p/release", release, claimed["token"].as_str())
+            .await
+            .0,
+        204
+    );
     s.append_json("events/old", r#"{"n":4}"#).await;
     let (_, claimed) = post(&s, "__ds/subscriptions/p/claim", json!({"worker": "w"}), None).await;
     assert_eq!(claimed["streams"][0]["has_pending"], true);

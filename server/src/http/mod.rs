@@ -343,7 +343,9 @@ pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no stream path given"));
     }
     if reserved(path) {
-        return Err(ApiError::bad_request("paths under __ds/ are reserved for the Durable Streams control API"));
+        return Err(ApiError::bad_request(
+            "paths under __ds/ are reserved for the Durable Streams control API",
+        ));
     }
     if path.len() > MAX_PATH_BYTES {
         return Err(ApiError::bad_request(format!(

@@ -84,7 +84,8 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
                 streams: Vec<String>,
             }
             let body = read_body().await?;
-            let streams: Streams = serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
+            let streams: Streams =
+                serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
             spec::check_streams(&streams.streams, subs.config().max_streams)?;
             authorize_existing(&state, &subs, id, &parts.headers, &streams.streams)?;
             subs.add_streams(id, &streams.streams).await?;
@@ -98,7 +99,8 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
             }
             authorize_existing(&state, &subs, id, &parts.headers, &[])?;
             let body = read_body().await?;
-            let claim: Claim = serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
+            let claim: Claim =
+                serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
             if claim.worker.is_empty() || claim.worker.len() > spec::MAX_FIELD_BYTES {
                 return Err(SubError::bad_request("worker must be 1 to 1024 bytes"));
             }
@@ -107,7 +109,8 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
         ("callback" | "ack", &Method::POST) => {
             let token = bearer(&parts.headers);
             let body = read_body().await?;
-            let ack: AckBody = serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
+            let ack: AckBody =
+                serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
             if ack.acks.len() > subs.config().max_streams {
                 return Err(SubError::too_many_streams(subs.config().max_streams));
             }
@@ -123,7 +126,8 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
             }
             let token = bearer(&parts.headers);
             let body = read_body().await?;
-            let r: Release = serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
+            let r: Release =
+                serde_json::from_slice(&body).map_err(|e| SubError::bad_request(format!("bad body: {e}")))?;
             subs.release(id, token.as_deref(), &r.wake_id, r.generation)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }

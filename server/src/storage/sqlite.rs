@@ -842,14 +842,18 @@ impl Storage for SqliteStorage {
             // Paths in order from the prefix on (the path index), until one
             // no longer starts with it.
             let mut stmt = conn
-                .prepare(&format!("SELECT {ROW_COLUMNS} FROM streams WHERE path >= ?1 ORDER BY path"))
+                .prepare(&format!(
+                    "SELECT {ROW_COLUMNS} FROM streams WHERE path >= ?1 ORDER BY path"
+                ))
                 .map_err(internal)?;
             let mut rows = stmt.query([&prefix]).map_err(internal)?;
             let mut out = Vec::new();
             while out.len() < limit {
                 let Some(r) = rows.next().map_err(internal)? else { break };
                 // ROW_COLUMNS: the path is the second column.
-                let Some(path) = r.get::<_, Option<String>>(1).map_err(internal)? else { continue };
+                let Some(path) = r.get::<_, Option<String>>(1).map_err(internal)? else {
+                    continue;
+                };
                 let row = row_from_sql(r).map_err(internal)?;
                 if !path.starts_with(&prefix) {
                     break;
@@ -892,7 +896,9 @@ impl Storage for SqliteStorage {
                 .prepare("SELECT id, doc FROM subscriptions ORDER BY id")
                 .map_err(internal)?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, Bytes::from(r.get::<_, Vec<u8>>(1)?))))
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, Bytes::from(r.get::<_, Vec<u8>>(1)?)))
+                })
                 .map_err(internal)?;
             rows.collect::<rusqlite::Result<_>>().map_err(internal)
         })

@@ -21,7 +21,9 @@ pub(super) struct Job {
 /// The delay before retry `attempt` (1, 2, …): 1 s doubling up to 60 s,
 /// with ±20 % jitter.
 pub(super) fn backoff(attempt: u32) -> Duration {
-    let base = 1_000u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(6)).min(60_000) as f64;
+    let base = 1_000u64
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(6))
+        .min(60_000) as f64;
     let jitter = 1.0 + (rand::random::<f64>() * 0.4 - 0.2);
     Duration::from_millis((base * jitter) as u64)
 }
@@ -77,7 +79,10 @@ mod tests {
     fn backoff_doubles_to_a_minute_with_jitter() {
         for (attempt, base) in [(1, 1_000.0), (2, 2_000.0), (3, 4_000.0), (7, 60_000.0), (30, 60_000.0)] {
             let ms = backoff(attempt).as_millis() as f64;
-            assert!(ms >= base * 0.8 - 1.0 && ms <= base * 1.2 + 1.0, "attempt {attempt}: {ms}");
+            assert!(
+                ms >= base * 0.8 - 1.0 && ms <= base * 1.2 + 1.0,
+                "attempt {attempt}: {ms}"
+            );
         }
     }
 }

@@ -166,8 +166,10 @@ impl IntoResponse for SubError {
             }
         }
         let mut res = (self.status, axum::Json(json!({ "error": error }))).into_response();
-        res.headers_mut()
-            .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+        res.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
         res
     }
 }
@@ -479,7 +481,12 @@ impl Subscriptions {
     }
 
     /// Creates (`201`) or re-confirms (`200`) a subscription.
-    pub async fn put(&self, id: &str, spec: Spec, base_url: String) -> Result<(StatusCode, serde_json::Value), SubError> {
+    pub async fn put(
+        &self,
+        id: &str,
+        spec: Spec,
+        base_url: String,
+    ) -> Result<(StatusCode, serde_json::Value), SubError> {
         let hash = spec.hash();
         if let Some(existing) = self.lock().get(id) {
             return if existing.hash == hash {
@@ -510,7 +517,11 @@ impl Subscriptions {
             return if existing.hash == hash {
                 Ok((StatusCode::OK, existing.view(id, &self.inner.config.keys)))
             } else {
-                Err(SubError::new(StatusCode::CONFLICT, "CONFLICT", "a subscription with this id exists with another configuration"))
+                Err(SubError::new(
+                    StatusCode::CONFLICT,
+                    "CONFLICT",
+                    "a subscription with this id exists with another configuration",
+                ))
             };
         }
         if subs.len() >= self.inner.config.max_subscriptions {
@@ -564,15 +575,12 @@ impl Subscriptions {
             if crate::http::reserved(&path) || !glob::matches(pattern, &path) {
                 continue;
             }
-            links
-                .entry(path)
-                .and_modify(|l| l.glob = true)
-                .or_insert(Link {
-                    glob: true,
-                    explicit: false,
-                    acked: Some(info.tail),
-                    tail: Some(info.tail),
-                });
+            links.entry(path).and_modify(|l| l.glob = true).or_insert(Link {
+                glob: true,
+                explicit: false,
+                acked: Some(info.tail),
+                tail: Some(info.tail),
+            });
         }
         Ok(())
     }
@@ -621,10 +629,7 @@ impl Subscriptions {
             return Err(SubError::too_many_streams(self.inner.config.max_streams));
         }
         for (path, link) in new {
-            sub.links
-                .entry(path)
-                .and_modify(|l| l.explicit = true)
-                .or_insert(link);
+            sub.links.entry(path).and_modify(|l| l.explicit = true).or_insert(link);
         }
         drop(subs);
         self.mark_dirty(id);
@@ -810,7 +815,8 @@ impl Subscriptions {
 
     /// The claims of a callback/claim token issued for subscription `id`.
     fn verify(&self, id: &str, token: Option<&str>) -> Result<WakeClaims, SubError> {
-        let token = token.ok_or_else(|| SubError::unauthorized("a callback or claim token is required (Authorization: Bearer)"))?;
+        let token = token
+            .ok_or_else(|| SubError::unauthorized("a callback or claim token is required (Authorization: Bearer)"))?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.validate_aud = false;
         let claims = jsonwebtoken::decode::<WakeClaims>(token, &self.inner.token_key.1, &validation)
@@ -829,7 +835,9 @@ impl Subscriptions {
         let mut effects = Vec::new();
         let mut subs = self.lock();
         let Some(sub) = subs.get_mut(&job.id) else { return };
-        let Some(wake) = sub.wake.as_mut().filter(|w| w.id == job.wake_id) else { return };
+        let Some(wake) = sub.wake.as_mut().filter(|w| w.id == job.wake_id) else {
+            return;
+        };
         sub.failures = 0;
         if done {
             let snapshot = std::mem::take(&mut wake.snapshot);
@@ -876,7 +884,11 @@ impl Subscriptions {
             holder: Some(holder), ..
         }) = &sub.wake
         {
-            let mut e = SubError::new(StatusCode::CONFLICT, "ALREADY_CLAIMED", format!("{holder} holds the lease"));
+            let mut e = SubError::new(
+                StatusCode::CONFLICT,
+                "ALREADY_CLAIMED",
+                format!("{holder} holds the lease"),
+            );
             e.extra = Some(json!({ "current_holder": holder, "generation": sub.generation }));
             return Err(e);
         }
@@ -931,7 +943,10 @@ impl Subscriptions {
                 .get(&item.stream)
                 .ok_or_else(|| SubError::bad_request(format!("{} is not linked to this subscription", item.stream)))?;
             if link.tail.is_none_or(|t| offset > t) {
-                return Err(SubError::bad_request(format!("{} is beyond the tail of {}", item.offset, item.stream)));
+                return Err(SubError::bad_request(format!(
+                    "{} is beyond the tail of {}",
+                    item.offset, item.stream
+                )));
             }
             acks.push((item.stream.clone(), offset));
         }
@@ -986,7 +1001,10 @@ impl Subscriptions {
             let due: Vec<String> = subs
                 .iter_mut()
                 .filter_map(|(id, sub)| {
-                    let expired = sub.wake.as_ref().is_some_and(|w| w.lease_until.is_some_and(|at| at <= now));
+                    let expired = sub
+                        .wake
+                        .as_ref()
+                        .is_some_and(|w| w.lease_until.is_some_and(|at| at <= now));
                     if expired {
                         tracing::info!(subscription = %id, generation = sub.generation, "lease expired");
                         sub.wake = None;
@@ -1004,7 +1022,11 @@ impl Subscriptions {
     }
 
     fn mark_dirty(&self, id: &str) {
-        self.inner.dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned());
+        self.inner
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned());
         self.inner.marked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.dirty_notify.notify_one();
     }
@@ -1037,7 +1059,10 @@ impl Subscriptions {
                     break;
                 }
                 for id in ids {
-                    let doc = self.lock().get(&id).map(|s| serde_json::to_vec(&s.doc()).unwrap_or_default());
+                    let doc = self
+                        .lock()
+                        .get(&id)
+                        .map(|s| serde_json::to_vec(&s.doc()).unwrap_or_default());
                     let result = match doc {
                         Some(doc) => self.inner.storage.put_subscription(&id, Bytes::from(doc)).await,
                         None => self.inner.storage.delete_subscription(&id).await,

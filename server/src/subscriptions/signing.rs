@@ -87,7 +87,10 @@ impl WebhookKeys {
         let mut signed = format!("{t}.").into_bytes();
         signed.extend_from_slice(body);
         let signature = key.sign(&signed);
-        format!("t={t},kid={kid},ed25519={}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+        format!(
+            "t={t},kid={kid},ed25519={}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        )
     }
 
     /// The JWK Set of every key (`GET /v1/stream/__ds/jwks.json`).

@@ -61,7 +61,8 @@ struct Body {
 impl Spec {
     /// Parses and validates a `PUT` body. `max_streams` bounds `streams`.
     pub fn parse(body: &[u8], targets: &TargetPolicy, max_streams: usize) -> Result<Spec, SubError> {
-        let body: Body = serde_json::from_slice(body).map_err(|e| SubError::bad_request(format!("bad subscription: {e}")))?;
+        let body: Body =
+            serde_json::from_slice(body).map_err(|e| SubError::bad_request(format!("bad subscription: {e}")))?;
         if body.pattern.is_none() && body.streams.as_ref().is_none_or(Vec::is_empty) {
             return Err(SubError::bad_request("a subscription needs a pattern or streams"));
         }
@@ -122,7 +123,9 @@ impl Spec {
 
 fn check_len(field: &str, value: &str) -> Result<(), SubError> {
     if value.len() > MAX_FIELD_BYTES {
-        return Err(SubError::bad_request(format!("{field} is longer than {MAX_FIELD_BYTES} bytes")));
+        return Err(SubError::bad_request(format!(
+            "{field} is longer than {MAX_FIELD_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -146,12 +149,13 @@ pub fn check_streams(streams: &[String], max: usize) -> Result<(), SubError> {
 
 /// A subscription id: 1 to 256 of `A-Z a-z 0-9 . _ : -`.
 pub fn check_id(id: &str) -> Result<(), SubError> {
-    let ok = (1..=256).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    let ok = (1..=256).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(SubError::bad_request("a subscription id is 1 to 256 of A-Z a-z 0-9 . _ : -"))
+        Err(SubError::bad_request(
+            "a subscription id is 1 to 256 of A-Z a-z 0-9 . _ : -",
+        ))
     }
 }
 
@@ -168,10 +172,25 @@ mod tests {
 
     #[test]
     fn hash_ignores_stream_order() {
-        let a = Spec::parse(br#"{"type":"webhook","streams":["b","a"],"webhook":{"url":"http://127.0.0.1:1/h"}}"#, &dev(), 10).unwrap();
-        let b = Spec::parse(br#"{"type":"webhook","streams":["a","b","a"],"webhook":{"url":"http://127.0.0.1:1/h"}}"#, &dev(), 10).unwrap();
+        let a = Spec::parse(
+            br#"{"type":"webhook","streams":["b","a"],"webhook":{"url":"http://127.0.0.1:1/h"}}"#,
+            &dev(),
+            10,
+        )
+        .unwrap();
+        let b = Spec::parse(
+            br#"{"type":"webhook","streams":["a","b","a"],"webhook":{"url":"http://127.0.0.1:1/h"}}"#,
+            &dev(),
+            10,
+        )
+        .unwrap();
         assert_eq!(a.hash(), b.hash());
-        let c = Spec::parse(br#"{"type":"webhook","streams":["a"],"webhook":{"url":"http://127.0.0.1:1/h"}}"#, &dev(), 10).unwrap();
+        let c = Spec::parse(
+            br#"{"type":"webhook","streams":["a"],"webhook":{"url":"http://127.0.0.1:1/h"}}"#,
+            &dev(),
+            10,
+        )
+        .unwrap();
         assert_ne!(a.hash(), c.hash());
     }
 
@@ -179,10 +198,22 @@ mod tests {
     fn refusals() {
         let p = |body: &str| Spec::parse(body.as_bytes(), &dev(), 2).unwrap_err().code;
         assert_eq!(p(r#"{"type":"webhook","pattern":"a/*"}"#), "BAD_REQUEST");
-        assert_eq!(p(r#"{"type":"webhook","pattern":"a/*","webhook":{"url":"http://10.0.0.1/"}}"#), "WEBHOOK_URL_REJECTED");
-        assert_eq!(p(r#"{"type":"pull-wake","streams":["a","b","c"],"wake_stream":"w"}"#), "TOO_MANY_STREAMS");
-        assert_eq!(p(r#"{"type":"pull-wake","pattern":"a","wake_stream":"w","lease_ttl_ms":10}"#), "BAD_REQUEST");
-        assert_eq!(p(r#"{"type":"pull-wake","pattern":"a","wake_stream":"__ds/x"}"#), "BAD_REQUEST");
+        assert_eq!(
+            p(r#"{"type":"webhook","pattern":"a/*","webhook":{"url":"http://10.0.0.1/"}}"#),
+            "WEBHOOK_URL_REJECTED"
+        );
+        assert_eq!(
+            p(r#"{"type":"pull-wake","streams":["a","b","c"],"wake_stream":"w"}"#),
+            "TOO_MANY_STREAMS"
+        );
+        assert_eq!(
+            p(r#"{"type":"pull-wake","pattern":"a","wake_stream":"w","lease_ttl_ms":10}"#),
+            "BAD_REQUEST"
+        );
+        assert_eq!(
+            p(r#"{"type":"pull-wake","pattern":"a","wake_stream":"__ds/x"}"#),
+            "BAD_REQUEST"
+        );
         assert_eq!(p(r#"{"type":"other","pattern":"a"}"#), "BAD_REQUEST");
     }
 }

@@ -59,7 +59,11 @@ impl TargetPolicy {
             Some(url::Host::Ipv6(ip)) => HostKind::Ip(IpAddr::V6(ip)),
             None => return Err("webhook URL has no host".into()),
         };
-        let host_text = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+        let host_text = parsed
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
         let listed = self.allow_listed(&host_text);
         if !self.allow_hosts.is_empty() && !listed {
             return Err(format!("{host_text} is not on the webhook host allowlist"));

@@ -319,7 +319,9 @@ impl Storage for RedisStorage {
                 })
                 .await?;
             for key in keys {
-                let Some(path) = key.strip_prefix(&key_prefix) else { continue };
+                let Some(path) = key.strip_prefix(&key_prefix) else {
+                    continue;
+                };
                 if out.len() < limit
                     && let Ok(info) = self.head(path).await
                 {
@@ -340,7 +342,14 @@ impl Storage for RedisStorage {
             .reader
             .query(|mut conn| {
                 let doc = doc.clone();
-                async move { redis::cmd("HSET").arg(SUBSCRIPTIONS_KEY).arg(id).arg(doc.as_ref()).query_async::<()>(&mut conn).await }
+                async move {
+                    redis::cmd("HSET")
+                        .arg(SUBSCRIPTIONS_KEY)
+                        .arg(id)
+                        .arg(doc.as_ref())
+                        .query_async::<()>(&mut conn)
+                        .await
+                }
             })
             .await
     }
@@ -348,7 +357,13 @@ impl Storage for RedisStorage {
     async fn delete_subscription(&self, id: &str) -> StoreResult<()> {
         self.inner
             .reader
-            .query(|mut conn| async move { redis::cmd("HDEL").arg(SUBSCRIPTIONS_KEY).arg(id).query_async::<()>(&mut conn).await })
+            .query(|mut conn| async move {
+                redis::cmd("HDEL")
+                    .arg(SUBSCRIPTIONS_KEY)
+                    .arg(id)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
             .await
     }
 
@@ -356,7 +371,12 @@ impl Storage for RedisStorage {
         let all: Vec<(String, Vec<u8>)> = self
             .inner
             .reader
-            .query(|mut conn| async move { redis::cmd("HGETALL").arg(SUBSCRIPTIONS_KEY).query_async(&mut conn).await })
+            .query(|mut conn| async move {
+                redis::cmd("HGETALL")
+                    .arg(SUBSCRIPTIONS_KEY)
+                    .query_async(&mut conn)
+                    .await
+            })
             .await?;
         Ok(all.into_iter().map(|(id, doc)| (id, Bytes::from(doc))).collect())
     }
