@@ -133,7 +133,9 @@ impl Server {
             .await
             .map_err(std::io::Error::other)?;
         if let Some(subs) = &self.state.subscriptions {
-            subs.start().await.map_err(std::io::Error::other)?;
+            subs.start(self.state.shutdown.clone())
+                .await
+                .map_err(std::io::Error::other)?;
         }
         let mut stop_rx = self.state.shutdown.clone();
         let stopping = self.stopping;

@@ -65,7 +65,7 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
             authorize(&access, &spec, &[])?;
             let base = base_url(cfg.public_url.as_deref(), &parts.headers);
             let (status, view) = subs.put(id, spec, base).await?;
-            subs.persisted().await;
+            subs.persisted().await?;
             Ok(json(status, &view))
         }
         ("", &Method::GET) => {
@@ -75,7 +75,7 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
         ("", &Method::DELETE) => {
             authorize_existing(&state, &subs, id, &parts.headers, &[])?;
             subs.delete(id)?;
-            subs.persisted().await;
+            subs.persisted().await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         ("streams", &Method::POST) => {
@@ -89,7 +89,7 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
             spec::check_streams(&streams.streams, subs.config().max_streams)?;
             authorize_existing(&state, &subs, id, &parts.headers, &streams.streams)?;
             subs.add_streams(id, &streams.streams).await?;
-            subs.persisted().await;
+            subs.persisted().await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         ("claim", &Method::POST) => {
@@ -115,7 +115,7 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
                 return Err(SubError::too_many_streams(subs.config().max_streams));
             }
             let answer = subs.ack(id, token.as_deref(), ack)?;
-            subs.persisted().await;
+            subs.persisted().await?;
             Ok(json(StatusCode::OK, &answer))
         }
         ("release", &Method::POST) => {
@@ -136,7 +136,7 @@ async fn route(state: AppState, rest: &str, req: Request) -> Result<Response, Su
             spec::check_stream(path)?;
             authorize_existing(&state, &subs, id, &parts.headers, &[])?;
             subs.remove_stream(id, path)?;
-            subs.persisted().await;
+            subs.persisted().await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         ("" | "streams" | "claim" | "callback" | "ack" | "release", _) => Err(method_not_allowed()),

@@ -87,6 +87,9 @@ impl SubscriptionConfig {
     }
 }
 
+/// How long a request waits for its change to be stored.
+pub const STORE_WAIT: Duration = Duration::from_secs(10);
+
 /// Backfill asks the store for at most this many times
 /// [`SubscriptionConfig::max_streams`] streams under a pattern's prefix.
 pub const BACKFILL_SCAN: usize = 4;
@@ -420,9 +423,10 @@ impl Subscriptions {
     }
 
     /// Loads the stored subscriptions and starts the background work (the
-    /// store writer and the lease/retry timer); then wakes every
-    /// subscription with pending work. Call once, inside the runtime.
-    pub async fn start(&self) -> Result<(), String> {
+    /// store writer and the lease/retry timer, until `stopping` turns
+    /// `true`); then wakes every subscription with pending work. Call once,
+    /// inside the runtime.
+    pub async fn start(&self, stopping: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
         let docs = self.inner.storage.subscriptions().await.map_err(|e| e.to_string())?;
         let mut loaded = Vec::new();
         for (id, raw) in docs {
@@ -474,8 +478,8 @@ impl Subscriptions {
         if count > 0 {
             tracing::info!(subscriptions = count, "subscriptions loaded");
         }
-        tokio::spawn(self.clone().store_writer());
-        tokio::spawn(self.clone().timer());
+        tokio::spawn(self.clone().store_writer(stopping.clone()));
+        tokio::spawn(self.clone().timer(stopping));
         self.run(effects);
         Ok(())
     }
@@ -874,7 +878,6 @@ impl Subscriptions {
 
     /// `POST …/claim` (pull-wake): the lease for `worker`.
     pub fn claim(&self, id: &str, worker: &str) -> Result<serde_json::Value, SubError> {
-        let mut effects = Vec::new();
         let mut subs = self.lock();
         let sub = subs.get_mut(id).ok_or_else(SubError::not_found)?;
         if sub.spec.kind != Kind::PullWake {
@@ -893,7 +896,8 @@ impl Subscriptions {
             return Err(e);
         }
         if sub.wake.is_none() {
-            // Nothing offered (or nothing pending): a wake of its own.
+            // Nothing offered (or nothing pending): a wake of its own, taken
+            // at once (no wake event).
             sub.retry_at = None;
             if !self.kick(&mut subs, id, &mut Vec::new()) {
                 let sub = subs.get_mut(id).ok_or_else(SubError::not_found)?;
@@ -916,7 +920,6 @@ impl Subscriptions {
         let streams = sub.streams_view(true);
         let token = self.token(id, generation, &wake_id);
         drop(subs);
-        self.run(std::mem::take(&mut effects));
         Ok(json!({
             "wake_id": wake_id,
             "generation": generation,
@@ -987,13 +990,13 @@ impl Subscriptions {
     }
 
     /// Ends expired leases and starts due retries, every 100 ms.
-    async fn timer(self) {
+    async fn timer(self, mut stopping: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            if Arc::strong_count(&self.inner) == 1 {
-                return;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
             }
             let now = Instant::now();
             let mut effects = Vec::new();
@@ -1031,58 +1034,74 @@ impl Subscriptions {
         self.inner.dirty_notify.notify_one();
     }
 
-    /// Completes once every change made before the call is stored.
-    pub async fn persisted(&self) {
+    /// Completes once every change made before the call is stored; an
+    /// error if the store has not taken it within [`STORE_WAIT`].
+    pub async fn persisted(&self) -> Result<(), SubError> {
         let wanted = self.inner.marked.load(std::sync::atomic::Ordering::SeqCst);
         let mut stored = self.inner.stored.subscribe();
-        let _ = stored.wait_for(|n| *n >= wanted).await;
+        match tokio::time::timeout(STORE_WAIT, stored.wait_for(|n| *n >= wanted)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(SubError::internal(
+                "the subscription could not be stored (the store is failing)",
+            )),
+        }
     }
 
     /// Stores the documents of changed subscriptions, one at a time, always
-    /// their latest state (so writes never land out of order).
-    async fn store_writer(self) {
+    /// their latest state (so writes never land out of order), until the
+    /// server stops — after a last round.
+    async fn store_writer(self, mut stopping: tokio::sync::watch::Receiver<bool>) {
         loop {
-            self.inner.dirty_notify.notified().await;
-            loop {
-                let epoch = self.inner.marked.load(std::sync::atomic::Ordering::SeqCst);
-                let mut failed = false;
-                let ids: Vec<String> = {
-                    let mut dirty = self.inner.dirty.lock().unwrap_or_else(|e| e.into_inner());
-                    dirty.drain().collect()
+            let stop = tokio::select! {
+                () = self.inner.dirty_notify.notified() => false,
+                _ = stopping.wait_for(|s| *s) => true,
+            };
+            self.write_dirty(stop).await;
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Writes every dirty document; on a store failure, tries again every
+    /// second (once only when `last`).
+    async fn write_dirty(&self, last: bool) {
+        loop {
+            let epoch = self.inner.marked.load(std::sync::atomic::Ordering::SeqCst);
+            let ids: Vec<String> = {
+                let mut dirty = self.inner.dirty.lock().unwrap_or_else(|e| e.into_inner());
+                dirty.drain().collect()
+            };
+            let mut failed = false;
+            for id in ids {
+                let doc = self
+                    .lock()
+                    .get(&id)
+                    .map(|s| serde_json::to_vec(&s.doc()).unwrap_or_default());
+                let result = match doc {
+                    Some(doc) => self.inner.storage.put_subscription(&id, Bytes::from(doc)).await,
+                    None => self.inner.storage.delete_subscription(&id).await,
                 };
-                if ids.is_empty() {
-                    self.inner.stored.send_if_modified(|n| {
-                        let grew = epoch > *n;
-                        *n = (*n).max(epoch);
-                        grew
-                    });
-                    break;
+                if let Err(e) = result {
+                    tracing::error!(subscription = %id, error = %e, "cannot store the subscription");
+                    failed = true;
+                    self.inner.dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
                 }
-                for id in ids {
-                    let doc = self
-                        .lock()
-                        .get(&id)
-                        .map(|s| serde_json::to_vec(&s.doc()).unwrap_or_default());
-                    let result = match doc {
-                        Some(doc) => self.inner.storage.put_subscription(&id, Bytes::from(doc)).await,
-                        None => self.inner.storage.delete_subscription(&id).await,
-                    };
-                    if let Err(e) = result {
-                        tracing::error!(subscription = %id, error = %e, "cannot store the subscription; retrying");
-                        failed = true;
-                        self.inner.dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
-                    }
+            }
+            if failed {
+                if last {
+                    return;
                 }
-                if failed {
-                    // The store is failing: try again in a second.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                self.inner.stored.send_if_modified(|n| {
-                    let grew = epoch > *n;
-                    *n = (*n).max(epoch);
-                    grew
-                });
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            self.inner.stored.send_if_modified(|n| {
+                let grew = epoch > *n;
+                *n = (*n).max(epoch);
+                grew
+            });
+            if self.inner.dirty.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                return;
             }
         }
     }
