@@ -75,7 +75,8 @@ struct WebhookArgs {
     #[arg(long, value_name = "ADDR")]
     webhook_listen: Option<std::net::SocketAddr>,
 
-    /// The server's webhook keys. Default: --server's /v1/stream/__ds/jwks.json.
+    /// The server's webhook keys. Default: the first --server's
+    /// /v1/stream/__ds/jwks.json.
     #[arg(long, value_name = "URL", requires = "webhook_listen")]
     jwks_url: Option<String>,
 
@@ -161,7 +162,8 @@ async fn main() -> std::process::ExitCode {
         let _ = tokio::signal::ctrl_c().await;
     };
     if let Some(addr) = args.webhook.webhook_listen {
-        return serve_webhooks(addr, config, &args.server, args.webhook).await;
+        let first = args.server.first().map_or("http://127.0.0.1:4437", String::as_str);
+        return serve_webhooks(addr, config, &http_url(first), args.webhook).await;
     }
     match run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -169,6 +171,19 @@ async fn main() -> std::process::ExitCode {
             eprintln!("durable-session-agent: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `ws://host:port/v1/ws` → `http://host:port`; HTTP URLs pass through.
+fn http_url(server: &str) -> String {
+    let base = server.trim().trim_end_matches('/');
+    let base = base.strip_suffix("/v1/ws").unwrap_or(base);
+    if let Some(rest) = base.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = base.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        base.to_owned()
     }
 }
 
@@ -230,5 +245,8 @@ mod tests {
         assert_eq!(ws_url("http://h:1/"), "ws://h:1/v1/ws");
         assert_eq!(ws_url("https://h"), "wss://h/v1/ws");
         assert_eq!(ws_url("ws://h/v1/ws"), "ws://h/v1/ws");
+        assert_eq!(super::http_url("ws://h:1/v1/ws"), "http://h:1");
+        assert_eq!(super::http_url("wss://h/v1/ws"), "https://h");
+        assert_eq!(super::http_url("http://h:1/"), "http://h:1");
     }
 }

@@ -205,25 +205,26 @@ struct SubscriptionArgs {
 }
 
 impl SubscriptionArgs {
-    fn config(&self, data_dir: &std::path::Path) -> Result<SubscriptionConfig, String> {
+    /// The configuration, and the path to write a generated key to once the
+    /// server is sure to start.
+    fn config(&self, data_dir: &std::path::Path) -> Result<(SubscriptionConfig, Option<PathBuf>), String> {
         let files = if self.webhook_key_files.is_empty() {
             vec![data_dir.join("webhook-signing-key.pem")]
         } else {
             self.webhook_key_files.clone()
         };
         let (keys, origin) = WebhookKeys::load(&files)?;
-        if let KeyOrigin::Generated(path) = origin {
-            tracing::warn!(path = %path.display(), kid = keys.kid(),
-                "no webhook signing key: generated a new one. Keep this file (webhook receivers trust its key); \
-                 every node sharing a Redis store needs the same --webhook-key-file");
-        }
+        let generated = match origin {
+            KeyOrigin::Generated(path) => Some(path),
+            KeyOrigin::Loaded => None,
+        };
         if let Some(url) = &self.public_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
             return Err(format!("--public-url {url:?}: expected http(s)://host[:port][/path]"));
         }
         let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        Ok(SubscriptionConfig {
+        let config = SubscriptionConfig {
             max_subscriptions: n(self.max_subscriptions),
             max_streams: n(self.max_subscription_streams),
             targets: TargetPolicy {
@@ -233,8 +234,18 @@ impl SubscriptionArgs {
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
             public_url: self.public_url.clone(),
             ..SubscriptionConfig::new(std::sync::Arc::new(keys))
-        })
+        };
+        Ok((config, generated))
     }
+}
+
+/// Writes the webhook key generated at start-up, with a warning.
+fn save_generated_key(config: &SubscriptionConfig, path: &std::path::Path) -> Result<(), String> {
+    config.keys.save_generated(path)?;
+    tracing::warn!(path = %path.display(), kid = config.keys.kid(),
+        "no webhook signing key: generated a new one. Keep this file (webhook receivers trust its key); \
+         every node sharing a Redis store needs the same --webhook-key-file");
+    Ok(())
 }
 
 /// Bounds on what clients may hold (docs/limits.md lists each with its error
@@ -489,6 +500,8 @@ fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (auth, allowed_origins) = auth_config(&args)?;
+    let (subscriptions, generated_key) = args.subscriptions.config(&args.data_dir)?;
+    let key_to_save = generated_key.map(|path| (subscriptions.clone(), path));
     let auth_mode = match &auth {
         AuthMode::None => "none",
         AuthMode::Jwt(_) => "jwt",
@@ -506,7 +519,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         trusted_proxies: args.trusted_proxies.clone(),
         ws_max_queued_bytes: usize::try_from(args.limits.ws_max_queued_bytes).unwrap_or(usize::MAX),
         ws_slow_consumer_timeout: Duration::from_millis(args.limits.ws_slow_consumer_timeout_ms),
-        subscriptions: Some(args.subscriptions.config(&args.data_dir)?),
+        subscriptions: Some(subscriptions),
         ..ServerConfig::default()
     };
     let (server, store) = match &args.store {
@@ -531,6 +544,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    // The store opened and the address is ours: the server starts.
+    if let Some((config, path)) = &key_to_save {
+        save_generated_key(config, path)?;
+    }
     let addr = listener.local_addr()?;
     println!("durable-session-server listening on http://{addr} ({store}, auth: {auth_mode})");
     if let Some(addr) = args.metrics_listen {

@@ -38,8 +38,8 @@ impl std::fmt::Debug for WebhookKeys {
 pub enum KeyOrigin {
     /// Every file was read.
     Loaded,
-    /// The first file did not exist: a new key was generated and written
-    /// there (mode 0600).
+    /// The first file did not exist: a new key was generated, to be written
+    /// there ([`WebhookKeys::save_generated`]) once the server starts.
     Generated(PathBuf),
 }
 
@@ -53,8 +53,10 @@ impl WebhookKeys {
 
     /// Reads the keys from PEM files (PKCS#8). The first one signs; the
     /// others are published only (rotation: keep an old key listed until no
-    /// delivery it signed can still be replayed). A missing first file is
-    /// created with a fresh random key.
+    /// delivery it signed can still be replayed). For a missing first file a
+    /// fresh random key is generated ([`KeyOrigin::Generated`]): write it with
+    /// [`WebhookKeys::save_generated`] (not before the server is sure to
+    /// start, so a refused start leaves no file behind).
     pub fn load(files: &[PathBuf]) -> Result<(Self, KeyOrigin), String> {
         let Some((first, rest)) = files.split_first() else {
             return Err("no webhook signing key file given".into());
@@ -65,7 +67,6 @@ impl WebhookKeys {
             keys.push(read_key(first)?);
         } else {
             let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-            write_key(first, &key)?;
             origin = KeyOrigin::Generated(first.clone());
             keys.push(key);
         }
@@ -73,6 +74,12 @@ impl WebhookKeys {
             keys.push(read_key(file)?);
         }
         Ok((Self::from_keys(keys), origin))
+    }
+
+    /// Writes the signing key to `path` (mode 0600), which must not exist:
+    /// a key [`WebhookKeys::load`] generated.
+    pub fn save_generated(&self, path: &Path) -> Result<(), String> {
+        write_key(path, &self.keys[0].1)
     }
 
     /// The `kid` of the signing key.
@@ -171,6 +178,9 @@ mod tests {
         let path = dir.path().join("k.pem");
         let (a, origin) = WebhookKeys::load(std::slice::from_ref(&path)).unwrap();
         assert_eq!(origin, KeyOrigin::Generated(path.clone()));
+        assert!(!path.exists(), "written only when asked");
+        a.save_generated(&path).unwrap();
+        assert!(a.save_generated(&path).is_err(), "never overwritten");
         let (b, origin) = WebhookKeys::load(&[path]).unwrap();
         assert_eq!(origin, KeyOrigin::Loaded);
         assert_eq!(a.kid(), b.kid());
