@@ -34,5 +34,6 @@ pub mod openai;
 pub mod runner;
 pub mod session;
 pub mod textgen;
+pub mod webhook;
 
 pub use runner::{AgentConfig, run};

@@ -134,6 +134,9 @@ struct Args {
     /// `RUST_LOG` sets the level (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
 }
 
 /// The model that answers.
@@ -176,6 +179,38 @@ fn model_config(args: &Args) -> Result<Option<OpenAiConfig>, String> {
     model.max_retries = args.model_retries;
     model.max_retry_after = Duration::from_millis(args.model_max_retry_after_ms);
     Ok(Some(model))
+}
+
+/// The webhook-woken mode (serverless agents): no connection to the server
+/// while idle.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Webhook-woken mode")]
+struct WebhookArgs {
+    /// Instead of following every session, listen here for the webhooks of
+    /// a Durable Streams subscription on sessions/* (docs/subscriptions.md):
+    /// each signed wake is verified against the server's JWKS, its sessions'
+    /// waiting messages are answered over a connection opened for that
+    /// wake, and the wake is acked. A forged or stale signature gets 401.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<std::net::SocketAddr>,
+
+    /// The server's webhook keys. Default: the first --server's
+    /// /v1/stream/__ds/jwks.json.
+    #[arg(long, value_name = "URL", requires = "webhook_listen")]
+    jwks_url: Option<String>,
+
+    /// Refuse (403) wakes of any other subscription id.
+    #[arg(long, value_name = "ID", requires = "webhook_listen")]
+    webhook_subscription: Option<String>,
+
+    /// Interval of the callbacks that keep a wake's lease while answering;
+    /// keep it well under the subscription's lease_ttl_ms.
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    webhook_heartbeat_ms: u64,
+
+    /// Wakes answered at once; one more is answered 503 (the server retries).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    webhook_max_wakes: usize,
 }
 
 /// The token provider of the flags.
@@ -264,7 +299,62 @@ async fn main() -> std::process::ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    if let Some(addr) = args.webhook.webhook_listen {
+        let first = args.server.first().map_or("http://127.0.0.1:4437", String::as_str);
+        return serve_webhooks(addr, config, &http_url(first), args.webhook).await;
+    }
     match run(config, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durable-session-agent: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ws://host:port/v1/ws` → `http://host:port`; HTTP URLs pass through.
+fn http_url(server: &str) -> String {
+    let base = server.trim().trim_end_matches('/');
+    let base = base.strip_suffix("/v1/ws").unwrap_or(base);
+    if let Some(rest) = base.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = base.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        base.to_owned()
+    }
+}
+
+/// `--webhook-listen`: the webhook-woken agent until Ctrl-C.
+async fn serve_webhooks(
+    addr: std::net::SocketAddr,
+    config: AgentConfig,
+    server: &str,
+    args: WebhookArgs,
+) -> std::process::ExitCode {
+    use durable_session_agent::webhook::{WebhookOptions, serve};
+    let mut options = WebhookOptions::new(config, server);
+    if let Some(url) = args.jwks_url {
+        options.jwks_url = url;
+    }
+    options.subscription = args.webhook_subscription;
+    options.heartbeat = Duration::from_millis(args.webhook_heartbeat_ms.max(1));
+    options.max_wakes = args.webhook_max_wakes.max(1);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("durable-session-agent: cannot listen on {addr}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "durable-session-agent waiting for webhooks on http://{}",
+        listener.local_addr().map_or(addr, |a| a)
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match serve(listener, options, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("durable-session-agent: {e}");
@@ -293,5 +383,8 @@ mod tests {
         assert_eq!(ws_url("http://h:1/"), "ws://h:1/v1/ws");
         assert_eq!(ws_url("https://h"), "wss://h/v1/ws");
         assert_eq!(ws_url("ws://h/v1/ws"), "ws://h/v1/ws");
+        assert_eq!(super::http_url("ws://h:1/v1/ws"), "http://h:1");
+        assert_eq!(super::http_url("wss://h/v1/ws"), "https://h");
+        assert_eq!(super::http_url("http://h:1/"), "http://h:1");
     }
 }

@@ -212,16 +212,26 @@ fn new_run_id(message_id: &str) -> String {
     )
 }
 
+/// The model backend `config` asks for, if any (the simulated model needs
+/// none).
+fn provider_of(config: &AgentConfig) -> Result<Option<Arc<Provider>>, ClientError> {
+    config
+        .model
+        .as_ref()
+        .map(|model| {
+            Provider::new(model.clone())
+                .map(Arc::new)
+                .map_err(|e| ClientError::new("model_failed", e.to_string()))
+        })
+        .transpose()
+}
+
 /// Runs the agents until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
-    let provider = match &config.model {
-        Some(model) => {
-            let provider = Provider::new(model.clone()).map_err(|e| ClientError::new("model_failed", e.to_string()))?;
-            tracing::info!(base_url = %model.base_url, model = %model.model_name, api_key = model.api_key.is_some(), "answering with an OpenAI-compatible model");
-            Some(Arc::new(provider))
-        }
-        None => None,
-    };
+    let provider = provider_of(&config)?;
+    if let Some(model) = &config.model {
+        tracing::info!(base_url = %model.base_url, model = %model.model_name, api_key = model.api_key.is_some(), "answering with an OpenAI-compatible model");
+    }
     let config = Arc::new(config);
     let client = config.connect();
     let mut index = client.subscribe(SESSION_INDEX_PATH, SubscribeOptions::default()).await;
@@ -238,7 +248,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                         let Some(IndexEvent::SessionCreated { session_id }) = IndexEvent::parse(&raw) else { continue };
                         if known.insert(session_id.clone()) {
                             tracing::info!(%session_id, "joining session");
-                            sessions.spawn(session_loop(client.clone(), config.clone(), provider.clone(), session_id));
+                            sessions.spawn(session_loop(
+                                client.clone(),
+                                config.clone(),
+                                provider.clone(),
+                                session_id,
+                                false,
+                            ));
                         }
                     }
                 }
@@ -287,7 +303,32 @@ struct Claim {
     verdict: oneshot::Sender<bool>,
 }
 
-async fn session_loop(client: Client, config: Arc<AgentConfig>, provider: Option<Arc<Provider>>, session_id: String) {
+/// Answers the messages waiting in one session and returns once every run
+/// it started has finished, closing its connection: the webhook-woken mode
+/// ([`crate::webhook`]), which holds no connection between wakes.
+pub async fn answer_pending(config: AgentConfig, session_id: String) {
+    let provider = match provider_of(&config) {
+        Ok(provider) => provider,
+        Err(e) => {
+            tracing::error!(%session_id, error = %e, "cannot answer: the model backend did not start");
+            return;
+        }
+    };
+    let config = Arc::new(config);
+    let client = config.connect();
+    session_loop(client.clone(), config, provider, session_id, true).await;
+    client.close();
+}
+
+/// Follows one session, answering its messages; with `until_idle`, returns
+/// once the history is read and no run of this process is open.
+async fn session_loop(
+    client: Client,
+    config: Arc<AgentConfig>,
+    provider: Option<Arc<Provider>>,
+    session_id: String,
+    until_idle: bool,
+) {
     let path = session_path(&session_id);
     let mut sub = client.subscribe(&path, SubscribeOptions::default()).await;
     let ours = [config.name.clone(), config.orchestrator.clone()];
@@ -387,6 +428,9 @@ async fn session_loop(client: Client, config: Arc<AgentConfig>, provider: Option
                     let _ = done.send(run_id);
                 });
             }
+        }
+        if until_idle && caught_up && runs.is_empty() {
+            break;
         }
     }
 }

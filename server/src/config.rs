@@ -112,6 +112,9 @@ pub struct ServerConfig {
     /// client, for per-address limits ([`crate::http::client_ip`]). Empty:
     /// the header is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Durable Streams subscriptions (PROTOCOL.md §6–7); `None`: the
+    /// `__ds/subscriptions` API answers `404`.
+    pub subscriptions: Option<crate::subscriptions::SubscriptionConfig>,
 }
 
 /// Bounds on what clients may hold on the server, each with a flag, an error
@@ -201,6 +204,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             trusted_proxies: Vec::new(),
+            subscriptions: None,
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod offset;
 pub mod session_index;
 pub mod storage;
+pub mod subscriptions;
 
 use std::future::Future;
 use std::path::Path;
@@ -81,6 +82,21 @@ impl Server {
 
     fn with_parts(storage: Arc<dyn Storage>, config: ServerConfig, metrics: Metrics) -> Self {
         let (stopping, shutdown) = tokio::sync::watch::channel(false);
+        // With subscriptions, every create and append goes through them.
+        let (storage, subscriptions) = match config.subscriptions.clone() {
+            Some(sub_config) => match subscriptions::Subscriptions::new(storage.clone(), sub_config) {
+                Ok(subs) => {
+                    let observed: Arc<dyn Storage> =
+                        Arc::new(subscriptions::observed::Observed::new(storage, subs.clone()));
+                    (observed, Some(subs))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "subscriptions are disabled");
+                    (storage, None)
+                }
+            },
+            None => (storage, None),
+        };
         Self {
             state: http::AppState {
                 storage,
@@ -91,6 +107,7 @@ impl Server {
                 stats: Arc::default(),
                 ws_tasks: tokio_util::task::TaskTracker::new(),
                 metrics,
+                subscriptions,
             },
             stopping,
         }
@@ -115,6 +132,11 @@ impl Server {
         session_index::ensure(self.state.storage.as_ref())
             .await
             .map_err(std::io::Error::other)?;
+        if let Some(subs) = &self.state.subscriptions {
+            subs.start(self.state.shutdown.clone())
+                .await
+                .map_err(std::io::Error::other)?;
+        }
         let mut stop_rx = self.state.shutdown.clone();
         let stopping = self.stopping;
         let timeout = self.state.config.shutdown_timeout;

@@ -10,6 +10,9 @@ use durable_session_server::Server;
 use durable_session_server::auth::jwt::{Keys, parse_grant};
 use durable_session_server::config::{AllowedOrigins, AuthMode, Limits, ServerConfig};
 use durable_session_server::storage::redis::RedisOptions;
+use durable_session_server::subscriptions::SubscriptionConfig;
+use durable_session_server::subscriptions::signing::{KeyOrigin, WebhookKeys};
+use durable_session_server::subscriptions::target::TargetPolicy;
 use tracing_subscriber::EnvFilter;
 
 /// Durable Streams HTTP server for durable sessions, on embedded SQLite or a
@@ -145,6 +148,104 @@ struct Args {
 
     #[command(flatten)]
     limits: LimitArgs,
+
+    #[command(flatten)]
+    subscriptions: SubscriptionArgs,
+}
+
+/// Durable Streams subscriptions (PROTOCOL.md §6-7): webhooks and
+/// pull-wake leases (docs/subscriptions.md).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Subscriptions")]
+struct SubscriptionArgs {
+    /// The Ed25519 key webhooks are signed with, a PKCS#8 PEM file; its
+    /// public key is published at /v1/stream/__ds/jwks.json. If the file
+    /// does not exist, a new key is generated and written there (mode 0600)
+    /// with a warning: keep it, and give every node of a Redis deployment
+    /// the same file. Repeat to also publish older keys (rotation: the first
+    /// signs). Default: webhook-signing-key.pem in --data-dir.
+    #[arg(long = "webhook-key-file", value_name = "PATH")]
+    webhook_key_files: Vec<PathBuf>,
+
+    /// A host webhooks may be sent to (exact name or IP); repeat for several.
+    /// When given, no other host is allowed, and these are reached wherever
+    /// they resolve (private networks included). Without it, any public
+    /// https:// host is allowed and private, link-local and loopback
+    /// addresses are refused (SSRF).
+    #[arg(long = "webhook-allow-host", value_name = "HOST", value_delimiter = ',')]
+    webhook_allow_hosts: Vec<String>,
+
+    /// Development: allow webhooks to http:// and https:// on localhost,
+    /// 127.0.0.x and ::1.
+    #[arg(long)]
+    webhook_allow_loopback: bool,
+
+    /// How long one webhook request may take; a slower one counts as failed
+    /// and is retried (backoff 1 s doubling to 60 s, ±20 %).
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    webhook_timeout_ms: u64,
+
+    /// The server's public base URL (https://api.example), used in the
+    /// callback_url and jwks_url it hands out. Default: http:// and the
+    /// request's Host.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+
+    /// Subscriptions stored at once; one more is refused with 429
+    /// TOO_MANY_SUBSCRIPTIONS.
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscriptions: u64,
+
+    /// Streams linked to one subscription; a request past it is refused with
+    /// 400 TOO_MANY_STREAMS and a pattern links no more (logged).
+    #[arg(long, default_value_t = 1_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscription_streams: u64,
+}
+
+impl SubscriptionArgs {
+    /// The configuration, and the path to write a generated key to once the
+    /// server is sure to start.
+    fn config(&self, data_dir: &std::path::Path) -> Result<(SubscriptionConfig, Option<PathBuf>), String> {
+        let files = if self.webhook_key_files.is_empty() {
+            vec![data_dir.join("webhook-signing-key.pem")]
+        } else {
+            self.webhook_key_files.clone()
+        };
+        let (keys, origin) = WebhookKeys::load(&files)?;
+        let generated = match origin {
+            KeyOrigin::Generated(path) => Some(path),
+            KeyOrigin::Loaded => None,
+        };
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!("--public-url {url:?}: expected http(s)://host[:port][/path]"));
+        }
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let config = SubscriptionConfig {
+            max_subscriptions: n(self.max_subscriptions),
+            max_streams: n(self.max_subscription_streams),
+            targets: TargetPolicy {
+                allow_hosts: self.webhook_allow_hosts.clone(),
+                allow_loopback: self.webhook_allow_loopback,
+            },
+            webhook_timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            public_url: self.public_url.clone(),
+            ..SubscriptionConfig::new(std::sync::Arc::new(keys))
+        };
+        Ok((config, generated))
+    }
+}
+
+/// Writes the webhook key generated at start-up, with a warning.
+fn save_generated_key(config: &SubscriptionConfig, path: &std::path::Path) -> Result<(), String> {
+    config.keys.save_generated(path)?;
+    tracing::warn!(path = %path.display(), kid = config.keys.kid(),
+        "no webhook signing key: generated a new one. Keep this file (webhook receivers trust its key); \
+         every node sharing a Redis store needs the same --webhook-key-file");
+    Ok(())
 }
 
 /// Bounds on what clients may hold (docs/limits.md lists each with its error
@@ -399,6 +500,8 @@ fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (auth, allowed_origins) = auth_config(&args)?;
+    let (subscriptions, generated_key) = args.subscriptions.config(&args.data_dir)?;
+    let key_to_save = generated_key.map(|path| (subscriptions.clone(), path));
     let auth_mode = match &auth {
         AuthMode::None => "none",
         AuthMode::Jwt(_) => "jwt",
@@ -416,6 +519,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         trusted_proxies: args.trusted_proxies.clone(),
         ws_max_queued_bytes: usize::try_from(args.limits.ws_max_queued_bytes).unwrap_or(usize::MAX),
         ws_slow_consumer_timeout: Duration::from_millis(args.limits.ws_slow_consumer_timeout_ms),
+        subscriptions: Some(subscriptions),
         ..ServerConfig::default()
     };
     let (server, store) = match &args.store {
@@ -440,6 +544,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    // The store opened and the address is ours: the server starts.
+    if let Some((config, path)) = &key_to_save {
+        save_generated_key(config, path)?;
+    }
     let addr = listener.local_addr()?;
     println!("durable-session-server listening on http://{addr} ({store}, auth: {auth_mode})");
     if let Some(addr) = args.metrics_listen {

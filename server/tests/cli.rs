@@ -221,3 +221,45 @@ fn refuses_a_redis_that_may_lose_acknowledged_appends() {
         "a durable Redis is accepted"
     );
 }
+
+/// The webhook signing key: generated into --data-dir when the server
+/// starts without one (and the same key served after a restart); a start
+/// that is refused leaves no key file behind.
+#[test]
+fn a_missing_webhook_key_is_generated_only_by_a_server_that_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("webhook-signing-key.pem");
+    let data_dir = dir.path().to_str().unwrap();
+    let unreachable = [
+        "--listen",
+        "127.0.0.1:0",
+        "--auth",
+        "none",
+        "--data-dir",
+        data_dir,
+        "--store",
+        "redis://127.0.0.1:1/0",
+    ];
+    let (ok, _) = server(&unreachable);
+    assert!(!ok);
+    assert!(!key.exists(), "a refused start wrote a key");
+
+    let jwks = |base: &str| -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let res = reqwest::get(format!("{base}/v1/stream/__ds/jwks.json")).await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.text().await.unwrap()
+        })
+    };
+    let first = {
+        let running = Running::start(dir.path(), &[]);
+        assert!(key.exists(), "a started server keeps its key");
+        jwks(&running.base)
+    };
+    let running = Running::start(dir.path(), &[]);
+    assert_eq!(jwks(&running.base), first, "the same key after a restart");
+}

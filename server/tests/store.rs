@@ -79,6 +79,8 @@ on_every_store!(
     a_feed_wakes_on_append,
     live_read_catches_up_then_follows,
     a_stream_and_its_index_entry_together,
+    subscription_documents,
+    listing_streams_by_prefix,
 );
 
 const JSON: &str = "application/json";
@@ -556,4 +558,70 @@ async fn a_stream_and_its_index_entry_together(st: Store) {
     ));
     assert_eq!(st.s.head("sessions/c").await.unwrap_err(), StoreError::NotFound);
     assert_eq!(entries().await.0.len(), 2);
+}
+
+/// Subscription documents: stored, replaced, listed and removed; they are
+/// not streams.
+async fn subscription_documents(st: Store) {
+    assert!(st.s.subscriptions().await.unwrap().is_empty());
+    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":1}"))
+        .await
+        .unwrap();
+    st.s.put_subscription("b", Bytes::from_static(b"{\"v\":2}"))
+        .await
+        .unwrap();
+    st.s.put_subscription("a", Bytes::from_static(b"{\"v\":3}"))
+        .await
+        .unwrap();
+    let mut all = st.s.subscriptions().await.unwrap();
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            ("a".to_owned(), Bytes::from_static(b"{\"v\":3}")),
+            ("b".to_owned(), Bytes::from_static(b"{\"v\":2}")),
+        ]
+    );
+    assert_eq!(st.s.head("a").await.unwrap_err(), StoreError::NotFound);
+    st.s.delete_subscription("a").await.unwrap();
+    st.s.delete_subscription("absent").await.unwrap();
+    assert_eq!(
+        st.s.subscriptions().await.unwrap(),
+        vec![("b".to_owned(), Bytes::from_static(b"{\"v\":2}"))]
+    );
+}
+
+/// Listing live streams under a prefix (subscription backfill): deleted
+/// ones are left out, the limit holds, glob characters are literal.
+async fn listing_streams_by_prefix(st: Store) {
+    for path in ["ev/a", "ev/b", "ev/c", "evx", "other/a", "ev*/z"] {
+        create(&st, path, "application/json", "[]").await;
+    }
+    append(&st, append_req("ev/b", "application/json", "{}")).await;
+    st.s.delete("ev/c").await.unwrap();
+    let mut got: Vec<(String, Pos)> =
+        st.s.list_streams("ev/", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(p, i)| (p, i.tail))
+            .collect();
+    got.sort();
+    let tail_b = st.s.head("ev/b").await.unwrap().tail;
+    let tail_a = st.s.head("ev/a").await.unwrap().tail;
+    assert_eq!(got, vec![("ev/a".to_owned(), tail_a), ("ev/b".to_owned(), tail_b)]);
+    assert_eq!(
+        st.s.list_streams("ev", 100).await.unwrap().len(),
+        4,
+        "ev/a, ev/b, evx, ev*/z"
+    );
+    assert_eq!(st.s.list_streams("", 2).await.unwrap().len(), 2);
+    let star: Vec<String> =
+        st.s.list_streams("ev*", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+    assert_eq!(star, vec!["ev*/z".to_owned()]);
 }

@@ -13,11 +13,14 @@ export const LONG_POLL_TIMEOUT_MS = 1_000;
  * @param {{ before?: () => Promise<string[]>, after?: () => Promise<void> }} [hooks]
  */
 export function conformance(name, hooks = {}) {
-  const config = { baseUrl: "", longPollTimeoutMs: LONG_POLL_TIMEOUT_MS };
+  // `subscriptions: true` runs the suite's subscription group (PROTOCOL.md
+  // §6-7): its webhook receivers listen on 127.0.0.1, the development
+  // exception the server allows only with --webhook-allow-loopback.
+  const config = { baseUrl: "", longPollTimeoutMs: LONG_POLL_TIMEOUT_MS, subscriptions: true };
   let server;
 
   beforeAll(async () => {
-    const args = (await hooks.before?.()) ?? [];
+    const args = [...((await hooks.before?.()) ?? []), "--webhook-allow-loopback"];
     server = await startServer({ longPollTimeoutMs: LONG_POLL_TIMEOUT_MS, args });
     config.baseUrl = server.url;
   });

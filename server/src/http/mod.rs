@@ -10,6 +10,7 @@ pub mod client_ip;
 mod error;
 pub mod headers;
 mod read;
+mod subscriptions;
 mod write;
 mod ws;
 
@@ -61,6 +62,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Connections and readers held, per client, principal and stream.
     pub occupancy: Occupancy,
+    /// The subscriptions (`/v1/stream/__ds/…`), when enabled.
+    pub subscriptions: Option<crate::subscriptions::Subscriptions>,
 }
 
 /// Completes once the server is shutting down ([`AppState::shutdown`]).
@@ -89,7 +92,7 @@ pub struct Stats {
 /// let (stats, ws_tasks, metrics) = (Default::default(), Default::default(), Metrics::new());
 /// let config = Arc::new(ServerConfig::default());
 /// let occupancy = Occupancy::new(&config.limits);
-/// let app = http::router(http::AppState { storage, config, shutdown, cut_connections, stats, ws_tasks, metrics, occupancy });
+/// let app = http::router(http::AppState { storage, config, shutdown, cut_connections, stats, ws_tasks, metrics, occupancy, subscriptions: None });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4437").await?;
 /// axum::serve(listener, app).await?;
 /// # Ok(()) }
@@ -254,6 +257,13 @@ async fn drop_connections(State(state): State<AppState>) -> Response {
 }
 
 async fn stream(State(state): State<AppState>, req: Request) -> Response {
+    let decoded = match decode_path(req.uri().path().strip_prefix(STREAM_PREFIX).unwrap_or_default()) {
+        Ok(path) => path,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(rest) = decoded.strip_prefix(RESERVED_SEGMENT).and_then(|r| r.strip_prefix('/')) {
+        return subscriptions::handle(state, rest, req).await;
+    }
     let result = async {
         let path = stream_path(req.uri().path())?;
         let method = req.method().clone();
@@ -319,9 +329,23 @@ pub(crate) fn source_path(value: &str) -> Result<String, ApiError> {
     Ok(path)
 }
 
+/// The first path segment of the Durable Streams control API
+/// (PROTOCOL.md §6): never a stream.
+const RESERVED_SEGMENT: &str = "__ds";
+
+/// Whether `path` is under the reserved `__ds` prefix.
+pub(crate) fn reserved(path: &str) -> bool {
+    path.split('/').next() == Some(RESERVED_SEGMENT)
+}
+
 pub(crate) fn validate_path(path: &str) -> Result<(), ApiError> {
     if path.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no stream path given"));
+    }
+    if reserved(path) {
+        return Err(ApiError::bad_request(
+            "paths under __ds/ are reserved for the Durable Streams control API",
+        ));
     }
     if path.len() > MAX_PATH_BYTES {
         return Err(ApiError::bad_request(format!(

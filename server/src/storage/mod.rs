@@ -295,6 +295,18 @@ pub trait Storage: Send + Sync + 'static {
     /// *before* reading so that no change between the read and the wait is
     /// missed.
     fn changes(&self, path: &str) -> ChangeFeed;
+    /// Up to `limit` live streams whose path starts with `prefix`, in no
+    /// particular order: how a subscription's pattern finds the streams
+    /// that exist when it is created (PROTOCOL.md §6.2).
+    async fn list_streams(&self, prefix: &str, limit: usize) -> StoreResult<Vec<(String, StreamInfo)>>;
+    /// Stores (or replaces) the document of subscription `id`
+    /// ([`crate::subscriptions`]: its configuration, cursors and wake
+    /// generation), durably before it returns.
+    async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()>;
+    /// Removes the document of subscription `id` (absent: nothing to do).
+    async fn delete_subscription(&self, id: &str) -> StoreResult<()>;
+    /// Every stored subscription document, by id (read once at start-up).
+    async fn subscriptions(&self) -> StoreResult<Vec<(String, Bytes)>>;
 }
 
 /// How often a store writes read touches back and removes expired streams.

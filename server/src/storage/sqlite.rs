@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS producers (
     last_seq INTEGER NOT NULL,
     PRIMARY KEY (stream_id, producer_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    doc BLOB NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Columns added since the first schema, with their definitions: a database
@@ -829,5 +833,75 @@ impl Storage for SqliteStorage {
 
     fn changes(&self, path: &str) -> ChangeFeed {
         self.inner.hub.subscribe(path)
+    }
+
+    async fn list_streams(&self, prefix: &str, limit: usize) -> StoreResult<Vec<(String, StreamInfo)>> {
+        let prefix = prefix.to_owned();
+        self.query(move |conn, touches| {
+            let now = rules::now_ms();
+            // Paths in order from the prefix on (the path index), until one
+            // no longer starts with it.
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {ROW_COLUMNS} FROM streams WHERE path >= ?1 ORDER BY path"
+                ))
+                .map_err(internal)?;
+            let mut rows = stmt.query([&prefix]).map_err(internal)?;
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(r) = rows.next().map_err(internal)? else { break };
+                // ROW_COLUMNS: the path is the second column.
+                let Some(path) = r.get::<_, Option<String>>(1).map_err(internal)? else {
+                    continue;
+                };
+                let row = row_from_sql(r).map_err(internal)?;
+                if !path.starts_with(&prefix) {
+                    break;
+                }
+                if !row.deleted && !row.expired(touches, now) {
+                    out.push((path, row.info()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |conn, _| {
+            conn.execute(
+                "INSERT INTO subscriptions (id, doc) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                rusqlite::params![id, doc.as_ref()],
+            )
+            .map(|_| ())
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |conn, _| {
+            conn.execute("DELETE FROM subscriptions WHERE id = ?1", [id])
+                .map(|_| ())
+                .map_err(internal)
+        })
+        .await
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<(String, Bytes)>> {
+        self.query(|conn, _| {
+            let mut stmt = conn
+                .prepare("SELECT id, doc FROM subscriptions ORDER BY id")
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, Bytes::from(r.get::<_, Vec<u8>>(1)?)))
+                })
+                .map_err(internal)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(internal)
+        })
+        .await
     }
 }

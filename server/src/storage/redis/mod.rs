@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::{AsyncConnectionConfig, Client};
 
 use self::ops::{AppendOp, CreateOp, DeleteOp, ExpireOp, TouchOp};
@@ -284,7 +285,105 @@ impl Storage for RedisStorage {
     fn changes(&self, path: &str) -> ChangeFeed {
         self.inner.hub.subscribe(path)
     }
+
+    async fn list_streams(&self, prefix: &str, limit: usize) -> StoreResult<Vec<(String, StreamInfo)>> {
+        // SCAN the path keys (a glob: the prefix's own glob characters
+        // escaped), then look each one up as HEAD does.
+        let escaped: String = prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+                escape.into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        let pattern = format!("{}*", stored::path_key(&escaped));
+        let key_prefix = stored::path_key("");
+        let mut cursor = 0u64;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .inner
+                .reader
+                .query(|mut conn| {
+                    let pattern = &pattern;
+                    async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await
+                    }
+                })
+                .await?;
+            for key in keys {
+                let Some(path) = key.strip_prefix(&key_prefix) else {
+                    continue;
+                };
+                if out.len() < limit
+                    && let Ok(info) = self.head(path).await
+                {
+                    out.push((path.to_owned(), info));
+                }
+            }
+            cursor = next;
+            if cursor == 0 || out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+
+    // Subscription documents: one hash, field = id. Durable like every
+    // write here (appendfsync always).
+    async fn put_subscription(&self, id: &str, doc: Bytes) -> StoreResult<()> {
+        self.inner
+            .reader
+            .query(|mut conn| {
+                let doc = doc.clone();
+                async move {
+                    redis::cmd("HSET")
+                        .arg(SUBSCRIPTIONS_KEY)
+                        .arg(id)
+                        .arg(doc.as_ref())
+                        .query_async::<()>(&mut conn)
+                        .await
+                }
+            })
+            .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<()> {
+        self.inner
+            .reader
+            .query(|mut conn| async move {
+                redis::cmd("HDEL")
+                    .arg(SUBSCRIPTIONS_KEY)
+                    .arg(id)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<(String, Bytes)>> {
+        let all: Vec<(String, Vec<u8>)> = self
+            .inner
+            .reader
+            .query(|mut conn| async move {
+                redis::cmd("HGETALL")
+                    .arg(SUBSCRIPTIONS_KEY)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(all.into_iter().map(|(id, doc)| (id, Bytes::from(doc))).collect())
+    }
 }
+
+/// The hash of subscription documents ([`Storage::put_subscription`]).
+const SUBSCRIPTIONS_KEY: &str = "ds:subscriptions";
 
 /// A stream found for a client operation: missing, expired and
 /// soft-deleted streams are errors.

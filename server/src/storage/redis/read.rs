@@ -70,7 +70,7 @@ impl Reader {
     /// Runs `op` on the shared connection. A connection found broken (Redis
     /// restarted since it was made) is replaced and `op` run once more;
     /// reads have no effects, so that is always safe.
-    async fn query<T, F>(&self, op: impl Fn(MultiplexedConnection) -> F) -> StoreResult<T>
+    pub(super) async fn query<T, F>(&self, op: impl Fn(MultiplexedConnection) -> F) -> StoreResult<T>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
