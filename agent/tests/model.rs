@@ -19,20 +19,17 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+mod common;
+
+use common::{BOUND, RunningAgent, Tab, finish_of, run_of};
 use durable_session_agent::AgentConfig;
 use durable_session_agent::openai::OpenAiConfig;
-use durable_session_protocol::session::{RunMode, RunStatus, SessionEvent, session_path};
-use durable_session_protocol::ws::Payload;
+use durable_session_protocol::session::{RunStatus, SessionEvent};
 use durable_session_server::Server;
 use durable_session_server::config::ServerConfig;
 use durable_sessions::core::chat::ChatView;
-use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
-use durable_sessions::native::{Client, NativeOptions, Subscription};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
-
-/// Everything a test waits for happens within this.
-const BOUND: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------
 // The stand-in for the model provider.
@@ -194,8 +191,7 @@ struct World {
     provider: FakeProvider,
     _dir: tempfile::TempDir,
     _server_stop: oneshot::Sender<()>,
-    agent_stop: Option<oneshot::Sender<()>>,
-    agent: Option<tokio::task::JoinHandle<()>>,
+    agent: Option<RunningAgent>,
 }
 
 impl World {
@@ -226,7 +222,6 @@ impl World {
             provider: FakeProvider::start().await,
             _dir: dir,
             _server_stop: stop,
-            agent_stop: None,
             agent: None,
         }
     }
@@ -239,121 +234,19 @@ impl World {
         model.api_key = Some("sk-test".into());
         config.model = Some(model);
         tune(&mut config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        self.agent_stop = Some(stop);
-        self.agent = Some(tokio::spawn(async move {
-            durable_session_agent::run(config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the agent runs");
-        }));
+        self.agent = Some(RunningAgent::start(config));
     }
 
     async fn stop_agent(&mut self) {
-        if let Some(stop) = self.agent_stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(agent) = self.agent.take() {
-            agent.await.unwrap();
-        }
-    }
-}
-
-/// A client subscribed to a session, collecting its events.
-struct Tab {
-    client: Client,
-    sub: Subscription,
-    path: String,
-    events: Vec<SessionEvent>,
-    /// The raw JSON of each event, for the SDK's chat view.
-    raw: Vec<String>,
-}
-
-impl Tab {
-    async fn open(world: &World, session: &str) -> Self {
-        let client = Client::connect(NativeOptions::new(&world.ws_url));
-        let path = session_path(session);
-        let opts = SubscribeOptions {
-            create: true,
-            ..Default::default()
-        };
-        let sub = client.subscribe(&path, opts).await;
-        Self {
-            client,
-            sub,
-            path,
-            events: Vec::new(),
-            raw: Vec::new(),
+        if let Some(mut agent) = self.agent.take() {
+            agent.stop().await;
         }
     }
 
-    async fn write(&self, event: SessionEvent) {
-        self.client.append_event(&self.path, &event).await.expect("appended");
+    /// A tab on a new connection to this world's server.
+    async fn tab(&self, session: &str) -> Tab {
+        Tab::open_at(&self.ws_url, session).await
     }
-
-    async fn ask(&self, id: &str, text: &str) {
-        self.write(SessionEvent::UserMessage {
-            id: id.into(),
-            author: "tester".into(),
-            text: text.into(),
-            mode: RunMode::Single,
-        })
-        .await;
-    }
-
-    /// Reads until `done` holds for the events so far ([`BOUND`] at most).
-    async fn until(&mut self, what: &str, done: impl Fn(&[SessionEvent]) -> bool) {
-        let deadline = tokio::time::Instant::now() + BOUND;
-        while !done(&self.events) {
-            match tokio::time::timeout_at(deadline, self.sub.next()).await {
-                Ok(Some(SubscriptionEvent::Messages(ms))) => {
-                    for m in ms {
-                        let Payload::Json(raw) = m.payload else {
-                            panic!("a JSON session")
-                        };
-                        self.events.push(SessionEvent::parse(&raw).expect("a session event"));
-                        self.raw.push(raw);
-                    }
-                }
-                Ok(Some(SubscriptionEvent::UpToDate { .. })) => {}
-                Ok(other) => panic!("unexpected {other:?} while waiting for {what}"),
-                Err(_) => panic!("timed out waiting for {what}; events so far: {:#?}", self.events),
-            }
-        }
-    }
-
-    /// Reads until a run answering `message` finished; returns its id.
-    async fn until_finished(&mut self, message: &str) -> String {
-        self.until(&format!("the answer to {message}"), |e| {
-            run_of(e, message).is_some_and(|run| finish_of(e, &run).is_some())
-        })
-        .await;
-        run_of(&self.events, message).unwrap()
-    }
-
-    /// The run answering `message`, once it started.
-    async fn until_started(&mut self, message: &str) -> String {
-        self.until(&format!("a run for {message}"), |e| run_of(e, message).is_some())
-            .await;
-        run_of(&self.events, message).unwrap()
-    }
-}
-
-fn run_of(events: &[SessionEvent], message: &str) -> Option<String> {
-    events.iter().find_map(|e| match e {
-        SessionEvent::RunStarted {
-            run_id, in_reply_to, ..
-        } if in_reply_to == message => Some(run_id.clone()),
-        _ => None,
-    })
-}
-
-fn finish_of(events: &[SessionEvent], run: &str) -> Option<(RunStatus, Option<String>)> {
-    events.iter().find_map(|e| match e {
-        SessionEvent::RunFinished { run_id, status, reason } if run_id == run => Some((*status, reason.clone())),
-        _ => None,
-    })
 }
 
 /// The text deltas of `run`.
@@ -406,7 +299,7 @@ async fn a_streamed_answer_lands_with_fewer_events_than_tokens() {
     world
         .provider
         .reply(Reply::Chunks(words.iter().map(|w| token(w)).collect()));
-    let mut tab = Tab::open(&world, "stream").await;
+    let mut tab = world.tab("stream").await;
     tab.ask("m1", "count for me").await;
     let run = tab.until_finished("m1").await;
 
@@ -454,7 +347,7 @@ async fn a_streamed_answer_lands_with_fewer_events_than_tokens() {
 async fn cancel_closes_the_upstream_request_within_one_chunk() {
     let world = World::start().await;
     let stream = world.provider.live();
-    let mut tab = Tab::open(&world, "cancel").await;
+    let mut tab = world.tab("cancel").await;
     tab.ask("m1", "write a long essay").await;
     let run = tab.until_started("m1").await;
     for w in ["Once", " upon", " a time"] {
@@ -490,7 +383,7 @@ async fn steer_continues_from_the_partial_answer_and_a_restarted_agent_sends_the
     world
         .provider
         .reply(Reply::Chunks(vec![token("Boats"), token(" float.")]));
-    let mut tab = Tab::open(&world, "steer").await;
+    let mut tab = world.tab("steer").await;
     tab.ask("m1", "tell me about trains").await;
     let run = tab.until_started("m1").await;
     for w in ["Trains", " are", " fast"] {
@@ -563,7 +456,7 @@ async fn provider_errors_429s_and_stalls_end_as_documented() {
     })
     .await;
     let provider = &world.provider;
-    let mut tab = Tab::open(&world, "errors").await;
+    let mut tab = world.tab("errors").await;
     let mut asked = 0;
     let mut ask = async |tab: &mut Tab, what: &str| {
         asked += 1;
@@ -656,7 +549,7 @@ async fn reasoning_and_tool_calls_become_events_and_the_run_goes_on_with_the_res
         chunk(json!({"reasoning": "Easy."})),
         token("It is 4 °C."),
     ]));
-    let mut tab = Tab::open(&world, "tools").await;
+    let mut tab = world.tab("tools").await;
     tab.ask("m1", "weather in Oslo?").await;
     let run = tab.until_started("m1").await;
     tab.until("the tool call", |e| {
@@ -750,7 +643,7 @@ async fn runs_over_their_budget_end_failed() {
         config.max_run_time = Some(Duration::from_millis(500));
     })
     .await;
-    let mut tab = Tab::open(&world, "budget").await;
+    let mut tab = world.tab("budget").await;
     world
         .provider
         .reply(Reply::Chunks((0..50).map(|i| token(&format!(" t{i}"))).collect()));
@@ -815,7 +708,7 @@ async fn the_api_key_is_sent_and_never_logged() {
         read_all(agent.stdout.take().unwrap()),
         read_all(agent.stderr.take().unwrap()),
     ];
-    let mut tab = Tab::open(&world, "key").await;
+    let mut tab = world.tab("key").await;
     tab.ask("m1", "hi").await;
     let run = tab.until_finished("m1").await;
     assert_eq!(finish_of(&tab.events, &run), Some((RunStatus::Completed, None)));

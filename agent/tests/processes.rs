@@ -8,21 +8,20 @@
 #[path = "../../server/tests/common/redis.rs"]
 mod redis;
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{BOUND, Tab};
 use durable_session_protocol::session::{RunMode, RunStatus, SessionEvent, session_path};
 use durable_session_protocol::ws::{ClientMsg, Payload, ProducerIds};
 use durable_session_server::Server;
 use durable_session_server::config::ServerConfig;
-use durable_sessions::core::client::{SubscribeOptions, SubscriptionEvent};
-use durable_sessions::native::{Client, NativeOptions, Subscription};
 use tokio::sync::oneshot;
 
-/// Everything a test waits for happens within this.
-const BOUND: Duration = Duration::from_secs(30);
 /// Short answers, written fast.
 const FAST: [&str; 4] = ["--tokens-per-second", "200", "--answer-tokens", "12"];
 
@@ -108,70 +107,6 @@ impl Drop for AgentProcess {
     }
 }
 
-/// A client subscribed to a session, collecting its events.
-struct Tab {
-    client: Client,
-    sub: Subscription,
-    path: String,
-    events: Vec<SessionEvent>,
-    /// The offset delivered with each event.
-    offsets: Vec<String>,
-}
-
-impl Tab {
-    async fn open(server: &TestServer, session: &str) -> Self {
-        Self::open_at(&server.ws_url, session).await
-    }
-
-    async fn open_at(ws_url: &str, session: &str) -> Self {
-        let client = Client::connect(NativeOptions::new(ws_url));
-        let path = session_path(session);
-        let opts = SubscribeOptions {
-            create: true,
-            ..Default::default()
-        };
-        let sub = client.subscribe(&path, opts).await;
-        Self {
-            client,
-            sub,
-            path,
-            events: Vec::new(),
-            offsets: Vec::new(),
-        }
-    }
-
-    async fn ask(&self, id: &str, text: &str) {
-        let event = SessionEvent::UserMessage {
-            id: id.into(),
-            author: "tester".into(),
-            text: text.into(),
-            mode: RunMode::Single,
-        };
-        self.client.append_event(&self.path, &event).await.expect("asked");
-    }
-
-    /// Reads until `done` holds for the events so far ([`BOUND`] at most).
-    async fn until(&mut self, what: &str, done: impl Fn(&[SessionEvent]) -> bool) {
-        let deadline = tokio::time::Instant::now() + BOUND;
-        while !done(&self.events) {
-            match tokio::time::timeout_at(deadline, self.sub.next()).await {
-                Ok(Some(SubscriptionEvent::Messages(ms))) => {
-                    for m in ms {
-                        let Payload::Json(raw) = m.payload else {
-                            panic!("a JSON session")
-                        };
-                        self.events.push(SessionEvent::parse(&raw).expect("a session event"));
-                        self.offsets.push(m.offset);
-                    }
-                }
-                Ok(Some(SubscriptionEvent::UpToDate { .. })) => {}
-                Ok(other) => panic!("unexpected {other:?} while waiting for {what}"),
-                Err(_) => panic!("timed out waiting for {what}; events so far: {:#?}", self.events),
-            }
-        }
-    }
-}
-
 fn started(events: &[SessionEvent]) -> Vec<(&str, &str)> {
     events
         .iter()
@@ -211,7 +146,7 @@ async fn two_agent_processes_answer_each_message_exactly_once() {
     const MESSAGES: usize = 8;
     let server = start_server(ServerConfig::default()).await;
     let agents = [AgentProcess::start(&server, &FAST), AgentProcess::start(&server, &FAST)];
-    let mut tab = Tab::open(&server, "shared").await;
+    let mut tab = Tab::open_at(&server.ws_url, "shared").await;
     // Both processes serve the session before anything is asked.
     for agent in &agents {
         agent.wait_for_log("joining session session_id=shared").await;
@@ -297,7 +232,7 @@ async fn a_run_that_cannot_append_finishes_as_failed_with_the_reason() {
     })
     .await;
     let _agent = AgentProcess::start(&server, &FAST);
-    let mut tab = Tab::open(&server, "too-large").await;
+    let mut tab = Tab::open_at(&server.ws_url, "too-large").await;
     tab.client
         .append_event(&tab.path, &question)
         .await
@@ -344,7 +279,7 @@ async fn a_run_still_being_written_is_left_alone_and_one_whose_agent_died_is_clo
     ];
     let server = start_server(ServerConfig::default()).await;
     let first = AgentProcess::start(&server, &slow);
-    let mut tab = Tab::open(&server, "orphans").await;
+    let mut tab = Tab::open_at(&server.ws_url, "orphans").await;
     first.wait_for_log("joining session session_id=orphans").await;
     tab.ask("m1", "first question").await;
     let deltas = |e: &[SessionEvent]| e.iter().filter(|e| matches!(e, SessionEvent::TextDelta { .. })).count();

@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{RunningAgent, Tab};
 use durable_session_agent::AgentConfig;
-use durable_session_protocol::session::{RunMode, RunStatus, SessionEvent, session_path};
-use durable_session_protocol::ws::Payload;
+use durable_session_protocol::session::{RunMode, RunStatus, SessionEvent};
 use durable_session_server::Server;
 use durable_session_server::auth::Right;
 use durable_session_server::auth::jwt::Keys;
@@ -30,8 +32,7 @@ struct World {
     keys: Option<Arc<Keys>>,
     _dir: tempfile::TempDir,
     _server_stop: oneshot::Sender<()>,
-    agent_stop: Option<oneshot::Sender<()>>,
-    agent: Option<tokio::task::JoinHandle<()>>,
+    agent: Option<RunningAgent>,
 }
 
 impl World {
@@ -57,7 +58,6 @@ impl World {
             keys,
             _dir: dir,
             _server_stop: stop,
-            agent_stop: None,
             agent: None,
         };
         w.start_agent(token_interval);
@@ -80,24 +80,18 @@ impl World {
             provider
         });
         config.answer_tokens = ANSWER_TOKENS;
-        let (stop, stopped) = oneshot::channel::<()>();
-        self.agent_stop = Some(stop);
-        self.agent = Some(tokio::spawn(async move {
-            durable_session_agent::run(config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("agent runs");
-        }));
+        self.agent = Some(RunningAgent::start(config));
     }
 
     async fn stop_agent(&mut self) {
-        if let Some(stop) = self.agent_stop.take() {
-            let _ = stop.send(());
+        if let Some(mut agent) = self.agent.take() {
+            agent.stop().await;
         }
-        if let Some(agent) = self.agent.take() {
-            agent.await.unwrap();
-        }
+    }
+
+    /// A tab on a new client of this world ([`World::client`]).
+    async fn tab(&self, session: &str) -> Tab {
+        Tab::open_with(self.client(), session).await
     }
 
     fn client(&self) -> Client {
@@ -120,85 +114,12 @@ impl World {
     }
 }
 
-/// A tab: a client subscribed to one session, recording every message.
-struct Tab {
-    client: Client,
-    sub: durable_sessions::native::Subscription,
-    path: String,
-    /// (offset, JSON) of every message, in delivery order.
-    log: Vec<(String, String)>,
-    /// Index into `log` where each up-to-date marker arrived.
-    up_to_date_at: Vec<usize>,
-}
-
-impl Tab {
-    async fn open(world: &World, session: &str) -> Self {
-        Self::open_with(world.client(), session).await
-    }
-
-    async fn open_with(client: Client, session: &str) -> Self {
-        let path = session_path(session);
-        let sub = client
-            .subscribe(
-                &path,
-                SubscribeOptions {
-                    create: true,
-                    ..Default::default()
-                },
-            )
-            .await;
-        Self {
-            client,
-            sub,
-            path,
-            log: Vec::new(),
-            up_to_date_at: Vec::new(),
-        }
-    }
-
-    async fn send(&self, event: SessionEvent) {
-        self.client
-            .append_event(&self.path, &event)
-            .await
-            .expect("append acknowledged");
-    }
-
-    fn events(&self) -> Vec<SessionEvent> {
-        self.log
-            .iter()
-            .filter_map(|(_, json)| SessionEvent::parse(json).ok())
-            .collect()
-    }
-
-    /// Reads until `done` holds for the events so far (10 s at most).
-    async fn until(&mut self, what: &str, done: impl Fn(&[SessionEvent]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done(&self.events()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.sub.next()).await {
-                Ok(Some(SubscriptionEvent::Messages(ms))) => {
-                    for m in ms {
-                        let Payload::Json(raw) = m.payload else {
-                            panic!("JSON session")
-                        };
-                        self.log.push((m.offset, raw));
-                    }
-                }
-                Ok(Some(SubscriptionEvent::UpToDate { .. })) => self.up_to_date_at.push(self.log.len()),
-                Ok(Some(other)) => panic!("unexpected {other:?} while waiting for {what}"),
-                Ok(None) => panic!("subscription ended while waiting for {what}"),
-                Err(_) => panic!("timed out waiting for {what}; got {} events", self.log.len()),
-            }
-        }
-    }
-}
-
 /// Reads the whole session from a new tab and checks the agent wrote no
 /// delta after its `run_finished`; returns the events.
 async fn assert_no_delta_after_run_finished(world: &World, session: &str) -> Vec<SessionEvent> {
-    let mut check = Tab::open(world, session).await;
+    let mut check = world.tab(session).await;
     check.until("history", |e| finished(e).is_some()).await;
-    let events = check.events();
+    let events = check.events.clone();
     let end = events
         .iter()
         .position(|e| matches!(e, SessionEvent::RunFinished { .. }))
@@ -245,10 +166,10 @@ fn finished(events: &[SessionEvent]) -> Option<RunStatus> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_subscriber_resumes_with_exactly_what_an_uncut_one_got() {
     let world = World::start().await;
-    let mut steady = Tab::open(&world, "cut").await;
-    let mut cut = Tab::open(&world, "cut").await;
+    let mut steady = world.tab("cut").await;
+    let mut cut = world.tab("cut").await;
     steady
-        .send(user_message("m1", "tell me about durable streams", RunMode::Single))
+        .write(user_message("m1", "tell me about durable streams", RunMode::Single))
         .await;
     cut.until("some deltas", |e| deltas(e) >= 10).await;
     cut.client.drop_connection();
@@ -256,46 +177,46 @@ async fn a_cut_subscriber_resumes_with_exactly_what_an_uncut_one_got() {
     cut.client.drop_connection();
     steady.until("run end", |e| finished(e).is_some()).await;
     cut.until("run end", |e| finished(e).is_some()).await;
-    assert_eq!(finished(&steady.events()), Some(RunStatus::Completed));
-    assert_eq!(cut.log, steady.log, "same offsets and bodies: no gap, no duplicate");
-    let offsets: Vec<&String> = cut.log.iter().map(|(o, _)| o).collect();
+    assert_eq!(finished(&steady.events), Some(RunStatus::Completed));
+    assert_eq!(cut.log(), steady.log(), "same offsets and bodies: no gap, no duplicate");
+    let offsets: Vec<&String> = cut.offsets.iter().collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]));
-    assert_eq!(deltas(&cut.events()), ANSWER_TOKENS);
+    assert_eq!(deltas(&cut.events), ANSWER_TOKENS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_gets_the_earlier_deltas_then_live_ones_in_the_same_order() {
     let world = World::start().await;
-    let mut early = Tab::open(&world, "late").await;
+    let mut early = world.tab("late").await;
     early
-        .send(user_message("m1", "explain resumable logs", RunMode::Single))
+        .write(user_message("m1", "explain resumable logs", RunMode::Single))
         .await;
     early
         .until("a third of the answer", |e| deltas(e) >= ANSWER_TOKENS / 3)
         .await;
-    let mut late = Tab::open(&world, "late").await;
+    let mut late = world.tab("late").await;
     late.until("catch-up", |e| !e.is_empty()).await;
-    let caught_up_with = late.log.len();
+    let caught_up_with = late.events.len();
     assert!(
-        deltas(&late.events()) >= ANSWER_TOKENS / 3 - 5,
+        deltas(&late.events) >= ANSWER_TOKENS / 3 - 5,
         "catch-up carries the earlier deltas"
     );
     late.until("run end", |e| finished(e).is_some()).await;
     early.until("run end", |e| finished(e).is_some()).await;
-    assert!(late.log.len() > caught_up_with, "then live deltas followed");
-    assert_eq!(late.log, early.log);
+    assert!(late.events.len() > caught_up_with, "then live deltas followed");
+    assert_eq!(late.log(), early.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_from_another_tab_stops_the_run_fast() {
     let world = World::start().await;
-    let mut a = Tab::open(&world, "cancel").await;
-    let b = Tab::open(&world, "cancel").await;
-    a.send(user_message("m1", "write a long essay", RunMode::Single)).await;
+    let mut a = world.tab("cancel").await;
+    let b = world.tab("cancel").await;
+    a.write(user_message("m1", "write a long essay", RunMode::Single)).await;
     a.until("deltas", |e| deltas(e) >= 5).await;
-    let run_id = run_id_of(&a.events()).unwrap();
+    let run_id = run_id_of(&a.events).unwrap();
     let sent = Instant::now();
-    b.send(SessionEvent::Cancel {
+    b.write(SessionEvent::Cancel {
         run_id: run_id.clone(),
         by: "tab-b".into(),
     })
@@ -304,7 +225,7 @@ async fn cancel_from_another_tab_stops_the_run_fast() {
     let latency = sent.elapsed();
     println!("cancel latency (tab B append → run_finished cancelled in tab A): {latency:?}");
     assert!(latency < Duration::from_millis(250), "cancel took {latency:?}");
-    assert_eq!(finished(&a.events()), Some(RunStatus::Cancelled));
+    assert_eq!(finished(&a.events), Some(RunStatus::Cancelled));
     // Nothing from the agent after its run_finished.
     tokio::time::sleep(TOKEN_INTERVAL * 10).await;
     let events = assert_no_delta_after_run_finished(&world, "cancel").await;
@@ -314,19 +235,19 @@ async fn cancel_from_another_tab_stops_the_run_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steer_is_applied_and_the_run_continues() {
     let world = World::start().await;
-    let mut a = Tab::open(&world, "steer").await;
-    let b = Tab::open(&world, "steer").await;
-    a.send(user_message("m1", "describe mountains", RunMode::Single)).await;
+    let mut a = world.tab("steer").await;
+    let b = world.tab("steer").await;
+    a.write(user_message("m1", "describe mountains", RunMode::Single)).await;
     a.until("deltas", |e| deltas(e) >= 10).await;
-    let run_id = run_id_of(&a.events()).unwrap();
-    b.send(SessionEvent::Steer {
+    let run_id = run_id_of(&a.events).unwrap();
+    b.write(SessionEvent::Steer {
         run_id: run_id.clone(),
         text: "talk about oceans".into(),
         by: "tab-b".into(),
     })
     .await;
     a.until("run end", |e| finished(e).is_some()).await;
-    let events = a.events();
+    let events = a.events.clone();
     assert_eq!(finished(&events), Some(RunStatus::Completed));
     assert_eq!(
         events
@@ -359,10 +280,10 @@ async fn steer_is_applied_and_the_run_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sub_agent_writes_into_the_one_session() {
     let world = World::start().await;
-    let mut a = Tab::open(&world, "team").await;
-    a.send(user_message("m1", "plan a launch", RunMode::Multi)).await;
+    let mut a = world.tab("team").await;
+    a.write(user_message("m1", "plan a launch", RunMode::Multi)).await;
     a.until("run end", |e| finished(e).is_some()).await;
-    let events = a.events();
+    let events = a.events.clone();
     assert_eq!(finished(&events), Some(RunStatus::Completed));
     for agent in ["researcher", "analyst", "writer"] {
         let wrote = events
@@ -383,17 +304,17 @@ async fn every_sub_agent_writes_into_the_one_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_every_sub_agent() {
     let world = World::start().await;
-    let mut a = Tab::open(&world, "team-stop").await;
-    a.send(user_message("m1", "plan a launch", RunMode::Multi)).await;
+    let mut a = world.tab("team-stop").await;
+    a.write(user_message("m1", "plan a launch", RunMode::Multi)).await;
     a.until("sub-agent deltas", |e| deltas(e) >= 6).await;
-    let run_id = run_id_of(&a.events()).unwrap();
-    a.send(SessionEvent::Cancel {
+    let run_id = run_id_of(&a.events).unwrap();
+    a.write(SessionEvent::Cancel {
         run_id,
         by: "tab-a".into(),
     })
     .await;
     a.until("run end", |e| finished(e).is_some()).await;
-    assert_eq!(finished(&a.events()), Some(RunStatus::Cancelled));
+    assert_eq!(finished(&a.events), Some(RunStatus::Cancelled));
     tokio::time::sleep(TOKEN_INTERVAL * 10).await;
     assert_no_delta_after_run_finished(&world, "team-stop").await;
 }
@@ -401,19 +322,19 @@ async fn cancel_stops_every_sub_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_tab_does_not_stop_the_run_and_a_restarted_agent_answers_once() {
     let mut world = World::start().await;
-    let mut watcher = Tab::open(&world, "restart").await;
+    let mut watcher = world.tab("restart").await;
     {
-        let asker = Tab::open(&world, "restart").await;
-        asker.send(user_message("m1", "first question", RunMode::Single)).await;
+        let asker = world.tab("restart").await;
+        asker.write(user_message("m1", "first question", RunMode::Single)).await;
         asker.client.close(); // closing a connection is never a cancel
     }
     watcher.until("run end", |e| finished(e).is_some()).await;
-    assert_eq!(finished(&watcher.events()), Some(RunStatus::Completed));
+    assert_eq!(finished(&watcher.events), Some(RunStatus::Completed));
 
     world.stop_agent().await;
     world.start_agent(TOKEN_INTERVAL);
     watcher
-        .send(user_message("m2", "second question", RunMode::Single))
+        .write(user_message("m2", "second question", RunMode::Single))
         .await;
     watcher
         .until("second run end", |e| {
@@ -424,7 +345,7 @@ async fn a_closed_tab_does_not_stop_the_run_and_a_restarted_agent_answers_once()
         })
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut check = Tab::open(&world, "restart").await;
+    let mut check = world.tab("restart").await;
     check
         .until("history", |e| {
             e.iter()
@@ -434,7 +355,7 @@ async fn a_closed_tab_does_not_stop_the_run_and_a_restarted_agent_answers_once()
         })
         .await;
     let started: Vec<String> = check
-        .events()
+        .events
         .iter()
         .filter_map(|e| match e {
             SessionEvent::RunStarted { in_reply_to, .. } => Some(in_reply_to.clone()),
@@ -464,15 +385,15 @@ async fn with_access_control_agents_refresh_tokens_and_identity_is_the_servers_w
         text: "tell me about tokens".into(),
         mode: RunMode::Multi,
     };
-    ada.send(mine).await;
+    ada.write(mine).await;
     let mut until = Instant::now() + Duration::from_secs(20);
-    while finished(&ada.events()).is_none() {
+    while finished(&ada.events).is_none() {
         ada.until("the team's answer", |e| finished(e).is_some()).await;
         assert!(Instant::now() < until);
     }
-    assert_eq!(finished(&ada.events()), Some(RunStatus::Completed));
+    assert_eq!(finished(&ada.events), Some(RunStatus::Completed));
     // Every sub-agent's tokens, and the orchestrator's result.
-    assert_eq!(deltas(&ada.events()), (ANSWER_TOKENS / 3) * 3 + 1);
+    assert_eq!(deltas(&ada.events), (ANSWER_TOKENS / 3) * 3 + 1);
     // The orchestrator and its three sub-agents each refreshed at least once.
     let minted = AGENT_TOKENS.load(Ordering::Relaxed) - minted_before;
     assert!(minted >= 8, "agent tokens minted during the run: {minted}");
@@ -481,7 +402,7 @@ async fn with_access_control_agents_refresh_tokens_and_identity_is_the_servers_w
     until = Instant::now() + Duration::from_secs(10);
     check.until("history", |e| finished(e).is_some()).await;
     assert!(Instant::now() < until);
-    assert_eq!(check.log, ada.log);
+    assert_eq!(check.log(), ada.log());
     // Another user cannot read the session.
     let eve = world.client_as("eve", "elsewhere");
     let mut sub = eve.subscribe("sessions/secure", SubscribeOptions::default()).await;
