@@ -30,13 +30,13 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { cpSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomInt } from "node:crypto";
 import { launchBrowser } from "../support/browser.mjs";
-import { serveStatic } from "../support/static.mjs";
+import { servePageWithPackage } from "../support/static.mjs";
 import { serverBinary } from "../support/server.mjs";
 import { readLog, verifyOffsets } from "../support/log.mjs";
 import { ChaosProxy, mulberry32 } from "./proxy.mjs";
@@ -56,25 +56,17 @@ const MAX_RECONNECTS = 100;
 const LABELS = ["A", "B", "C"];
 const RELOADER = "C";
 
-let browser, files, webRoot;
+let browser, files;
 
 before(async () => {
   // The page and a private copy of the npm package, served from one dir.
-  const pkg = process.env.SDK_PKG ?? join(root, "sdk", "pkg");
-  if (!existsSync(join(pkg, "durable_sessions.js"))) {
-    throw new Error(`npm package not found at ${pkg}: run 'bash scripts/build-sdk.sh' first`);
-  }
-  webRoot = mkdtempSync(join(tmpdir(), "durable-chaos-web-"));
-  cpSync(pkg, join(webRoot, "pkg"), { recursive: true });
-  copyFileSync(join(here, "page.html"), join(webRoot, "page.html"));
-  files = await serveStatic(webRoot);
+  files = await servePageWithPackage(root, join(here, "page.html"), "chaos");
   browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   await files?.close();
-  if (webRoot) rmSync(webRoot, { recursive: true, force: true });
 });
 
 /** Waits for `cond()` (async) to be truthy, polling; bounded by `timeoutMs`. Returns its last value. */

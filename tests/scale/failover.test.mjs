@@ -13,12 +13,10 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { cpSync, copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { launchBrowser } from "../support/browser.mjs";
-import { serveStatic } from "../support/static.mjs";
+import { servePageWithPackage } from "../support/static.mjs";
 import { startServer } from "../support/server.mjs";
 import { startRedis } from "../support/redis.mjs";
 import { readLog, verifyOffsets } from "../support/log.mjs";
@@ -31,24 +29,16 @@ const ANSWER_TOKENS = 60;
 /** Bound of every wait: the answer takes 3 s. */
 const WAIT_MS = 20_000;
 
-let browser, files, webRoot;
+let browser, files;
 
 before(async () => {
-  const pkg = process.env.SDK_PKG ?? join(root, "sdk", "pkg");
-  if (!existsSync(join(pkg, "durable_sessions.js"))) {
-    throw new Error(`npm package not found at ${pkg}: run 'bash scripts/build-sdk.sh' first`);
-  }
-  webRoot = mkdtempSync(join(tmpdir(), "durable-failover-web-"));
-  cpSync(pkg, join(webRoot, "pkg"), { recursive: true });
-  copyFileSync(join(here, "page.html"), join(webRoot, "page.html"));
-  files = await serveStatic(webRoot);
+  files = await servePageWithPackage(root, join(here, "page.html"), "failover");
   browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   await files?.close();
-  if (webRoot) rmSync(webRoot, { recursive: true, force: true });
 });
 
 /** The demo agent on `server`; resolves to a function that stops it. */
