@@ -550,6 +550,8 @@ if (smoke) {
   }
   console.log("bench smoke: 12 benchmarks and the scaling run ran");
 } else {
+  // Kept so that a page can be rendered again without measuring again.
+  writeFileSync(`${cargoTarget}/bench-results.json`, JSON.stringify({ results, machine: machine(), seconds }));
   writeFileSync("docs/benchmarks.md", render(results, machine(), seconds));
   log("wrote docs/benchmarks.md");
 }
