@@ -117,7 +117,9 @@ async function startChild(cmd, args, env, readyUrl) {
 }
 
 const servers = {
-  ours: (extra = []) => startServer({ args: extra }),
+  // Every client of the load generator comes from 127.0.0.1: the per-IP
+  // WebSocket bound (default 4,096) is raised past the 10,000 idle sockets.
+  ours: (extra = []) => startServer({ args: ["--max-ws-per-ip", "100000", ...extra] }),
   async node() {
     const dir = mkdtempSync(join(tmpdir(), "bench-node-"));
     const s = await startChild("node", ["tests/support/node-ds-server.mjs", "0", dir], {});
