@@ -509,8 +509,11 @@ async fn bench_fanout(
     // Latencies (ms) of the subscribers on each node.
     let latencies: Vec<Arc<Mutex<Vec<f64>>>> = nodes.iter().map(|_| Arc::default()).collect();
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel(subscribers.max(1));
-    let write_time = Duration::from_secs_f64(count as f64 / f64::from(rate.max(1)));
-    let deadline = Instant::now() + limit.min(write_time + Duration::from_secs(20));
+    // Subscribers run until the benchmark's limit (they are stopped once the
+    // last messages had time to arrive); the writer's window starts once
+    // they are connected, so a slow connect on a busy machine does not cut
+    // the writing short.
+    let overall = Instant::now() + limit;
     let mut tasks = Vec::new();
     for i in 0..subscribers {
         let node = &nodes[i % nodes.len()];
@@ -521,13 +524,13 @@ async fn bench_fanout(
                 format!("{node}/v1/stream/{path}?offset=now&live=sse"),
                 latencies,
                 ready,
-                deadline,
+                overall,
             )),
             Live::Ws => tokio::spawn(ws_subscriber(
                 node.clone(),
                 path.clone(),
                 ready,
-                deadline,
+                overall,
                 move |messages| {
                     let mut times = Vec::new();
                     for m in messages {
@@ -552,6 +555,8 @@ async fn bench_fanout(
         connected += 1;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let write_time = Duration::from_secs_f64(count as f64 / f64::from(rate.max(1)));
+    let deadline = overall.min(Instant::now() + write_time + Duration::from_secs(20));
     let cpu = CpuClock::start(cpu_pids)?;
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
