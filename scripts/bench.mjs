@@ -537,6 +537,7 @@ if (smoke) {
       if (!(fo.received === fo.expected && fo.expected > 0 && fo.nodes.every((n) => n.received > 0))) bad.push(`${name} fan-out ${mode}`);
     }
   }
+  renderScaleOut(results, machine()); // the section renders (it is written only by a full run)
   const sc = results.scaling;
   if (!(sc.idle.subscriptions === SCALE.idle && sc.append.messages === SCALE.appends && sc.steps.length === 3 && sc.steps.every((r, i) => r.nodes.length === i + 1 && r.received === r.expected && r.expected > 0))) bad.push("scaling");
   else renderScaling(sc, machine(), 0);
