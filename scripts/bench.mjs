@@ -60,6 +60,9 @@ function run(cmd, args, opts = {}) {
 const clusterArgs = (nodes = [], pids = []) => [...nodes.flatMap((n) => ["--node", n.url]), ...pids.flatMap((p) => ["--cpu-pid", String(p)])];
 
 /** The load average (1, 5, 15 min) from /proc/loadavg. */
+/** A figure for the log: a JSON null (no samples) prints as "none". */
+const fmt = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : "none");
+
 const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 
 function bench(url, args, seconds = 60) {
@@ -232,7 +235,7 @@ for (const peer of peers) {
     for (const mode of peer === "ours" ? ["sse", "ws"] : ["sse"]) {
       const args = ["fanout", "--mode", mode, "--subscribers", String(N.fanSubs), "--rate", "100", "--count", String(N.fanCount)];
       r[`fanout_${mode}`] = bench(s.url, args, 120);
-      log(peer, `fan-out ${mode}: p99`, r[`fanout_${mode}`].p99_ms.toFixed(1), "ms");
+      log(peer, `fan-out ${mode}: p99`, fmt(r[`fanout_${mode}`].p99_ms, 1), "ms");
     }
   } finally {
     await s.stop();
@@ -266,7 +269,7 @@ async function scaleOutRun() {
       for (const mode of ["sse", "ws"]) {
         const args = ["fanout", "--mode", mode, "--subscribers", String(N.fanSubs), "--rate", "100", "--count", String(N.fanCount), ...extra];
         r[`fanout_${mode}`] = bench(a.url, args, 120);
-        log(`Redis ${count} node(s) fan-out ${mode}: p99`, r[`fanout_${mode}`].p99_ms.toFixed(1), "ms");
+        log(`Redis ${count} node(s) fan-out ${mode}: p99`, fmt(r[`fanout_${mode}`].p99_ms, 1), "ms");
       }
     }
   } finally {
@@ -880,7 +883,7 @@ async function scalingRun() {
       });
       r.load = loadavg();
       out.steps.push(r);
-      log(`scaling: ${count} node(s): p99 ${r.p99_ms.toFixed(1)} ms, delivered ${r.received} / ${r.expected}, node CPU ${r.cpu.slice(0, -1).map((c) => c.cpu_seconds.toFixed(2)).join(" + ")} s`);
+      log(`scaling: ${count} node(s): p99 ${fmt(r.p99_ms, 1)} ms, delivered ${r.received} / ${r.expected}, node CPU ${r.cpu.slice(0, -1).map((c) => c.cpu_seconds.toFixed(2)).join(" + ")} s`);
     }
   } finally {
     await redis.stop();
