@@ -172,6 +172,12 @@ function machine() {
 // ---------------------------------------------------------------- build
 
 log(smoke ? "smoke mode: tiny counts, our server and the Node peer" : soakOnly ? "soak only" : "full run");
+if (process.argv.includes("--render")) {
+  const kept = JSON.parse(readFileSync(`${cargoTarget}/bench-results.json`, "utf8"));
+  writeFileSync("docs/benchmarks.md", render(kept.results, kept.machine, kept.seconds));
+  log("rendered docs/benchmarks.md again from the last full run's results");
+  process.exit(0);
+}
 if (soakOnly) {
   run("cargo", ["build", "--release", "--quiet", "-p", "durable-session-server", "-p", "durable-session-bench"]);
   process.env.SERVER_BIN = resolve(root, cargoTarget, "release/durable-session-server");
@@ -185,6 +191,7 @@ if (scalingOnly) {
   run("cargo", ["build", "--release", "--quiet", "-p", "durable-session-server", "-p", "durable-session-bench"]);
   process.env.SERVER_BIN = resolve(root, cargoTarget, "release/durable-session-server");
   const scaling = await scalingRun();
+  writeFileSync(`${cargoTarget}/scaling-results.json`, JSON.stringify(scaling));
   const section = renderScaling(scaling, machine(), (Date.now() - started) / 1000);
   if (smoke) {
     console.log(section); // tiny counts: printed, never written
@@ -213,7 +220,7 @@ if (!smoke) {
 
 // ------------------------------------------------------- server benchmarks
 
-const results = { server: {}, browser: {}, size: {} };
+const results = { server: {}, browser: {}, size: {}, load_start: loadavg() };
 for (const peer of peers) {
   log(`server benchmarks: ${peer}`);
   const r = (results.server[peer] = {});
@@ -556,7 +563,9 @@ if (smoke) {
   }
   console.log("bench smoke: 12 benchmarks and the scaling run ran");
 } else {
-  // Kept so that a page can be rendered again without measuring again.
+  results.load_end = loadavg();
+  // Kept so that the page can be rendered again without measuring again
+  // (`node scripts/bench.mjs --render`).
   writeFileSync(`${cargoTarget}/bench-results.json`, JSON.stringify({ results, machine: machine(), seconds }));
   writeFileSync("docs/benchmarks.md", render(results, machine(), seconds));
   log("wrote docs/benchmarks.md");
@@ -690,6 +699,11 @@ npm run bench
 \`\`\`
 
 Machine: ${m.cpu}, ${m.memory}; ${m.kernel}; Node ${m.node}; ${m.rustc}; ${m.chromium}.
+${
+  res.load_start
+    ? `Load average (1, 5, 15 min) ${res.load_start} at the start, ${res.load_end} at the end`
+    : `Load average (1, 5, 15 min) ${res.scale.load_start} → ${res.scale.load_end} around section 12`
+}: the machine was shared with other builds, so absolute figures are worse than on an idle one.
 
 Peers: **Node peer** = \`@durable-streams/server\` 0.3.7 (upstream Node reference
 server, file-backed store); **Rust peer** = \`durable-streams-server\` ${RUST_PEER_VERSION}
@@ -948,9 +962,9 @@ function renderScaling(k, mach, secs) {
   const check = m.check
     .map(({ nodes, r, predicted, measured }) => {
       const sum = (xs) => xs.reduce((x, y) => x + y, 0);
-      const offered = (r.written * r.connected) / r.seconds;
+      const reached = r.written / r.seconds;
       const cross = r.nodes.length > 1 ? f(Math.max(...r.nodes.slice(1).map((n) => n.p99_ms)), 1) : "—";
-      return `| ${nodes} | ${r.nodes.map((n) => f(n.subscribers)).join(" / ")} | ${predicted.map((x) => f(x, 2)).join(" / ")} | ${measured.map((x) => f(x, 2)).join(" / ")} | ${f(sum(predicted), 2)} | ${f(sum(measured), 2)} | ${f(offered)} | ${f(r.received / r.seconds)} | ${f(r.received)} / ${f(r.expected)} | ≤ ${f(m.check[0].r.p99_ms, 1)} | ${f(r.p99_ms, 1)} | ${cross} | ${f(r.cpu.at(-1).cpu_seconds, 2)} | ${r.load} |`;
+      return `| ${nodes} | ${r.nodes.map((n) => f(n.subscribers)).join(" / ")} | ${predicted.map((x) => f(x, 2)).join(" / ")} | ${measured.map((x) => f(x, 2)).join(" / ")} | ${f(sum(predicted), 2)} | ${f(sum(measured), 2)} | ${f(reached)} | ${f(r.received / r.seconds)} | ${f(r.received)} / ${f(r.expected)} | ≤ ${f(m.check[0].r.p99_ms, 1)} | ${f(r.p99_ms, 1)} | ${cross} | ${f(r.cpu.at(-1).cpu_seconds, 2)} | ${r.load} |`;
     })
     .join("\n");
   const scen = m.scenarios
@@ -981,7 +995,7 @@ ${scen}
 
 **The check: the same fan-out over 1 → 2 → 3 nodes** (one writer on node A at ${f(C.rate)} appends/s, ${f(C.count)} appends; ${f(C.subs)} WebSocket subscribers spread round-robin over the nodes; CPU seconds over the writing window; predicted from the 1-node run and the per-append costs)
 
-| nodes | subscribers per node | node CPU predicted (s, per node) | node CPU measured (s, per node) | total predicted (s) | total measured (s) | deliveries/s offered | deliveries/s measured | delivered / expected | p99 predicted on own cores (ms) | p99 measured (ms) | p99 on nodes B, C (ms) | Redis CPU (s) | load average after |
+| nodes | subscribers per node | node CPU predicted (s, per node) | node CPU measured (s, per node) | total predicted (s) | total measured (s) | appends/s the writer reached (of ${f(C.rate)}) | deliveries/s | delivered / expected | p99 predicted on own cores (ms) | p99 measured (ms) | p99 on nodes B, C (ms) | Redis CPU (s) | load average after |
 |---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
 ${check}
 
