@@ -4,6 +4,11 @@
 // writes the document and its numbers mean nothing. `--soak` runs only the
 // soak (2,000 live subscribers, steady appends, RSS every second for 60 s)
 // and replaces its section of docs/benchmarks.md, leaving the rest as it was.
+// `--scaling` runs only the scale-out measurements behind docs/scaling.md
+// (per-node figures on Redis, then the same fan-out over 1, 2 and 3 nodes)
+// and replaces that page's measured part (between its `scaling:` markers).
+// Both the full run and `--smoke` start their own redis-server (durable
+// settings, tests/support/redis.mjs) for the Redis rows.
 //
 // Peers, installed here from registries and pinned:
 //   @durable-streams/server 0.3.7 (npm, package.json; file-backed store)
@@ -18,9 +23,11 @@ import { gzipSync } from "node:zlib";
 import { startServer } from "../tests/support/server.mjs";
 import { serveStatic } from "../tests/support/static.mjs";
 import { launchBrowser } from "../tests/support/browser.mjs";
+import { startRedis } from "../tests/support/redis.mjs";
 
 const smoke = process.argv.includes("--smoke");
 const soakOnly = process.argv.includes("--soak");
+const scalingOnly = process.argv.includes("--scaling");
 const root = new URL("..", import.meta.url).pathname;
 process.chdir(root);
 const RUST_PEER_VERSION = "0.3.0";
@@ -31,6 +38,15 @@ const N = smoke
   : { seq: 3_000, conc: 20_000, catchup: 100_000, fanSubs: 1_000, fanCount: 500, idle: 10_000, deltas: 100_000, rounds: 3, longSession: 10_000, batches: 40 };
 /** The soak: live WebSocket subscribers over `streams` sessions, `rate` appends/s for `seconds`. */
 const SOAK = smoke ? { subscribers: 50, streams: 5, rate: 20, seconds: 3 } : { subscribers: 2_000, streams: 200, rate: 100, seconds: 60 };
+/**
+ * The scale-out run (docs/scaling.md): idle WebSocket subscriptions on one
+ * Redis-backed node; `producers` writers on node A with node B listening;
+ * then one writer at `rate` appends/s for `count` appends, `subs` WebSocket
+ * subscribers spread over 1, 2, then 3 nodes.
+ */
+const SCALE = smoke
+  ? { idle: 200, producers: 16, appends: 640, subs: 20, rate: 50, count: 20 }
+  : { idle: 10_000, producers: 64, appends: 20_000, subs: 1_000, rate: 100, count: 1_000 };
 /** Events per batch in the persistence benchmark. */
 const BATCH = 20;
 const started = Date.now();
@@ -39,6 +55,15 @@ const log = (...a) => console.log(`[bench ${((Date.now() - started) / 1000).toFi
 function run(cmd, args, opts = {}) {
   execFileSync(cmd, args, { stdio: "inherit", ...opts });
 }
+
+/** `--node URL` for each further node and `--cpu-pid PID` for each process to clock. */
+const clusterArgs = (nodes = [], pids = []) => [...nodes.flatMap((n) => ["--node", n.url]), ...pids.flatMap((p) => ["--cpu-pid", String(p)])];
+
+/** The load average (1, 5, 15 min) from /proc/loadavg. */
+/** A figure for the log: a JSON null (no samples) prints as "none". */
+const fmt = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : "none");
+
+const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 
 function bench(url, args, seconds = 60) {
   const out = execFileSync(`${cargoTarget}/release/durable-session-bench`, ["--url", url, "--seconds", String(seconds), ...args], {
@@ -95,7 +120,9 @@ async function startChild(cmd, args, env, readyUrl) {
 }
 
 const servers = {
-  ours: (extra = []) => startServer({ args: extra }),
+  // Every client of the load generator comes from 127.0.0.1: the per-IP
+  // WebSocket bound (default 4,096) is raised past the 10,000 idle sockets.
+  ours: (extra = []) => startServer({ args: ["--max-ws-per-ip", "100000", ...extra] }),
   async node() {
     const dir = mkdtempSync(join(tmpdir(), "bench-node-"));
     const s = await startChild("node", ["tests/support/node-ds-server.mjs", "0", dir], {});
@@ -145,6 +172,12 @@ function machine() {
 // ---------------------------------------------------------------- build
 
 log(smoke ? "smoke mode: tiny counts, our server and the Node peer" : soakOnly ? "soak only" : "full run");
+if (process.argv.includes("--render")) {
+  const kept = JSON.parse(readFileSync(`${cargoTarget}/bench-results.json`, "utf8"));
+  writeFileSync("docs/benchmarks.md", render(kept.results, kept.machine, kept.seconds));
+  log("rendered docs/benchmarks.md again from the last full run's results");
+  process.exit(0);
+}
 if (soakOnly) {
   run("cargo", ["build", "--release", "--quiet", "-p", "durable-session-server", "-p", "durable-session-bench"]);
   process.env.SERVER_BIN = resolve(root, cargoTarget, "release/durable-session-server");
@@ -152,6 +185,20 @@ if (soakOnly) {
   const doc = readFileSync("docs/benchmarks.md", "utf8");
   writeFileSync("docs/benchmarks.md", withSoakSection(doc, renderSoak(soak, machine())));
   log("wrote the soak section of docs/benchmarks.md");
+  process.exit(0);
+}
+if (scalingOnly) {
+  run("cargo", ["build", "--release", "--quiet", "-p", "durable-session-server", "-p", "durable-session-bench"]);
+  process.env.SERVER_BIN = resolve(root, cargoTarget, "release/durable-session-server");
+  const scaling = await scalingRun();
+  writeFileSync(`${cargoTarget}/scaling-results.json`, JSON.stringify(scaling));
+  const section = renderScaling(scaling, machine(), (Date.now() - started) / 1000);
+  if (smoke) {
+    console.log(section); // tiny counts: printed, never written
+  } else {
+    writeFileSync("docs/scaling.md", withScalingSection(readFileSync("docs/scaling.md", "utf8"), section));
+    log("wrote the measured part of docs/scaling.md");
+  }
   process.exit(0);
 }
 run("bash", ["scripts/setup.sh"]);
@@ -173,7 +220,7 @@ if (!smoke) {
 
 // ------------------------------------------------------- server benchmarks
 
-const results = { server: {}, browser: {}, size: {} };
+const results = { server: {}, browser: {}, size: {}, load_start: loadavg() };
 for (const peer of peers) {
   log(`server benchmarks: ${peer}`);
   const r = (results.server[peer] = {});
@@ -195,12 +242,53 @@ for (const peer of peers) {
     for (const mode of peer === "ours" ? ["sse", "ws"] : ["sse"]) {
       const args = ["fanout", "--mode", mode, "--subscribers", String(N.fanSubs), "--rate", "100", "--count", String(N.fanCount)];
       r[`fanout_${mode}`] = bench(s.url, args, 120);
-      log(peer, `fan-out ${mode}: p99`, r[`fanout_${mode}`].p99_ms.toFixed(1), "ms");
+      log(peer, `fan-out ${mode}: p99`, fmt(r[`fanout_${mode}`].p99_ms, 1), "ms");
     }
   } finally {
     await s.stop();
   }
 }
+
+// ------------------------------------------------------------- scale-out
+
+/**
+ * Benchmark 12: the append and fan-out benchmarks of sections 1 and 3 on
+ * the Redis store, on one node and on two nodes sharing one redis-server
+ * (started here with the durable settings). Two nodes: the producers are
+ * spread over A and B (one producer: on A), the fan-out's writer is on A and
+ * its subscribers alternate between A and B, so half of them are served
+ * across nodes (their p99 is reported apart too).
+ */
+async function scaleOutRun() {
+  const redis = await startRedis();
+  const out = { load_start: loadavg() };
+  const nodes = [];
+  try {
+    for (const count of [1, 2]) {
+      while (nodes.length < count) nodes.push(await servers.ours(["--store", redis.url]));
+      log(`scale-out: Redis, ${count} node(s)`);
+      const [a, ...rest] = nodes;
+      const extra = clusterArgs(rest, [...nodes.map((n) => n.pid), redis.pid]);
+      const r = (out[count === 1 ? "one" : "two"] = {});
+      r.append_seq = bench(a.url, ["append", "--producers", "1", "--count", String(N.seq), ...extra], 60);
+      r.append_conc = bench(a.url, ["append", "--producers", "64", "--count", String(N.conc), ...extra], 60);
+      log(`Redis ${count} node(s) append: sequential ${r.append_seq.rate.toFixed(0)} msg/s, 64 producers ${r.append_conc.rate.toFixed(0)} msg/s`);
+      for (const mode of ["sse", "ws"]) {
+        const args = ["fanout", "--mode", mode, "--subscribers", String(N.fanSubs), "--rate", "100", "--count", String(N.fanCount), ...extra];
+        r[`fanout_${mode}`] = bench(a.url, args, 120);
+        log(`Redis ${count} node(s) fan-out ${mode}: p99`, fmt(r[`fanout_${mode}`].p99_ms, 1), "ms");
+      }
+    }
+  } finally {
+    for (const n of nodes) await n.stop();
+    await redis.stop();
+  }
+  out.load_end = loadavg();
+  return out;
+}
+
+results.scale = await scaleOutRun();
+if (smoke) results.scaling = await scalingRun();
 
 // ------------------------------------------------------------------ soak
 
@@ -452,6 +540,17 @@ if (smoke) {
     if (!(r.fanout_sse.received > 0)) bad.push(`${peer} fan-out`);
     if (!(r.idle_sse.subscriptions === N.idle)) bad.push(`${peer} idle`);
   }
+  for (const [name, r] of Object.entries({ "Redis 1 node": results.scale.one, "Redis 2 nodes": results.scale.two })) {
+    if (!(r.append_seq.rate > 0 && r.append_conc.rate > 0)) bad.push(`${name} append`);
+    for (const mode of ["sse", "ws"]) {
+      const fo = r[`fanout_${mode}`];
+      if (!(fo.received === fo.expected && fo.expected > 0 && fo.nodes.every((n) => n.received > 0))) bad.push(`${name} fan-out ${mode}`);
+    }
+  }
+  renderScaleOut(results, machine()); // the section renders (it is written only by a full run)
+  const sc = results.scaling;
+  if (!(sc.idle.subscriptions === SCALE.idle && sc.append.messages === SCALE.appends && sc.steps.length === 3 && sc.steps.every((r, i) => r.nodes.length === i + 1 && r.received === r.expected && r.expected > 0))) bad.push("scaling");
+  else renderScaling(sc, machine(), 0);
   const k = results.soak;
   if (!(k.connected === SOAK.subscribers && k.written > 0 && k.delivered === k.expected && k.samples.length >= SOAK.seconds)) bad.push("soak");
   const b = results.browser;
@@ -462,8 +561,12 @@ if (smoke) {
     console.error("benchmark smoke run failed:", bad.join(", "));
     process.exit(1);
   }
-  console.log("bench smoke: 11 benchmarks ran");
+  console.log("bench smoke: 12 benchmarks and the scaling run ran");
 } else {
+  results.load_end = loadavg();
+  // Kept so that the page can be rendered again without measuring again
+  // (`node scripts/bench.mjs --render`).
+  writeFileSync(`${cargoTarget}/bench-results.json`, JSON.stringify({ results, machine: machine(), seconds }));
   writeFileSync("docs/benchmarks.md", render(results, machine(), seconds));
   log("wrote docs/benchmarks.md");
 }
@@ -500,6 +603,48 @@ The goal is flat: memory that follows traffic, not time. Plot-ready (t, RSS):
 | t (s) | RSS (MiB) | appends written | messages delivered |
 |---:|---:|---:|---:|
 ${rows}
+`;
+}
+
+/** Section 12 of docs/benchmarks.md: SQLite vs Redis, one and two nodes, beside the Rust peer. */
+function renderScaleOut(res, m) {
+  const f = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "—");
+  const S = res.server;
+  const { one, two } = res.scale;
+  const cols = [S.ours, one, two, S.rust];
+  const row = (name, pick, d = 0) => `| ${name} | ${cols.map((c) => f(c ? pick(c) : NaN, d)).join(" | ")} |`;
+  const redisUs = (r) => (r.append_conc.cpu.at(-1).cpu_seconds / r.append_conc.messages) * 1e6;
+  return `## 12. Scale-out: SQLite vs Redis, one and two nodes
+
+The benchmarks of sections 1 and 3 again, on our server with the Redis
+store (\`--store redis://…\`): one redis-server 7 started by the benchmark
+in a temp dir with the durable settings (\`appendonly yes\`,
+\`appendfsync always\`, \`maxmemory-policy noeviction\`), one or two
+server nodes on it, all on loopback. The SQLite and Rust-peer columns are
+the figures of sections 1 and 3 of this same run. **Two nodes**: the 64
+producers alternate between node A and node B (the single producer writes
+through A); the fan-out's writer is on A and its subscribers alternate
+between A and B, so half of them are served across nodes (their p99 has a
+row of its own). Counts as in sections 1 and 3: ${f(N.seq)} sequential
+appends, ${f(N.conc)} appends over 64 producers, ${f(N.fanSubs)} subscribers
+and ${f(N.fanCount)} messages at 100/s. Load average (1, 5, 15 min)
+${res.scale.load_start} before these rows, ${res.scale.load_end} after.
+Reproduce with \`npm run bench\`.
+
+| | SQLite, 1 node | Redis, 1 node | Redis, 2 nodes | Rust peer |
+|---|---:|---:|---:|---:|
+${row("appends/s, sequential, 1 producer", (r) => r.append_seq.rate)}
+${row("  ack latency p99 (ms)", (r) => r.append_seq.p99_ms, 2)}
+${row("appends/s, 64 producers on 64 streams", (r) => r.append_conc.rate)}
+${row("  ack latency p99 (ms)", (r) => r.append_conc.p99_ms, 2)}
+${row("fan-out p99, SSE (ms)", (r) => r.fanout_sse.p99_ms, 2)}
+${row("fan-out p99, WebSocket (ms)", (r) => r.fanout_ws?.p99_ms, 2)}
+| fan-out p99 of the subscribers on node B, SSE / WebSocket (ms) | — | — | ${f(two.fanout_sse.nodes[1].p99_ms, 2)} / ${f(two.fanout_ws.nodes[1].p99_ms, 2)} | — |
+${row("fan-out delivered / expected, WebSocket (%)", (r) => (r.fanout_ws ? (100 * r.fanout_ws.received) / r.fanout_ws.expected : NaN), 1)}
+| redis-server CPU per append, 64 producers (µs) | — | ${f(redisUs(one), 1)} | ${f(redisUs(two), 1)} | — |
+
+The capacity model built on these figures, and a 1 → 2 → 3 node run, are
+in [scaling.md](scaling.md) (\`node scripts/bench.mjs --scaling\`).
 `;
 }
 
@@ -554,6 +699,11 @@ npm run bench
 \`\`\`
 
 Machine: ${m.cpu}, ${m.memory}; ${m.kernel}; Node ${m.node}; ${m.rustc}; ${m.chromium}.
+${
+  res.load_start
+    ? `Load average (1, 5, 15 min) ${res.load_start} at the start, ${res.load_end} at the end`
+    : `Load average (1, 5, 15 min) ${res.scale.load_start} → ${res.scale.load_end} around section 12`
+}: the machine was shared with other builds, so absolute figures are worse than on an idle one.
 
 Peers: **Node peer** = \`@durable-streams/server\` 0.3.7 (upstream Node reference
 server, file-backed store); **Rust peer** = \`durable-streams-server\` ${RUST_PEER_VERSION}
@@ -669,6 +819,7 @@ changed, \`onChange\` converted the whole transcript for every batch: 1.37 and
 the two are equal within noise.
 
 ${renderSoak(res.soak, m)}
+${renderScaleOut(res, m)}
 ## Where we fall short, and why
 
 The evidence for each shortfall comes from the figures above and from
@@ -706,4 +857,156 @@ changes measured one at a time while this page was written.
   reduction from 153 KB and where the remaining bytes go are in the git
   history of this page (commit "docs/benchmarks.md: package size …").
 `;
+}
+
+// ------------------------------------------------------------ scaling
+
+/**
+ * The measurements behind docs/scaling.md, on one redis-server (durable
+ * settings): (1) memory per idle WebSocket subscription on a Redis-backed
+ * node; (2) appends/s through node A with node B listening, with the CPU
+ * time of A, B and Redis; (3) the same fan-out (one writer on A, SCALE.subs
+ * WebSocket subscribers) spread over 1, 2, then 3 fresh nodes, with the CPU
+ * time of each node and of Redis.
+ */
+async function scalingRun() {
+  log(`scaling: ${SCALE.idle} idle subscriptions; ${SCALE.appends} appends; fan-out to ${SCALE.subs} over 1, 2, 3 nodes`);
+  const redis = await startRedis();
+  const out = { counts: SCALE, load_start: loadavg() };
+  const withNodes = async (count, body) => {
+    const nodes = [];
+    try {
+      while (nodes.length < count) nodes.push(await servers.ours(["--store", redis.url]));
+      return await body(nodes);
+    } finally {
+      for (const n of nodes) await n.stop();
+    }
+  };
+  try {
+    out.idle = await withNodes(1, ([a]) => bench(a.url, ["idle", "--mode", "ws", "--subscriptions", String(SCALE.idle), "--pid", String(a.pid)], 120));
+    log(`scaling: ${out.idle.kb_per_subscription.toFixed(1)} KB per idle WebSocket subscription`);
+    out.append = await withNodes(2, ([a, b]) =>
+      bench(a.url, ["append", "--producers", String(SCALE.producers), "--count", String(SCALE.appends), ...clusterArgs([], [a.pid, b.pid, redis.pid])], 120),
+    );
+    log(`scaling: ${out.append.rate.toFixed(0)} appends/s through node A; CPU A/B/Redis ${out.append.cpu.map((c) => c.cpu_seconds.toFixed(2)).join(" / ")} s`);
+    out.steps = [];
+    for (const count of [1, 2, 3]) {
+      const r = await withNodes(count, (nodes) => {
+        const args = ["fanout", "--mode", "ws", "--subscribers", String(SCALE.subs), "--rate", String(SCALE.rate), "--count", String(SCALE.count)];
+        return bench(nodes[0].url, [...args, ...clusterArgs(nodes.slice(1), [...nodes.map((n) => n.pid), redis.pid])], 180);
+      });
+      r.load = loadavg();
+      out.steps.push(r);
+      log(`scaling: ${count} node(s): p99 ${fmt(r.p99_ms, 1)} ms, delivered ${r.received} / ${r.expected}, node CPU ${r.cpu.slice(0, -1).map((c) => c.cpu_seconds.toFixed(2)).join(" + ")} s`);
+    }
+  } finally {
+    await redis.stop();
+  }
+  out.load_end = loadavg();
+  return out;
+}
+
+/**
+ * The capacity model of docs/scaling.md from the figures of `scalingRun`.
+ * Per node: memory per subscription, CPU per delivered message, CPU per
+ * append it only hears about (every node receives every append on the one
+ * change channel); Redis: appends/s measured and CPU per append.
+ */
+function capacityModel(k) {
+  const [a, b, redis] = k.append.cpu.map((c) => c.cpu_seconds);
+  const appends = k.append.messages;
+  const one = k.steps[0];
+  const cPub = b / appends; // CPU of a node per append it only hears about
+  const cAppend = (a - b) / appends; // the HTTP append itself, on the node that takes it
+  const cRedis = redis / appends;
+  const cDeliver = (one.cpu[0].cpu_seconds - one.written * (cPub + cAppend)) / one.received;
+  const m = {
+    kbPerSub: k.idle.kb_per_subscription,
+    cPub,
+    cAppend,
+    cRedis,
+    cDeliver,
+    redisRate: k.append.rate,
+    redisUtil: k.append.cpu[2].utilization,
+  };
+  // The 1 → 2 → 3 check: each node's CPU predicted from the 1-node run.
+  m.check = k.steps.map((r, i) => {
+    const nodes = i + 1;
+    const predicted = r.nodes.map((n, j) => n.received * cDeliver + r.written * (cPub + (j === 0 ? cAppend : 0)));
+    const measured = r.cpu.slice(0, nodes).map((c) => c.cpu_seconds);
+    return { nodes, r, predicted, measured };
+  });
+  // Past this machine: 1,000,000 subscribers, 10,000 appends/s.
+  const node = { cores: 2, gib: 4, busy: 0.5, memShare: 0.7 };
+  m.node = node;
+  m.scenarios = [2, 50].map((perAppend) => {
+    const subs = 1_000_000;
+    const rate = 10_000;
+    const deliveries = rate * perAppend;
+    const cpuFree = node.cores * node.busy - rate * cPub;
+    const cpuNodes = cpuFree > 0 ? Math.ceil((deliveries * cDeliver + rate * cAppend) / cpuFree) : Infinity;
+    const memNodes = Math.ceil((subs * k.idle.kb_per_subscription * 1024) / (node.gib * 2 ** 30 * node.memShare));
+    const redisCpuShards = Math.ceil((rate * cRedis) / 0.7);
+    const redisRateShards = Math.ceil(rate / k.append.rate);
+    return { perAppend, subs, rate, deliveries, cpuFree, cpuNodes, memNodes, nodes: Math.max(cpuNodes, memNodes), redisCpuShards, redisRateShards };
+  });
+  return m;
+}
+
+/** The measured part of docs/scaling.md (between its markers). */
+function renderScaling(k, mach, secs) {
+  const f = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "—");
+  const us = (s) => f(s * 1e6, 1);
+  const m = capacityModel(k);
+  const C = k.counts;
+  const check = m.check
+    .map(({ nodes, r, predicted, measured }) => {
+      const sum = (xs) => xs.reduce((x, y) => x + y, 0);
+      const reached = r.written / r.seconds;
+      const cross = r.nodes.length > 1 ? f(Math.max(...r.nodes.slice(1).map((n) => n.p99_ms)), 1) : "—";
+      return `| ${nodes} | ${r.nodes.map((n) => f(n.subscribers)).join(" / ")} | ${predicted.map((x) => f(x, 2)).join(" / ")} | ${measured.map((x) => f(x, 2)).join(" / ")} | ${f(sum(predicted), 2)} | ${f(sum(measured), 2)} | ${f(reached)} | ${f(r.received / r.seconds)} | ${f(r.received)} / ${f(r.expected)} | ≤ ${f(m.check[0].r.p99_ms, 1)} | ${f(r.p99_ms, 1)} | ${cross} | ${f(r.cpu.at(-1).cpu_seconds, 2)} | ${r.load} |`;
+    })
+    .join("\n");
+  const scen = m.scenarios
+    .map((s) => `| ${f(s.perAppend)} | ${f(s.deliveries)} | ${f(s.cpuFree, 2)} | ${f(s.cpuNodes)} | ${f(s.memNodes)} | **${f(s.nodes)}** (${s.cpuNodes >= s.memNodes ? "CPU" : "memory"}) | ${f(s.redisRateShards)} | ${f(s.redisCpuShards)} |`)
+    .join("\n");
+  return `<!-- scaling: begin (written by \`node scripts/bench.mjs --scaling\`; do not edit by hand) -->
+
+Measured ${new Date().toISOString().slice(0, 10)} in ${f(secs)} s on ${mach.cpu}, ${mach.memory}; ${mach.kernel}; ${mach.rustc}.
+Load average (1, 5, 15 min) ${k.load_start} at the start, ${k.load_end} at the end (the machine is shared with other builds).
+One redis-server 7 (\`appendonly yes\`, \`appendfsync always\`), release builds, all on loopback, the load generator on the same 2 cores.
+
+**Per-node figures**
+
+| figure | value | how |
+|---|---:|---|
+| memory per idle live WebSocket subscription (KB) | ${f(m.kbPerSub, 1)} | RSS growth of one Redis-backed node over ${f(k.idle.subscriptions)} idle subscriptions |
+| node CPU per delivered message (µs) | ${us(m.cDeliver)} | node CPU time over the 1-node fan-out (${f(C.subs)} WebSocket subscribers, ${f(C.rate)} appends/s, ${f(C.count)} appends) ÷ messages delivered, the append costs below taken out |
+| node CPU per append it only hears about (µs) | ${us(m.cPub)} | CPU time of node B (no clients) while ${f(k.append.messages)} appends went through node A |
+| node CPU per HTTP append it takes (µs) | ${us(m.cAppend)} | node A's CPU time minus node B's, ÷ appends |
+| Redis CPU per append (µs) | ${us(m.cRedis)} | redis-server's CPU time over the same appends (two nodes subscribed to the change channel) |
+| appends/s through one Redis | ${f(m.redisRate)} | ${f(C.producers)} producers on ${f(C.producers)} streams, one node; ack p99 ${f(k.append.p99_ms, 1)} ms; Redis busy ${f(m.redisUtil * 100)} % of one core |
+
+**The model's projection** (1,000,000 live subscribers, 10,000 appends/s; a node = ${m.node.cores} cores at ≤ ${f(m.node.busy * 100)} % busy and ${m.node.gib} GiB, ≤ ${f(m.node.memShare * 100)} % of it for subscriptions)
+
+| subscribers per append | deliveries/s | CPU per node left after hearing every append (cores) | nodes for CPU | nodes for memory | nodes | Redis shards by measured appends/s | Redis shards by CPU (≤ 70 % of a core) |
+|---:|---:|---:|---:|---:|---:|---:|---:|
+${scen}
+
+**The check: the same fan-out over 1 → 2 → 3 nodes** (one writer on node A at ${f(C.rate)} appends/s, ${f(C.count)} appends; ${f(C.subs)} WebSocket subscribers spread round-robin over the nodes; CPU seconds over the writing window; predicted from the 1-node run and the per-append costs)
+
+| nodes | subscribers per node | node CPU predicted (s, per node) | node CPU measured (s, per node) | total predicted (s) | total measured (s) | appends/s the writer reached (of ${f(C.rate)}) | deliveries/s | delivered / expected | p99 predicted on own cores (ms) | p99 measured (ms) | p99 on nodes B, C (ms) | Redis CPU (s) | load average after |
+|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
+${check}
+
+<!-- scaling: end -->`;
+}
+
+/** `doc` with its measured part replaced (or appended). */
+function withScalingSection(doc, section) {
+  const start = doc.indexOf("<!-- scaling: begin");
+  const endMark = "<!-- scaling: end -->";
+  const end = doc.indexOf(endMark);
+  if (start >= 0 && end > start) return doc.slice(0, start) + section + doc.slice(end + endMark.length);
+  return `${doc}\n${section}\n`;
 }

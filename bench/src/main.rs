@@ -9,10 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use durable_session_protocol::json;
-use durable_session_protocol::ws::{ClientMsg, Payload, ServerMsg};
+use durable_session_protocol::ws::{ClientMsg, Message, Payload, ServerMsg};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 #[derive(Parser)]
@@ -28,6 +28,15 @@ struct Args {
     /// Upper bound on the benchmark's duration, in seconds.
     #[arg(long, global = true, default_value_t = 30.0)]
     seconds: f64,
+    /// Further nodes of the same cluster (servers on one Redis), besides
+    /// `--url`: `append` spreads its producers over all of them, `fanout`
+    /// its subscribers (the writer stays on `--url`). Repeatable.
+    #[arg(long = "node", global = true)]
+    nodes: Vec<String>,
+    /// Processes whose CPU time (user + system, from /proc/PID/stat) `append`
+    /// and `fanout` report over their measured part. Repeatable.
+    #[arg(long = "cpu-pid", global = true)]
+    cpu_pids: Vec<u32>,
     #[command(subcommand)]
     bench: Bench,
 }
@@ -40,7 +49,8 @@ enum Live {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Appends of 100-byte JSON messages: sequential (1 producer) or concurrent.
+    /// Appends of 100-byte JSON messages: sequential (1 producer) or
+    /// concurrent, the producers spread over `--url` and the `--node`s.
     Append {
         #[arg(long, default_value_t = 1)]
         producers: usize,
@@ -53,7 +63,8 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
     },
-    /// One writer at `rate` messages/s, `subscribers` live readers.
+    /// One writer at `rate` messages/s (on `--url`), `subscribers` live
+    /// readers (spread over `--url` and the `--node`s).
     Fanout {
         #[arg(long, value_enum, default_value_t = Live::Sse)]
         mode: Live,
@@ -168,23 +179,94 @@ fn http_client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// CPU time (user + system, all threads) of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("pid {pid}: {e}"))?;
+    // The command name (field 2) may hold spaces: fields count from after its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("no ')' in /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15: 12 and 13 after the name.
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        return Err(format!("pid {pid}: no utime/stime"));
+    };
+    Ok((user + system) as f64 / clock_ticks())
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux if that fails).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The CPU time of some processes over a stretch of a benchmark.
+struct CpuClock {
+    started: Instant,
+    at_start: Vec<(u32, f64)>,
+}
+
+impl CpuClock {
+    fn start(pids: &[u32]) -> Result<Self, String> {
+        let at_start = pids
+            .iter()
+            .map(|&p| Ok((p, cpu_seconds(p)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            started: Instant::now(),
+            at_start,
+        })
+    }
+
+    /// `[{ pid, cpu_seconds, utilization }]` since `start`; utilization is
+    /// CPU seconds per wall-clock second (1.0 = one core busy).
+    fn stop(&self) -> Result<serde_json::Value, String> {
+        let wall = self.started.elapsed().as_secs_f64();
+        let mut out = Vec::new();
+        for &(pid, before) in &self.at_start {
+            let used = cpu_seconds(pid)? - before;
+            out.push(json!({ "pid": pid, "cpu_seconds": used, "utilization": used / wall }));
+        }
+        Ok(json!(out))
+    }
+}
+
+/// `--url` followed by the `--node`s.
+fn cluster(base: &str, nodes: &[String]) -> Vec<String> {
+    std::iter::once(base.to_owned())
+        .chain(nodes.iter().map(|n| n.trim_end_matches('/').to_owned()))
+        .collect()
+}
+
 async fn bench_append(
-    base: &str,
+    nodes: &[String],
     producers: usize,
     count: usize,
+    cpu_pids: &[u32],
     limit: Duration,
 ) -> Result<serde_json::Value, String> {
     let client = http_client();
     let prefix = unique("append");
     for p in 0..producers {
-        create(&client, base, &format!("{prefix}-{p}")).await?;
+        create(&client, &nodes[p % nodes.len()], &format!("{prefix}-{p}")).await?;
     }
     let deadline = Instant::now() + limit;
+    let cpu = CpuClock::start(cpu_pids)?;
     let started = Instant::now();
     let per_producer = count.div_ceil(producers);
     let mut tasks = Vec::new();
     for p in 0..producers {
-        let (client, base, path) = (client.clone(), base.to_owned(), format!("{prefix}-{p}"));
+        let (client, base, path) = (client.clone(), nodes[p % nodes.len()].clone(), format!("{prefix}-{p}"));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_producer);
             for i in 0..per_producer {
@@ -203,9 +285,12 @@ async fn bench_append(
         latencies.extend(t.await.map_err(|e| e.to_string())??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu.stop()?;
     latencies.sort_by(f64::total_cmp);
     Ok(json!({
         "producers": producers,
+        "nodes": nodes.len(),
+        "cpu": cpu,
         "messages": latencies.len(),
         "seconds": seconds,
         "rate": latencies.len() as f64 / seconds,
@@ -316,12 +401,7 @@ async fn sse_subscriber(
                     .collect();
                 let mut times = Vec::new();
                 send_times(&data.join("\n"), &mut times);
-                let now = now_micros();
-                let got: Vec<f64> = times
-                    .into_iter()
-                    .map(|t| now.saturating_sub(t) as f64 / 1000.0)
-                    .collect();
-                latencies.lock().await.extend(got);
+                lock(&latencies).extend(latencies_ms(&times));
             }
         }
     }
@@ -347,13 +427,16 @@ async fn ws_subscribe(base: &str, path: String) -> Result<Socket, String> {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// One WebSocket subscriber of our `/v1/ws`.
+/// One WebSocket subscriber of our `/v1/ws`, subscribed to `path` from
+/// `now`: hands the messages of each `events` frame to `on_events`, answers
+/// heartbeats, and stops at `deadline`. `ready` hears once, at the first
+/// `events` frame (the subscription is live from then on).
 async fn ws_subscriber(
     base: String,
     path: String,
-    latencies: Arc<Mutex<Vec<f64>>>,
     ready: tokio::sync::mpsc::Sender<()>,
     deadline: Instant,
+    mut on_events: impl FnMut(Vec<Message>) + Send,
 ) -> Result<(), String> {
     let mut socket = ws_subscribe(&base, path).await?;
     let mut announced = false;
@@ -369,21 +452,13 @@ async fn ws_subscriber(
                     announced = true;
                     let _ = ready.send(()).await;
                 }
-                let now = now_micros();
-                let mut times = Vec::new();
-                for m in messages {
-                    if let Payload::Json(raw) = m.payload {
-                        send_times(&raw, &mut times);
-                    }
-                }
-                let got: Vec<f64> = times
-                    .into_iter()
-                    .map(|t| now.saturating_sub(t) as f64 / 1000.0)
-                    .collect();
-                latencies.lock().await.extend(got);
+                on_events(messages);
             }
             Ok(ServerMsg::Ping { t }) => {
                 let _ = socket.send(WsMessage::text(ClientMsg::Pong { t }.to_json())).await;
+            }
+            Ok(ServerMsg::Error { code, message, .. }) => {
+                return Err(format!("ws subscriber: {}: {message}", code.as_str()));
             }
             _ => {}
         }
@@ -391,51 +466,103 @@ async fn ws_subscriber(
     Ok(())
 }
 
+/// Delivery latencies (ms, now minus each message's send time) of a batch.
+fn latencies_ms(times: &[u64]) -> impl Iterator<Item = f64> + '_ {
+    let now = now_micros();
+    times.iter().map(move |&t| now.saturating_sub(t) as f64 / 1000.0)
+}
+
+/// The guarded value; a panicked holder's data is still good for figures.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn ws_url(base: &str) -> String {
     format!("{}/v1/ws", base.replacen("http://", "ws://", 1))
 }
 
-async fn bench_fanout(
-    base: &str,
+/// The fan-out's settings (see `Bench::Fanout`).
+struct Fanout {
     mode: Live,
     subscribers: usize,
     rate: u32,
     count: usize,
+}
+
+/// One writer on `nodes[0]`; the subscribers spread round-robin over `nodes`.
+async fn bench_fanout(
+    nodes: &[String],
+    fanout: Fanout,
+    cpu_pids: &[u32],
     limit: Duration,
 ) -> Result<serde_json::Value, String> {
+    let Fanout {
+        mode,
+        subscribers,
+        rate,
+        count,
+    } = fanout;
+    let base = nodes[0].as_str();
     let client = http_client();
     let path = unique("fanout");
     create(&client, base, &path).await?;
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    // Latencies (ms) of the subscribers on each node.
+    let latencies: Vec<Arc<Mutex<Vec<f64>>>> = nodes.iter().map(|_| Arc::default()).collect();
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel(subscribers.max(1));
-    let write_time = Duration::from_secs_f64(count as f64 / f64::from(rate.max(1)));
-    let deadline = Instant::now() + limit.min(write_time + Duration::from_secs(20));
+    // Subscribers run until the benchmark's limit (they are stopped once the
+    // last messages had time to arrive). The writer writes its `count`
+    // messages at up to `rate` per second, one append at a time, with the
+    // same limit less a few seconds for the last deliveries: on a busy
+    // machine an append can take tens of milliseconds, and the count is the
+    // load runs are compared by.
+    let overall = Instant::now() + limit;
     let mut tasks = Vec::new();
-    for _ in 0..subscribers {
-        let (latencies, ready) = (latencies.clone(), ready_tx.clone());
+    for i in 0..subscribers {
+        let node = &nodes[i % nodes.len()];
+        let (latencies, ready) = (latencies[i % nodes.len()].clone(), ready_tx.clone());
         tasks.push(match mode {
             Live::Sse => tokio::spawn(sse_subscriber(
                 client.clone(),
-                format!("{base}/v1/stream/{path}?offset=now&live=sse"),
+                format!("{node}/v1/stream/{path}?offset=now&live=sse"),
                 latencies,
                 ready,
-                deadline,
+                overall,
             )),
-            Live::Ws => tokio::spawn(ws_subscriber(base.to_owned(), path.clone(), latencies, ready, deadline)),
+            Live::Ws => tokio::spawn(ws_subscriber(
+                node.clone(),
+                path.clone(),
+                ready,
+                overall,
+                move |messages| {
+                    let mut times = Vec::new();
+                    for m in messages {
+                        if let Payload::Json(raw) = m.payload {
+                            send_times(&raw, &mut times);
+                        }
+                    }
+                    lock(&latencies).extend(latencies_ms(&times));
+                },
+            )),
         });
     }
     drop(ready_tx);
     let mut connected = 0;
     while connected < subscribers
-        && tokio::time::timeout(Duration::from_secs(30), ready.recv())
-            .await
-            .ok()
-            .flatten()
-            .is_some()
+        && tokio::time::timeout(
+            Duration::from_secs(30).min(overall.saturating_duration_since(Instant::now())),
+            ready.recv(),
+        )
+        .await
+        .ok()
+        .flatten()
+        .is_some()
     {
         connected += 1;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = overall.checked_sub(Duration::from_secs(5)).unwrap_or(overall);
+    let cpu = CpuClock::start(cpu_pids)?;
+    let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut tick = tokio::time::interval(interval);
     let mut written = 0;
@@ -449,22 +576,44 @@ async fn bench_fanout(
     }
     // Let the last messages arrive, then stop the subscribers.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu.stop()?;
     for t in &tasks {
         t.abort();
     }
-    let latencies = latencies.lock().await.clone();
-    let mut sorted = latencies;
-    sorted.sort_by(f64::total_cmp);
+    let summary = |mut sorted: Vec<f64>| {
+        sorted.sort_by(f64::total_cmp);
+        (
+            sorted.len(),
+            percentile(&sorted, 0.5),
+            percentile(&sorted, 0.99),
+            sorted.last().copied(),
+        )
+    };
+    let per_node: Vec<serde_json::Value> = nodes
+        .iter()
+        .zip(&latencies)
+        .enumerate()
+        .map(|(i, (url, l))| {
+            let (received, p50, p99, _) = summary(lock(l).clone());
+            let subscribers = subscribers / nodes.len() + usize::from(i < subscribers % nodes.len());
+            json!({ "url": url, "subscribers": subscribers, "received": received, "p50_ms": p50, "p99_ms": p99 })
+        })
+        .collect();
+    let (received, p50, p99, max) = summary(latencies.iter().flat_map(|l| lock(l).clone()).collect());
     Ok(json!({
         "mode": match mode { Live::Sse => "sse", Live::Ws => "ws" },
         "subscribers": subscribers,
         "connected": connected,
         "written": written,
-        "received": sorted.len(),
+        "received": received,
         "expected": written * connected,
-        "p50_ms": percentile(&sorted, 0.5),
-        "p99_ms": percentile(&sorted, 0.99),
-        "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
+        "seconds": seconds,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": max.unwrap_or(f64::NAN),
+        "nodes": per_node,
+        "cpu": cpu,
     }))
 }
 
@@ -517,7 +666,13 @@ async fn bench_idle(
             }));
         }
         for p in pending {
-            held.push(p.await.map_err(|e| e.to_string())??);
+            // A server that stops accepting must not hold the benchmark
+            // past its limit: what connected by then is what is measured.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(joined) = tokio::time::timeout(left, p).await else {
+                break;
+            };
+            held.push(joined.map_err(|e| e.to_string())??);
             opened += 1;
         }
     }
@@ -547,42 +702,6 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     let cov: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
     let var: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
     cov / var
-}
-
-/// One soak subscriber: counts the messages it receives until `deadline`.
-async fn soak_subscriber(
-    base: String,
-    path: String,
-    received: Arc<std::sync::atomic::AtomicU64>,
-    ready: tokio::sync::mpsc::Sender<()>,
-    deadline: Instant,
-) -> Result<(), String> {
-    let mut socket = ws_subscribe(&base, path).await?;
-    let mut announced = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(Ok(frame))) = tokio::time::timeout(left, socket.next()).await else {
-            break;
-        };
-        let WsMessage::Text(text) = frame else { continue };
-        match ServerMsg::parse(text.as_str()) {
-            Ok(ServerMsg::Events { messages, .. }) => {
-                if !announced {
-                    announced = true;
-                    let _ = ready.send(()).await;
-                }
-                received.fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(ServerMsg::Ping { t }) => {
-                let _ = socket.send(WsMessage::text(ClientMsg::Pong { t }.to_json())).await;
-            }
-            Ok(ServerMsg::Error { code, message, .. }) => {
-                return Err(format!("soak subscriber: {}: {message}", code.as_str()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// The soak's settings (see `Bench::Soak`).
@@ -622,12 +741,14 @@ async fn bench_soak(base: &str, soak: Soak, limit: Duration) -> Result<serde_jso
         for &i in wave {
             let (received, ready) = (received.clone(), ready_tx.clone());
             let path = paths[i % streams].clone();
-            tasks.push(tokio::spawn(soak_subscriber(
+            tasks.push(tokio::spawn(ws_subscriber(
                 base.to_owned(),
                 path,
-                received,
                 ready,
                 deadline,
+                move |messages| {
+                    received.fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                },
             )));
         }
         for _ in wave {
@@ -754,15 +875,26 @@ async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let limit = Duration::from_secs_f64(args.seconds.max(0.1));
     let base = args.url.trim_end_matches('/').to_owned();
+    let nodes = cluster(&base, &args.nodes);
     let result = match args.bench {
-        Bench::Append { producers, count } => bench_append(&base, producers.max(1), count, limit).await,
+        Bench::Append { producers, count } => {
+            bench_append(&nodes, producers.max(1), count, &args.cpu_pids, limit).await
+        }
         Bench::Catchup { messages } => bench_catchup(&base, messages, limit).await,
         Bench::Fanout {
             mode,
             subscribers,
             rate,
             count,
-        } => bench_fanout(&base, mode, subscribers, rate, count, limit).await,
+        } => {
+            let fanout = Fanout {
+                mode,
+                subscribers,
+                rate,
+                count,
+            };
+            bench_fanout(&nodes, fanout, &args.cpu_pids, limit).await
+        }
         Bench::Idle {
             mode,
             subscriptions,

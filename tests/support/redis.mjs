@@ -48,7 +48,7 @@ function launch(port, dir) {
 
 /**
  * Starts a Redis for one test run.
- * @returns {Promise<{ url: string, stop: () => Promise<void> }>}
+ * @returns {Promise<{ url: string, pid: number, stop: () => Promise<void> }>}
  */
 export async function startRedis() {
   const dir = mkdtempSync(join(tmpdir(), "durable-session-redis-"));
@@ -71,5 +71,5 @@ export async function startRedis() {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  return { url: `redis://127.0.0.1:${port}/0`, stop };
+  return { url: `redis://127.0.0.1:${port}/0`, pid: child.pid, stop };
 }
