@@ -787,6 +787,32 @@ mod differential {
     //! The parser agrees with `serde_json` on what is JSON, over many
     //! mutated documents.
 
+    /// A small deterministic generator (xorshift64).
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    /// `edits` random replacements, removals or insertions of bytes of
+    /// `alphabet`.
+    fn mutate(doc: &mut Vec<u8>, edits: u64, alphabet: &[u8], next: &mut impl FnMut() -> u64) {
+        for _ in 0..edits {
+            let at = (next() % (doc.len() as u64 + 1)) as usize;
+            let c = alphabet[(next() % alphabet.len() as u64) as usize];
+            match next() % 3 {
+                0 if at < doc.len() => doc[at] = c,
+                1 if at < doc.len() => {
+                    doc.remove(at);
+                }
+                _ => doc.insert(at, c),
+            }
+        }
+    }
+
     #[test]
     fn agrees_with_serde_json_on_mutated_documents() {
         let seeds = [
@@ -795,28 +821,12 @@ mod differential {
             r#"{"type":"text_delta","run_id":"r","agent":"sim","delta":" hello"}"#,
         ];
         let alphabet = br#"{}[]:,"\ 0123456789.eE+-truefalsnu\/bfnrtx"#;
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         let mut checked = 0;
         for _ in 0..20_000 {
             let seed = seeds[(next() % seeds.len() as u64) as usize].as_bytes();
             let mut doc = seed.to_vec();
-            for _ in 0..(1 + next() % 3) {
-                let at = (next() % (doc.len() as u64 + 1)) as usize;
-                let c = alphabet[(next() % alphabet.len() as u64) as usize];
-                match next() % 3 {
-                    0 if at < doc.len() => doc[at] = c,
-                    1 if at < doc.len() => {
-                        doc.remove(at);
-                    }
-                    _ => doc.insert(at, c),
-                }
-            }
+            mutate(&mut doc, 1 + next() % 3, alphabet, &mut next);
             let Ok(text) = std::str::from_utf8(&doc) else { continue };
             let ours = super::parse(text).is_ok();
             let theirs = serde_json::from_str::<serde_json::Value>(text).is_ok();
@@ -837,27 +847,11 @@ mod differential {
             "[{\"a\":".repeat(levels) + r#"[1,"x\"y",{"b":null}]"# + &"}]".repeat(levels)
         );
         let alphabet = br#"{}[]:,"\ 01.e-tfnu"#;
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let (mut valid, mut invalid) = (0, 0);
         for _ in 0..5_000 {
             let mut doc = seed.clone().into_bytes();
-            for _ in 0..(1 + next() % 2) {
-                let at = (next() % (doc.len() as u64 + 1)) as usize;
-                let c = alphabet[(next() % alphabet.len() as u64) as usize];
-                match next() % 3 {
-                    0 if at < doc.len() => doc[at] = c,
-                    1 if at < doc.len() => {
-                        doc.remove(at);
-                    }
-                    _ => doc.insert(at, c),
-                }
-            }
+            mutate(&mut doc, 1 + next() % 2, alphabet, &mut next);
             let Ok(text) = std::str::from_utf8(&doc) else { continue };
             let ours = super::parse(text).is_ok();
             let theirs = serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok();

@@ -156,22 +156,9 @@ fn reference(events: &[Ev]) -> Vec<ChatItem> {
 /// The `type` of an event that is not one of §11's types: it passes
 /// through as an item of its own.
 fn other_type(raw: &str) -> Option<String> {
-    const SECTION_11: [&str; 11] = [
-        "user_message",
-        "run_started",
-        "text_delta",
-        "progress",
-        "cancel",
-        "steer",
-        "steer_applied",
-        "run_finished",
-        "tool_call",
-        "tool_result",
-        "reasoning_delta",
-    ];
     let v: serde_json::Value = serde_json::from_str(raw).ok()?;
     let ty = v.get("type")?.as_str()?;
-    (!SECTION_11.contains(&ty)).then(|| ty.to_owned())
+    (!SessionEvent::is_core_type(ty)).then(|| ty.to_owned())
 }
 
 /// A run from its own events, in the stream's order, up to and including

@@ -484,6 +484,20 @@ impl Subscriptions {
         Ok(())
     }
 
+    /// A `PUT` of an id that exists: the same configuration answers `200`
+    /// with it, another one `409 CONFLICT`.
+    fn put_again(&self, existing: &Sub, id: &str, hash: &str) -> Result<(StatusCode, serde_json::Value), SubError> {
+        if existing.hash == hash {
+            Ok((StatusCode::OK, existing.view(id, &self.inner.config.keys)))
+        } else {
+            Err(SubError::new(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                "a subscription with this id exists with another configuration",
+            ))
+        }
+    }
+
     /// Creates (`201`) or re-confirms (`200`) a subscription.
     pub async fn put(
         &self,
@@ -493,15 +507,7 @@ impl Subscriptions {
     ) -> Result<(StatusCode, serde_json::Value), SubError> {
         let hash = spec.hash();
         if let Some(existing) = self.lock().get(id) {
-            return if existing.hash == hash {
-                Ok((StatusCode::OK, existing.view(id, &self.inner.config.keys)))
-            } else {
-                Err(SubError::new(
-                    StatusCode::CONFLICT,
-                    "CONFLICT",
-                    "a subscription with this id exists with another configuration",
-                ))
-            };
+            return self.put_again(existing, id, &hash);
         }
         // Explicit streams are linked at their current tails, and so are the
         // existing streams the pattern matches (backfill).
@@ -518,15 +524,7 @@ impl Subscriptions {
         let mut subs = self.lock();
         if let Some(existing) = subs.get(id) {
             // Created meanwhile by a concurrent request.
-            return if existing.hash == hash {
-                Ok((StatusCode::OK, existing.view(id, &self.inner.config.keys)))
-            } else {
-                Err(SubError::new(
-                    StatusCode::CONFLICT,
-                    "CONFLICT",
-                    "a subscription with this id exists with another configuration",
-                ))
-            };
+            return self.put_again(existing, id, &hash);
         }
         if subs.len() >= self.inner.config.max_subscriptions {
             return Err(SubError::new(
